@@ -1,0 +1,30 @@
+# svcjax: `make demo` runs the main job end to end, `make test` runs the test suite.
+# Both create .venv and install what they need on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.svcjax-installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-fast demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev,convert]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+# The fast subset (skips tests marked slow).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+
+demo: $(STAMP)
+	$(PY) -m svcjax.demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,23 @@
+"""svcjax: So-VITS-SVC 4.1 singing-voice conversion with shallow diffusion, in JAX/Flax.
+
+The public API is imported lazily (``import svcjax`` stays cheap); see README.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API: dict[str, str] = {}
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'svcjax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_API))

@@ -1,0 +1,5 @@
+import sys
+
+from svcjax.cli import main
+
+sys.exit(main())

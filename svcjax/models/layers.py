@@ -1,0 +1,312 @@
+"""Convolution layers with PyTorch's semantics, channels-last, with optional weight norm.
+
+Every model in svcjax is a port of a PyTorch model, so its layers must compute exactly what
+``torch.nn.Conv1d`` / ``ConvTranspose1d`` / ``Conv2d`` compute (padding, dilation, groups,
+output length) and keep weight norm as trainable ``(g, v)`` parameters
+(``weight = g * v / ||v||``, the norm over every axis but the one ``g`` indexes), as
+``torch.nn.utils.weight_norm`` does. Inputs are ``(B, T, C)`` (``(B, H, W, C)`` for 2-D).
+
+Parameter layouts (the converters in :mod:`svcjax.convert.torch_params` map PyTorch's):
+
+=====================  ======================  ==========================
+layer                  parameter               shape
+=====================  ======================  ==========================
+Conv1d                 ``kernel``              ``(K, Cin/groups, Cout)``
+Conv1d, weight norm    ``kernel_v``/``_g``     ``(K, Cin/groups, Cout)``/``(Cout,)``
+ConvTranspose1d        ``kernel_t``            ``(K, Cin, Cout)``
+  with weight norm     ``kernel_t_v``/``_g``   ``(K, Cin, Cout)``/``(Cin,)``
+Conv2d                 ``kernel``              ``(KH, KW, Cin/groups, Cout)``
+=====================  ======================  ==========================
+
+Default initialisers follow PyTorch's (uniform in ±1/sqrt(fan_in) for weight and bias), so
+a model trained from scratch starts where the reference's does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+Dtype = Any
+Initializer = Callable[..., Array]
+
+LRELU_SLOPE = 0.1
+
+
+def torch_uniform(fan_in: int) -> Initializer:
+    """PyTorch's default init for conv/linear weights and biases: U(-1/sqrt(fan_in), +)."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def normal_init(std: float = 0.01) -> Initializer:
+    """``weight.data.normal_(0, std)``, the HiFiGAN ``init_weights``."""
+    return nn.initializers.normal(stddev=std)
+
+
+def _norm_except(v: Array, keep_axis: int) -> Array:
+    axes = tuple(a for a in range(v.ndim) if a != keep_axis % v.ndim)
+    return jnp.sqrt(jnp.sum(jnp.square(v), axis=axes))
+
+
+def _weight_normed(module: nn.Module, prefix: str, init: Initializer, shape: Sequence[int],
+                   keep_axis: int, param_dtype: Dtype) -> Array:
+    """Declare ``{prefix}_v`` and ``{prefix}_g`` and return ``g * v / ||v||``."""
+    v = module.param(f"{prefix}_v", init, tuple(shape), param_dtype)
+    g = module.param(f"{prefix}_g", lambda _key, _shape, _dtype: _norm_except(v, keep_axis),
+                     (shape[keep_axis],), param_dtype)
+    norm = _norm_except(v, keep_axis)
+    bshape = [1] * len(shape)
+    bshape[keep_axis] = shape[keep_axis]
+    return v * (g / norm).reshape(bshape)
+
+
+def _padding(padding, kernel_size: int, dilation: int) -> tuple[int, int]:
+    if isinstance(padding, str):
+        span = dilation * (kernel_size - 1)
+        if padding == "same":
+            return span // 2, span - span // 2
+        if padding == "causal":
+            return span, 0
+        if padding == "valid":
+            return 0, 0
+        raise ValueError(f"unknown padding {padding!r}")
+    if isinstance(padding, int):
+        return padding, padding
+    left, right = padding
+    return int(left), int(right)
+
+
+class Conv1d(nn.Module):
+    """``torch.nn.Conv1d`` on ``(B, T, Cin)``.
+
+    ``padding`` is an int (both sides), ``(left, right)``, or ``'same'``/``'causal'``/``'valid'``.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: Any = 0
+    dilation: int = 1
+    groups: int = 1
+    use_bias: bool = True
+    weight_norm: bool = False
+    kernel_init: Initializer | None = None
+    bias_init: Initializer | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cin = x.shape[-1]
+        if cin % self.groups or self.features % self.groups:
+            raise ValueError(f"channels {cin}->{self.features} not divisible by groups {self.groups}")
+        fan_in = (cin // self.groups) * self.kernel_size
+        shape = (self.kernel_size, cin // self.groups, self.features)
+        kinit = self.kernel_init or torch_uniform(fan_in)
+        if self.weight_norm:
+            kernel = _weight_normed(self, "kernel", kinit, shape, -1, self.param_dtype)
+        else:
+            kernel = self.param("kernel", kinit, shape, self.param_dtype)
+        dtype = self.dtype or x.dtype
+        y = lax.conv_general_dilated(
+            x.astype(dtype), kernel.astype(dtype),
+            window_strides=(self.stride,),
+            padding=[_padding(self.padding, self.kernel_size, self.dilation)],
+            rhs_dilation=(self.dilation,),
+            dimension_numbers=("NWC", "WIO", "NWC"),
+            feature_group_count=self.groups,
+            precision=self.precision,
+        )
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init or torch_uniform(fan_in), (self.features,),
+                              self.param_dtype)
+            y = y + bias.astype(dtype)
+        return y
+
+
+class ConvTranspose1d(nn.Module):
+    """``torch.nn.ConvTranspose1d`` on ``(B, T, Cin)``.
+
+    Output length ``(T - 1) * stride - 2 * padding + dilation * (K - 1) + output_padding + 1``.
+    Weight norm follows PyTorch's ``dim=0``, which for a transposed conv is the *input* channel.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    output_padding: int = 0
+    dilation: int = 1
+    use_bias: bool = True
+    weight_norm: bool = False
+    kernel_init: Initializer | None = None
+    bias_init: Initializer | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cin = x.shape[-1]
+        # PyTorch computes fan_in of a transposed conv from weight.size(1) * K = Cout * K.
+        fan_in = self.features * self.kernel_size
+        shape = (self.kernel_size, cin, self.features)
+        kinit = self.kernel_init or torch_uniform(fan_in)
+        if self.weight_norm:
+            kernel = _weight_normed(self, "kernel_t", kinit, shape, 1, self.param_dtype)
+        else:
+            kernel = self.param("kernel_t", kinit, shape, self.param_dtype)
+        dtype = self.dtype or x.dtype
+        edge = self.dilation * (self.kernel_size - 1) - self.padding
+        y = lax.conv_general_dilated(
+            x.astype(dtype), jnp.flip(kernel, 0).astype(dtype),
+            window_strides=(1,),
+            padding=[(edge, edge + self.output_padding)],
+            lhs_dilation=(self.stride,),
+            rhs_dilation=(self.dilation,),
+            dimension_numbers=("NWC", "WIO", "NWC"),
+            precision=self.precision,
+        )
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init or torch_uniform(fan_in), (self.features,),
+                              self.param_dtype)
+            y = y + bias.astype(dtype)
+        return y
+
+
+class Conv2d(nn.Module):
+    """``torch.nn.Conv2d`` on ``(B, H, W, Cin)``; ``padding`` is ``(ph, pw)`` (both sides)."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    groups: int = 1
+    use_bias: bool = True
+    weight_norm: bool = False
+    kernel_init: Initializer | None = None
+    bias_init: Initializer | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cin = x.shape[-1]
+        kh, kw = self.kernel_size
+        fan_in = (cin // self.groups) * kh * kw
+        shape = (kh, kw, cin // self.groups, self.features)
+        kinit = self.kernel_init or torch_uniform(fan_in)
+        if self.weight_norm:
+            kernel = _weight_normed(self, "kernel", kinit, shape, -1, self.param_dtype)
+        else:
+            kernel = self.param("kernel", kinit, shape, self.param_dtype)
+        dtype = self.dtype or x.dtype
+        ph, pw = self.padding
+        y = lax.conv_general_dilated(
+            x.astype(dtype), kernel.astype(dtype),
+            window_strides=tuple(self.stride),
+            padding=[(ph, ph), (pw, pw)],
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=self.groups,
+            precision=self.precision,
+        )
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init or torch_uniform(fan_in), (self.features,),
+                              self.param_dtype)
+            y = y + bias.astype(dtype)
+        return y
+
+
+class SeparableConv1d(nn.Module):
+    """So-VITS-SVC's ``Depthwise_Separable_Conv1D``: a depthwise conv then a 1x1 conv.
+
+    Submodules are named ``depth_conv`` and ``point_conv`` like the reference's, each with
+    its own weight norm when ``weight_norm`` is set.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: Any = 0
+    dilation: int = 1
+    use_bias: bool = True
+    weight_norm: bool = False
+    kernel_init: Initializer | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cin = x.shape[-1]
+        common = dict(use_bias=self.use_bias, weight_norm=self.weight_norm,
+                      kernel_init=self.kernel_init, dtype=self.dtype,
+                      param_dtype=self.param_dtype, precision=self.precision)
+        x = Conv1d(cin, self.kernel_size, self.stride, self.padding, self.dilation, groups=cin,
+                   name="depth_conv", **common)(x)
+        return Conv1d(self.features, 1, name="point_conv", **common)(x)
+
+
+class Linear(nn.Module):
+    """``torch.nn.Linear`` with PyTorch's default init; ``kernel`` is ``(in, out)``."""
+
+    features: int
+    use_bias: bool = True
+    kernel_init: Initializer | None = None
+    bias_init: Initializer | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        fan_in = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init or torch_uniform(fan_in),
+                            (fan_in, self.features), self.param_dtype)
+        dtype = self.dtype or x.dtype
+        y = jnp.matmul(x.astype(dtype), kernel.astype(dtype), precision=self.precision)
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init or torch_uniform(fan_in), (self.features,),
+                              self.param_dtype)
+            y = y + bias.astype(dtype)
+        return y
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis as PyTorch computes it (two-pass variance, eps 1e-5).
+
+    Parameters ``scale`` and ``bias`` (VITS's ``gamma``/``beta``, torch's ``weight``/``bias``).
+    """
+
+    epsilon: float = 1e-5
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+        dtype = self.dtype or x.dtype
+        xf = x.astype(jnp.float32)
+        mean = jnp.mean(xf, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+        y = (xf - mean) * lax.rsqrt(var + self.epsilon)
+        return (y * scale + bias).astype(dtype)
+
+
+def leaky_relu(x: Array, slope: float = LRELU_SLOPE) -> Array:
+    return jnp.where(x >= 0, x, x * slope)
