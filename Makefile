@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.svcjax-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv test test-all demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,12 +16,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The suite CI runs (tests marked slow are left out; `make test-all` runs them too).
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS) tests
-
-# The fast subset (skips tests marked slow).
-test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo: $(STAMP)
 	$(PY) -m svcjax.demo
