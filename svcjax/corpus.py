@@ -147,8 +147,12 @@ def _load_mono(path: str) -> tuple[np.ndarray, int]:
         return data.mean(axis=1), int(sr)
     except Exception as e_sf:  # formats soundfile cannot read (e.g. some mp3): try audioread
         try:
+            import warnings
+
             import librosa
-            y, sr = librosa.load(path, sr=None, mono=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                y, sr = librosa.load(path, sr=None, mono=True)
             return np.asarray(y, np.float32), int(sr)
         except Exception:
             raise e_sf from None
@@ -389,9 +393,11 @@ def _host_dir(work: Path, index: int, count: int) -> Path:
 
 def _build_host(plan: HostPlan, host_dir: Path) -> Path:
     """Write this host's TFDS dataset (skipped when it already exists)."""
+    import contextlib
     _quiet_tfds()
     builder = builder_class()(data_dir=str(host_dir), plan=plan)
-    builder.download_and_prepare()
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading ..." banners
+        builder.download_and_prepare()
     return Path(builder.data_dir)
 
 

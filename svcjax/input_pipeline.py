@@ -103,7 +103,10 @@ def data_source(data_dir: str | Path, split: str = "train"):
 
 
 def _features_of(source) -> set[str]:
-    return set(source.dataset_info.features.keys())
+    info = getattr(source, "dataset_info", None)
+    if info is not None:
+        return set(info.features.keys())
+    return set(source[0].keys()) if len(source) else set()  # any random-access source
 
 
 def _crop(n: int, crop: int, mode: str, rng: np.random.Generator) -> tuple[int, int]:
