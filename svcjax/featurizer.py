@@ -20,12 +20,12 @@ aug_keyshift  () f32       the key shift, uniform in [-5, 5] semitones
 The linear spectrogram and the 80-bin loss mel are not stored: the trainer computes them on
 the accelerator from the (possibly volume-augmented) waveform.
 
-Batching: clips are grouped by :func:`svcjax.buckets.bucket_length` of their frame count,
-padded to the bucket and to a multiple of the local device count, and run through one jitted
-function sharded over the local devices (one compile per bucket). Padding is by reflection
-of the clip's end, so every frame-local feature that reflect-pads its input (spectrograms,
-volume) gives on the valid frames exactly what it gives on the unpadded clip. The content
-encoder receives the valid lengths; F0 runs per clip on the host (most trackers are not jax).
+Batching: clips are grouped by :func:`svcjax.buckets.bucket_length` of their frame count and
+padded to the bucket. Mels and volume run in one jitted function sharded over the local
+devices (one compile per bucket); the content encoder and the F0 tracker run their own
+compiled programs on the same padded batch with the valid lengths. Padding continues each
+clip by reflecting its end, and every extractor is told the valid lengths, so a clip gives
+the same features in any batch as alone (a test checks it).
 
 Random draws (key shift, volume shift) come from the clip's key and the config seed, so a
 rebuild - on any host, in any order - gives the same corpus.
@@ -67,6 +67,9 @@ def default_config() -> ml_collections.ConfigDict:
         random_encoder=False,
         encoder_variant="vec768l12",
         encoder_seed=0,
+        encoder_overrides={},  # random init only: content-encoder config fields (e.g. tiny)
+        unit_interpolate_mode="nearest",   # 50 Hz units -> frames, as the 4.1 configs
+        resampler="kaiser_best",           # 44.1 -> 16 kHz for the encoder (librosa 0.9.1's)
         f0_method="dio",
         # Which features to compute: any of units, f0 (with uv), volume, mel, aug.
         features=",".join(ALL_FEATURES),
@@ -99,18 +102,20 @@ def _reflect_extend(x: np.ndarray, length: int) -> np.ndarray:
 
 
 class Featurizer:
-    """Computes :data:`FEATURES` for batches of clips; see the module docstring.
+    """Computes the features of the module docstring for batches of clips.
 
-    The four extractors are injected (``Featurizer.from_config`` wires the real ones):
+    The four extractors are injected (:meth:`from_config` wires the real ones). Each gets a
+    bucket-padded batch ``audio`` (B, L) float32 at 44.1 kHz whose rows continue past their
+    valid ``lengths`` (B,) by reflection, and returns at least ``lengths // 512`` frames:
 
-    * ``units(audio, lengths) -> (B, T, C)``: jax, ``audio`` (B, L) at 44.1 kHz and the valid
-      sample counts; resampling to the encoder's rate and frame interpolation included.
-    * ``f0(audio, sr) -> (f0, uv)``: host, one clip (numpy), hop 512 at 44.1 kHz.
-    * ``mel(audio, keyshift) -> (B, T, n_mels)``: jax, ``keyshift`` (B,) in semitones.
-    * ``volume(audio) -> (B, T)``: jax.
+    * ``units(audio, lengths) -> (B, T, C)`` and ``f0(audio, lengths) -> (f0, uv)``, each
+      ``(B, T)``: host calls (NumPy in and out) that run their own compiled programs;
+    * ``mel(audio, keyshift, lengths) -> (B, T, n_mels)`` (``keyshift``: a Python 0.0 or a
+      (B,) array of semitones) and ``volume(audio) -> (B, T)``: traceable jax functions,
+      run inside one jitted function sharded over the local devices.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict | None = None, *,
+    def __init__(self, config: ml_collections.ConfigDict | Mapping | None = None, *,
                  units: Callable | None = None, unit_dim: int | None = None,
                  f0: Callable | None = None, mel: Callable | None = None,
                  n_mels: int = 128, volume: Callable | None = None,
@@ -121,11 +126,11 @@ class Featurizer:
             cfg.update(dict(config))
         self.config = cfg
         self.features = parse_features(cfg.features)
-        need = {"units": units, "f0": f0, "volume": volume,
-                "mel": mel, "aug": mel if "aug" in self.features else True}
-        if "aug" in self.features and volume is None:
-            raise ValueError("the 'aug' feature needs a volume extractor")
+        need = {"units": units, "f0": f0, "volume": volume, "mel": mel,
+                "aug": mel if "aug" in self.features else True}
         missing = [name for name in self.features if need[name] is None]
+        if "aug" in self.features and volume is None:
+            missing.append("volume (aug_vol)")
         if missing:
             raise ValueError(f"featurizer computes {', '.join(self.features)} but has no "
                              f"extractor for {', '.join(missing)}")
@@ -134,11 +139,27 @@ class Featurizer:
         self._units, self._f0, self._mel, self._volume = units, f0, mel, volume
         self.unit_dim = int(unit_dim or 0)
         self.n_mels = int(n_mels)
-        # What makes the output what it is, beyond the config (e.g. the encoder file's hash).
+        # What makes the output what it is beyond the config (e.g. the encoder file).
         self._identity = dict(identity or {})
         self.mesh = make_mesh(devices=list(devices or jax.local_devices()))
         self._n_dev = self.mesh.size
-        self._fn = jax.jit(self._batch)
+        self._jax_features = [f for f in self.features if f in ("volume", "mel", "aug")]
+        self._fn = jax.jit(self._device_batch) if self._jax_features else None
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict | Mapping | None = None, *,
+                    encoder: Any = None) -> "Featurizer":
+        """The featurizer with svcjax's extractors: the content encoder (``config.encoder``
+        file, or random init with ``random_encoder``), ``extract_f0(method=f0_method)``,
+        the vocoder mel (128 bins, 40-16000 Hz, traced key shift) and the volume.
+
+        ``encoder``: an already loaded ``svcjax.ContentEncoder`` to use instead.
+        """
+        cfg = default_config()
+        if config is not None:
+            cfg.update(dict(config))
+        kw = _svcjax_extractors(cfg, parse_features(cfg.features), encoder)
+        return cls(cfg, **kw)
 
     # -- description -------------------------------------------------------------------------
     def spec(self) -> dict[str, FeatureSpec]:
@@ -161,7 +182,7 @@ class Featurizer:
 
     def describe(self) -> dict:
         """JSON-able description (stored in the dataset's metadata)."""
-        d = {k: v for k, v in self.config.to_dict().items()}
+        d = dict(self.config.to_dict())
         d.update(unit_dim=self.unit_dim, n_mels=self.n_mels, sample_rate=SAMPLE_RATE,
                  hop_length=HOP, **self._identity)
         return d
@@ -175,17 +196,15 @@ class Featurizer:
         return hashlib.sha1(blob).hexdigest()[:16]
 
     # -- computation -------------------------------------------------------------------------
-    def _batch(self, audio, lengths, keyshift, vol_scale):
+    def _device_batch(self, audio, lengths, keyshift, vol_scale):
         out = {}
-        if "units" in self.features:
-            out["units"] = self._units(audio, lengths).astype(jnp.float16)
         if "volume" in self.features:
             out["volume"] = self._volume(audio)
         if "mel" in self.features:
-            out["mel"] = self._mel(audio, jnp.zeros_like(keyshift))
+            out["mel"] = self._mel(audio, 0.0, lengths)
         if "aug" in self.features:
             scaled = audio * vol_scale[:, None]
-            out["aug_mel"] = self._mel(scaled, keyshift)
+            out["aug_mel"] = self._mel(scaled, keyshift, lengths)
             out["aug_vol"] = self._volume(scaled)
         return out
 
@@ -197,8 +216,7 @@ class Featurizer:
         """
         rng = _clip_seed(int(self.config.seed), key)
         peak = float(np.max(np.abs(clip))) + 1e-5 if len(clip) else 1.0
-        hi = min(1.0, math.log10(1.0 / peak))
-        log10_scale = rng.uniform(-1.0, hi)
+        log10_scale = rng.uniform(-1.0, min(1.0, math.log10(1.0 / peak)))
         a = float(self.config.aug_keyshift)
         keyshift = rng.uniform(-a, a)
         return float(keyshift), float(10.0 ** log10_scale)
@@ -207,38 +225,28 @@ class Featurizer:
         """Features of each clip (float audio at 44.1 kHz, whole hops); see :meth:`spec`."""
         if len(clips) != len(keys):
             raise ValueError(f"{len(clips)} clips but {len(keys)} keys")
-        results: list[dict] = [dict() for _ in clips]
         frames = []
         for clip, key in zip(clips, keys):
-            if clip.ndim != 1 or len(clip) < HOP or len(clip) % HOP:
+            if np.ndim(clip) != 1 or len(clip) < HOP or len(clip) % HOP:
                 raise ValueError(f"clip {key!r}: expected mono audio of whole {HOP}-sample "
-                                 f"hops, got shape {clip.shape}")
+                                 f"hops, got shape {np.shape(clip)}")
             frames.append(len(clip) // HOP)
-        jax_feats = [f for f in self.features if f != "f0"]
-        if jax_feats:
-            by_bucket: dict[int, list[int]] = {}
-            for i, t in enumerate(frames):
-                b = buckets.bucket_length(t, min_len=int(self.config.bucket_min_frames),
-                                          growth=float(self.config.bucket_growth))
-                by_bucket.setdefault(b, []).append(i)
-            bs = max(1, int(self.config.batch_size))
-            for bucket in sorted(by_bucket):
-                idx = by_bucket[bucket]
-                for s in range(0, len(idx), bs):
-                    self._run_batch([i for i in idx[s:s + bs]], bucket, clips, keys, frames,
-                                    results)
-        if "f0" in self.features:
-            for i, (clip, t) in enumerate(zip(clips, frames)):
-                f0, uv = self._f0(np.asarray(clip, np.float32), SAMPLE_RATE)
-                results[i]["f0"] = _fit_frames(np.asarray(f0, np.float32), t, keys[i], "f0")
-                results[i]["uv"] = _fit_frames(np.asarray(uv, np.float32), t, keys[i], "uv")
-        if "aug" in self.features:
-            for i, (clip, key) in enumerate(zip(clips, keys)):
-                results[i]["aug_keyshift"] = np.float32(self.aug_draws(clip, key)[0])
+        results: list[dict] = [dict() for _ in clips]
+        by_bucket: dict[int, list[int]] = {}
+        for i, t in enumerate(frames):
+            b = buckets.bucket_length(t, min_len=int(self.config.bucket_min_frames),
+                                      growth=float(self.config.bucket_growth))
+            by_bucket.setdefault(b, []).append(i)
+        bs = max(1, int(self.config.batch_size))
+        for bucket in sorted(by_bucket):
+            idx = by_bucket[bucket]
+            for s in range(0, len(idx), bs):
+                self._run_batch(idx[s:s + bs], bucket, clips, keys, frames, results)
         return results
 
     def _run_batch(self, idx, bucket, clips, keys, frames, results):
-        n = -(-len(idx) // self._n_dev) * self._n_dev
+        b = len(idx)
+        n = -(-b // self._n_dev) * self._n_dev  # rows for the device batch
         length = bucket * HOP
         audio = np.zeros((n, length), np.float32)
         lengths = np.zeros((n,), np.int32)
@@ -249,27 +257,26 @@ class Featurizer:
             lengths[row] = len(clips[i])
             if "aug" in self.features:
                 keyshift[row], scale[row] = self.aug_draws(clips[i], keys[i])
-        for row in range(len(idx), n):  # filler rows: a copy of the first (discarded)
-            audio[row], lengths[row] = audio[0], lengths[0]
-        put = lambda a: jax.device_put(a, batch_sharding(self.mesh, a.ndim))  # noqa: E731
-        out = self._fn(put(audio), put(lengths), put(keyshift), put(scale))
-        out = jax.tree.map(np.asarray, out)
+        audio[b:], lengths[b:] = audio[0], lengths[0]  # filler rows (discarded)
+        out: dict[str, np.ndarray] = {}
+        if self._fn is not None:
+            put = lambda a: jax.device_put(a, batch_sharding(self.mesh, a.ndim))  # noqa: E731
+            dev = self._fn(put(audio), put(lengths), put(keyshift), put(scale))
+            out.update(jax.tree.map(lambda a: np.asarray(a)[:b], dev))
+        if "units" in self.features:
+            out["units"] = np.asarray(self._units(audio[:b], lengths[:b]), np.float16)
+        if "f0" in self.features:
+            f0, uv = self._f0(audio[:b], lengths[:b])
+            out["f0"], out["uv"] = np.asarray(f0, np.float32), np.asarray(uv, np.float32)
         for row, i in enumerate(idx):
             t = frames[i]
             for name, arr in out.items():
                 if arr.shape[1] < t:
-                    raise ValueError(f"{name} extractor gave {arr.shape[1]} frames for a "
-                                     f"{bucket}-frame bucket; expected at least {t}")
+                    raise ValueError(f"the {name} extractor gave {arr.shape[1]} frames for "
+                                     f"clip {keys[i]!r} of {t} frames")
                 results[i][name] = np.ascontiguousarray(arr[row, :t])
-
-
-def _fit_frames(x: np.ndarray, t: int, key: str, what: str) -> np.ndarray:
-    """Cut or edge-pad a per-frame track to ``t`` frames (trackers may differ by a frame)."""
-    if abs(len(x) - t) > 2:
-        raise ValueError(f"clip {key!r}: {what} has {len(x)} frames, expected {t}")
-    if len(x) >= t:
-        return x[:t]
-    return np.pad(x, (0, t - len(x)), mode="edge")
+            if "aug" in self.features:
+                results[i]["aug_keyshift"] = np.float32(keyshift[row])
 
 
 def parse_features(features: str | Sequence[str]) -> tuple[str, ...]:
@@ -280,3 +287,69 @@ def parse_features(features: str | Sequence[str]) -> tuple[str, ...]:
         raise ValueError(f"unknown feature(s) {', '.join(bad) or '(none given)'}; "
                          f"choose from {', '.join(ALL_FEATURES)}")
     return tuple(f for f in ALL_FEATURES if f in names)
+
+
+def _svcjax_extractors(cfg: ml_collections.ConfigDict, features: tuple[str, ...],
+                       encoder: Any = None) -> dict:
+    """The Featurizer's keyword arguments wired to svcjax's audio, F0 and encoder code."""
+    import functools
+
+    kw: dict[str, Any] = {}
+    identity: dict[str, Any] = {}
+    if "units" in features:
+        import os
+
+        import svcjax
+        from svcjax.audio.io import resample_audio
+        if encoder is None:
+            if cfg.encoder and cfg.random_encoder:
+                raise ValueError("give either an encoder file or random_encoder, not both")
+            if cfg.encoder:
+                if not os.path.exists(cfg.encoder):
+                    raise FileNotFoundError(f"content encoder {cfg.encoder!r} not found")
+                encoder = svcjax.load_content_encoder(cfg.encoder, kind=cfg.encoder_variant)
+            elif cfg.random_encoder:
+                enc_cfg = None
+                if cfg.encoder_overrides:
+                    from svcjax.models import content_encoder as ce
+                    enc_cfg = ce.default_config(cfg.encoder_variant,
+                                                **dict(cfg.encoder_overrides))
+                encoder = svcjax.init_content_encoder(cfg.encoder_variant,
+                                                      rng=int(cfg.encoder_seed), config=enc_cfg)
+            else:
+                raise ValueError("the 'units' feature needs a content encoder: pass an encoder "
+                                 "file (e.g. checkpoint_best_legacy_500.pt) or random_encoder")
+        if cfg.encoder:
+            st = os.stat(cfg.encoder)
+            identity["encoder_file"] = dict(path=os.path.abspath(cfg.encoder),
+                                            size=st.st_size, mtime_ns=st.st_mtime_ns)
+        identity["encoder"] = repr(encoder)
+        identity["encoder_pretrained"] = bool(getattr(encoder, "pretrained", True))
+        mode = cfg.unit_interpolate_mode
+        resampler = cfg.resampler
+
+        def units(audio, lengths):
+            rate = encoder.sample_rate
+            wavs = [resample_audio(a[:n], SAMPLE_RATE, rate, resampler)
+                    for a, n in zip(audio, lengths)]
+            return encoder.frames(wavs, [int(n) // HOP for n in lengths], mode=mode)
+
+        kw.update(units=units, unit_dim=encoder.dim)
+    if "f0" in features:
+        from svcjax.audio.f0 import extract_f0
+
+        def f0(audio, lengths):
+            return extract_f0(audio, SAMPLE_RATE, cfg.f0_method, lengths=lengths)
+
+        kw["f0"] = f0
+    if "mel" in features or "aug" in features:
+        from svcjax.audio.spectrogram import vocoder_mel
+        kw["mel"] = lambda audio, keyshift, lengths: vocoder_mel(
+            audio, keyshift=keyshift, lengths=lengths,
+            max_keyshift=max(1.0, float(cfg.aug_keyshift)))
+        kw["n_mels"] = 128
+    if "volume" in features or "aug" in features:
+        from svcjax.audio.features import volume
+        kw["volume"] = functools.partial(volume, hop_length=HOP)
+    kw["identity"] = identity
+    return kw

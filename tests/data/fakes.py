@@ -19,8 +19,9 @@ def volume(audio):
     return jnp.sqrt(p[:, : t * HOP].reshape(audio.shape[0], t, HOP).mean(-1))
 
 
-def mel(audio, keyshift):
+def mel(audio, keyshift, lengths):
     TRACES["n"] += 1
+    keyshift = jnp.broadcast_to(jnp.asarray(keyshift, jnp.float32), audio.shape[:1])
     t = audio.shape[1] // HOP
     p = jnp.pad(audio, ((0, 0), (768, 768)), mode="reflect")
     frames = p[:, jnp.arange(t)[:, None] * HOP + jnp.arange(2048)[None]]
@@ -30,18 +31,21 @@ def mel(audio, keyshift):
 
 
 def units(audio, lengths):
+    """Host call like the content encoder's: numpy (B, L), lengths -> (B, T, C)."""
     t = audio.shape[1] // HOP
-    w = jnp.asarray(np.random.default_rng(0).normal(size=(HOP, UNIT_DIM)), jnp.float32)
-    return audio[:, : t * HOP].reshape(audio.shape[0], t, HOP) @ w
+    w = np.random.default_rng(0).normal(size=(HOP, UNIT_DIM)).astype(np.float32)
+    out = audio[:, : t * HOP].reshape(audio.shape[0], t, HOP) @ w
+    return out * (np.arange(t)[None, :, None] < (lengths // HOP)[:, None, None])
 
 
-def f0(x, sr):
-    t = len(x) // HOP
-    frames = x[: t * HOP].reshape(t, HOP)
-    crossings = (np.diff(np.sign(frames), axis=1) != 0).sum(1)
-    f = crossings * sr / (2.0 * HOP)
-    uv = (np.abs(frames).max(1) > 0.02).astype(np.float32)
-    return np.where(uv > 0, f, 0.0).astype(np.float32), uv
+def f0(audio, lengths, sr=44100):
+    """Host call like extract_f0 on a padded batch: zero-crossing pitch per frame."""
+    t = audio.shape[1] // HOP
+    frames = audio[:, : t * HOP].reshape(audio.shape[0], t, HOP)
+    crossings = (np.diff(np.sign(frames), axis=-1) != 0).sum(-1)
+    valid = np.arange(t)[None] < (lengths // HOP)[:, None]
+    uv = ((np.abs(frames).max(-1) > 0.02) & valid).astype(np.float32)
+    return np.where(uv > 0, crossings * sr / (2.0 * HOP), 0.0).astype(np.float32), uv
 
 
 def featurizer(**config):
