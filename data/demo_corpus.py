@@ -90,6 +90,8 @@ SPEAKERS = {
     "slt": [("flite", "slt"), ("festival", "(voice_cmu_us_slt_arctic_hts)")],
 }
 
+FESTIVAL_VOICES = {"(voice_kal_diphone)": "festvox-kallpc16k",
+                   "(voice_cmu_us_slt_arctic_hts)": "festvox-us-slt-hts"}
 APT_PACKAGES = "flite festival festvox-kallpc16k festvox-us-slt-hts sox"
 MAJOR_SCALE = [0, 2, 4, 5, 7, 9, 11, 12]
 
@@ -173,6 +175,9 @@ def _make_clip(speaker: str, index: int, out_dir: str, seed: int) -> str:
             _run(["flite", "-voice", voice, "-t", text, "-o", raw])
         else:
             _run(["text2wave", "-eval", voice, "-o", raw], stdin=text.encode())
+            if not os.path.exists(raw):  # festival exits 0 when a voice is not installed
+                raise RuntimeError(f"festival voice {voice} is not installed; install it with "
+                                   f"`apt-get install -y {FESTIVAL_VOICES[voice]}`")
         effects: list[str] = []
         rate = None
         if style in (1, 2):

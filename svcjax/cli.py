@@ -13,7 +13,10 @@ import importlib
 import sys
 
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build-corpus": ("svcjax.corpus", "build the training corpus (TFDS ArrayRecord) from "
+                                      "ROOT/<speaker>/*"),
+}
 
 
 def _build(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
