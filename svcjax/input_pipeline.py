@@ -125,6 +125,18 @@ def _pad(x: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
+def _window(x: np.ndarray, start: int, stop: int, length: int, scale: float = 1.0
+            ) -> np.ndarray:
+    """``x[start:stop]`` as float32, times ``scale``, zero-padded to ``length`` rows
+    (one allocation, one pass)."""
+    out = np.zeros((length,) + x.shape[1:], np.float32)
+    view = out[: stop - start]
+    view[...] = x[start:stop]
+    if scale != 1.0:
+        view *= np.float32(scale)
+    return out
+
+
 @dataclasses.dataclass
 class GeneratorCrop(grain.transforms.RandomMap):
     """grain RandomMap: a dataset example -> a fixed-size generator training example."""
@@ -136,23 +148,20 @@ class GeneratorCrop(grain.transforms.RandomMap):
     def random_map(self, ex: dict, rng: np.random.Generator) -> dict:
         n = int(ex["f0"].shape[0])
         start, length = _crop(n, self.crop_frames, self.mode, rng)
-        stop = start + length
-        audio = ex["audio"][start * HOP: stop * HOP].astype(np.float32) / 32768.0
-        volume = ex["volume"][start:stop].astype(np.float32)
+        stop, f = start + length, self.crop_frames
+        gain = 1.0
         if self.vol_aug and rng.random() < 0.5:
-            peak = float(np.max(np.abs(audio))) + 1e-5 if audio.size else 1.0
+            peak = float(np.max(np.abs(ex["audio"]))) / 32768.0 + 1e-5  # whole clip
             gain = 10.0 ** rng.uniform(-1.0, min(1.0, math.log10(1.0 / peak)))
-            audio, volume = audio * np.float32(gain), volume * np.float32(gain)
         hi = max(0, length - self.segment_frames)
         slice_start = 0 if self.mode == "start" else int(rng.integers(0, hi + 1))
-        f = self.crop_frames
         return dict(
-            audio=_pad(audio, f * HOP),
-            units=_pad(ex["units"][start:stop].astype(np.float32), f),
-            f0=_pad(ex["f0"][start:stop].astype(np.float32), f),
-            uv=_pad(ex["uv"][start:stop].astype(np.float32), f),
-            volume=_pad(volume, f),
-            mask=_pad(np.ones((length,), np.float32), f),
+            audio=_window(ex["audio"], start * HOP, stop * HOP, f * HOP, gain / 32768.0),
+            units=_window(ex["units"], start, stop, f),
+            f0=_window(ex["f0"], start, stop, f),
+            uv=_window(ex["uv"], start, stop, f),
+            volume=_window(ex["volume"], start, stop, f, gain),
+            mask=_window(np.ones((n,), np.float32), start, stop, f),
             length=np.int32(length),
             speaker=np.int32(ex["speaker"]),
             slice_start=np.int32(slice_start),
@@ -178,11 +187,11 @@ class DiffusionCrop(grain.transforms.RandomMap):
         volume = ex["aug_vol"] if use_aug else ex["volume"]
         f = self.crop_frames
         return dict(
-            mel=_pad(mel[start:stop].astype(np.float32), f),
-            units=_pad(ex["units"][start:stop].astype(np.float32), f),
-            f0=_pad(ex["f0"][start:stop].astype(np.float32) * np.float32(2.0 ** (shift / 12)), f),
-            volume=_pad(volume[start:stop].astype(np.float32), f),
-            mask=_pad(np.ones((length,), np.float32), f),
+            mel=_window(mel, start, stop, f),
+            units=_window(ex["units"], start, stop, f),
+            f0=_window(ex["f0"], start, stop, f, 2.0 ** (shift / 12)),
+            volume=_window(volume, start, stop, f),
+            mask=_window(np.ones((n,), np.float32), start, stop, f),
             length=np.int32(length),
             speaker=np.int32(ex["speaker"]),
             aug_shift=np.float32(shift),
