@@ -23,6 +23,7 @@ stopped. The TFDS builder itself is ``data/svc_corpus`` in the repository.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -282,39 +283,49 @@ def featurize_sources(sources: Sequence[Source], featurizer: featurizer_lib.Feat
 
     workers = max(1, int(config.load_workers))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        pending = list(todo)
-        while pending:
-            # Take files until the chunk holds chunk_clips clips (at least one file).
-            chunk, loaded = [], []
-            futures = [pool.submit(load, s) for s in pending[: max(1, workers * 2)]]
-            for src, fut in zip(pending, futures):
-                chunk.append(src)
-                loaded.append(fut.result())
-                if sum(len(c) for c, _ in loaded) >= int(config.chunk_clips):
+        # Files load (and resample) in background threads, a few ahead of the featurizer;
+        # a chunk is featurized once it holds chunk_clips clips, then cached file by file.
+        ahead = collections.deque()
+        queue = iter(todo)
+        chunk: list[tuple[Source, list, list]] = []
+        while True:
+            while len(ahead) < 2 * workers:
+                src = next(queue, None)
+                if src is None:
                     break
-            for f in futures[len(chunk):]:
-                f.cancel()
-            pending = pending[len(chunk):]
-            clips, keys, owner = [], [], []
-            for j, (src, (cl, _)) in enumerate(zip(chunk, loaded)):
-                for k, c in enumerate(cl):
-                    clips.append(c.astype(np.float32) / 32768.0)
-                    keys.append(f"{src.relpath}#{k}")
-                    owner.append(j)
-            feats = featurizer(clips, keys) if clips else []
-            per_file: list[list[dict]] = [[] for _ in chunk]
-            for j, k, c, f in zip(owner, keys, clips, feats):
-                per_file[j].append(dict(audio=loaded[j][0][len(per_file[j])], **f))
-            for src, (cl, reasons), feats_ in zip(chunk, loaded, per_file):
-                _write_cache(_cache_path(cache_dir, src), src, fp, feats_, reasons)
-                for r in reasons:
-                    log(f"  skipped {src.relpath}: {r}")
-            done["files"] += len(chunk)
-            done["clips"] += len(clips)
-            done["seconds"] += sum(len(c) for c in clips) / SAMPLE_RATE
-            log(f"  featurized {done['files']}/{len(todo)} files, {done['clips']} clips, "
-                f"{done['seconds']:.0f} s of audio ({time.time() - t0:.0f} s)")
+                ahead.append((src, pool.submit(load, src)))
+            if ahead:
+                src, fut = ahead.popleft()
+                chunk.append((src, *fut.result()))
+            n_clips = sum(len(c) for _, c, _ in chunk)
+            if chunk and (n_clips >= int(config.chunk_clips) or not ahead):
+                _featurize_chunk(chunk, featurizer, cache_dir, fp, log)
+                done["files"] += len(chunk)
+                done["clips"] += n_clips
+                done["seconds"] += sum(len(c) for _, cl, _ in chunk for c in cl) / SAMPLE_RATE
+                log(f"  featurized {done['files']}/{len(todo)} files, {done['clips']} clips, "
+                    f"{done['seconds']:.0f} s of audio ({time.time() - t0:.0f} s)")
+                chunk = []
+            if not ahead and not chunk:
+                break
     return done
+
+
+def _featurize_chunk(chunk, featurizer, cache_dir: Path, fp: str, log) -> None:
+    clips, keys, owner = [], [], []
+    for j, (src, cl, _) in enumerate(chunk):
+        for k, c in enumerate(cl):
+            clips.append(c.astype(np.float32) / 32768.0)
+            keys.append(f"{src.relpath}#{k}")
+            owner.append((j, k))
+    feats = featurizer(clips, keys) if clips else []
+    per_file: list[list[dict]] = [[] for _ in chunk]
+    for (j, k), f in zip(owner, feats):
+        per_file[j].append(dict(audio=chunk[j][1][k], **f))
+    for (src, _, reasons), file_feats in zip(chunk, per_file):
+        _write_cache(_cache_path(cache_dir, src), src, fp, file_feats, reasons)
+        for r in reasons:
+            log(f"  skipped {src.relpath}: {r}")
 
 
 def iter_examples(sources: Sequence[Source], split: str, cache_dir: str | os.PathLike,
