@@ -10,7 +10,10 @@ import importlib
 __version__ = "0.1.0"
 
 # public name -> module that defines it
-_API: dict[str, str] = {}
+_API: dict[str, str] = {
+    "build_corpus": "svcjax.corpus",
+    "Featurizer": "svcjax.featurizer",
+}
 
 
 def __getattr__(name: str):
