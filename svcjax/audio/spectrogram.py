@@ -288,7 +288,7 @@ def vocoder_mel(audio: jax.Array, *, keyshift: float | jax.Array = 0.0, speed: f
                 sampling_rate: int = 44100, n_fft: int = 2048, win_length: int = 2048,
                 hop_length: int = 512, n_mels: int = 128, fmin: float = 40.0,
                 fmax: float | None = 16000.0, clip_val: float = 1e-5,
-                max_keyshift: float = 12.0,
+                max_keyshift: float = 5.0,
                 lengths: jax.Array | None = None) -> jax.Array:
     """NSF-HiFiGAN / shallow-diffusion log-mel ``(..., L) -> (..., T, n_mels)``.
 
@@ -301,7 +301,8 @@ def vocoder_mel(audio: jax.Array, *, keyshift: float | jax.Array = 0.0, speed: f
     diffusion model's key-shift augmentation. A Python number takes the exact-size FFT path
     (one compilation per value). An array (scalar, or ``(B,)`` with one shift per row of
     ``(B, L)`` audio) takes a traced path that compiles once for every shift in
-    ``[-max_keyshift, max_keyshift]`` (rows outside come back NaN); it needs
+    ``[-max_keyshift, max_keyshift]`` (default 5: the reference's augmentation range; rows
+    outside come back NaN; its cost grows with the largest FFT it allows); it needs
     ``win_length == n_fft``, rounds the new FFT size in float32 (so a shift whose
     ``n_fft * 2^(k/12)`` lies within ~3e-4 of a half-integer may pick the neighbouring size
     the float64 reference would not), and costs a few times the plain FFT.
@@ -409,17 +410,16 @@ def _vocoder_mel_traced(audio, keyshift, lengths, *, max_keyshift, speed, sampli
     right = jnp.maximum((big_n - hop + 1) // 2, big_n - valid - left)
     reflect = right < valid
 
-    # frames: sample t * hop + n of the padded row, n < n_max (window is zero past N)
+    # Each row padded at its own offsets (one gather over samples), then framed statically:
+    # frame t is padded samples [t * hop, t * hop + n_max); the window is zero past N.
     n = jnp.arange(n_max, dtype=jnp.int32)
-    pos = (jnp.arange(t, dtype=jnp.int32)[:, None] * hop + n[None, :])[None]   # (1, T, n)
-    src = pos - left[:, None, None]
-    vb = valid[:, None, None]
+    src = jnp.arange((t - 1) * hop + n_max, dtype=jnp.int32)[None, :] - left[:, None]
+    vb = valid[:, None]
     inside = (src >= 0) & (src < vb)
-    src = jnp.where(reflect[:, None, None], _reflect_index(src, vb), src)
-    keep = jnp.where(reflect[:, None, None], True, inside)
-    src = jnp.clip(src, 0, length - 1)
-    frames = jnp.take_along_axis(x[:, None, :], src.reshape(b, 1, -1), axis=-1)
-    frames = jnp.where(keep, frames.reshape(b, t, n_max), 0.0)
+    src = jnp.where(reflect[:, None], _reflect_index(src, vb), src)
+    keep = reflect[:, None] | inside
+    padded = jnp.take_along_axis(x, jnp.clip(src, 0, length - 1), axis=-1)
+    frames = _frames(jnp.where(keep, padded, 0.0), n_max, hop, t)
 
     nb = big_n[:, None]
     two_n = 2 * nb

@@ -103,7 +103,8 @@ def test_vocoder_mel_static_matches_numpy(clip44, keyshift, speed):
 
 @pytest.mark.parametrize("keyshift", [0.0, 2.7, -4.3, 12.0, -12.0])
 def test_vocoder_mel_traced_keyshift_matches_numpy(clip44, keyshift):
-    got = S.vocoder_mel(clip44, keyshift=jnp.float32(keyshift))
+    got = S.vocoder_mel(clip44, keyshift=jnp.float32(keyshift),
+                        max_keyshift=5.0 if abs(keyshift) <= 5 else 12.0)
     assert_spec_close(got, vocoder64(clip44, keyshift), log=True)
 
 
