@@ -13,6 +13,14 @@ __version__ = "0.1.0"
 _API: dict[str, str] = {
     "build_corpus": "svcjax.corpus",
     "Featurizer": "svcjax.featurizer",
+    "load_audio": "svcjax.audio.io",
+    "save_audio": "svcjax.audio.io",
+    "resample": "svcjax.audio.resample",
+    "linear_spectrogram": "svcjax.audio.spectrogram",
+    "mel_spectrogram": "svcjax.audio.spectrogram",
+    "vocoder_mel": "svcjax.audio.spectrogram",
+    "volume": "svcjax.audio.features",
+    "slice_on_silence": "svcjax.audio.slicer",
 }
 
 
