@@ -37,7 +37,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -60,6 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         top_db=40.0,           # silence trim threshold (librosa.effects.trim)
         loudnorm=True,         # scale each file to peak 1 after resampling
+        resampler="kaiser_best",  # to 44.1 kHz (the reference's librosa 0.9.1 default)
         min_seconds=0.3,       # shorter clips are skipped (and reported)
         max_seconds=15.0,      # longer files are sliced on silence
         val_per_speaker=2,     # files per speaker in the validation split
@@ -141,32 +142,14 @@ def assign_hosts(sources: Sequence[Source], count: int) -> list[list[Source]]:
 
 # -- one file -> clips -----------------------------------------------------------------------
 
-def _load_mono(path: str) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-    try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
-        return data.mean(axis=1), int(sr)
-    except Exception as e_sf:  # formats soundfile cannot read (e.g. some mp3): try audioread
-        try:
-            import warnings
-
-            import librosa
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                y, sr = librosa.load(path, sr=None, mono=True)
-            return np.asarray(y, np.float32), int(sr)
-        except Exception:
-            raise e_sf from None
-
-
-def _slice_long(x: np.ndarray, max_samples: int) -> list[np.ndarray]:
-    """Cut ``x`` into pieces of at most ``max_samples``, each cut at the quietest 20 ms
-    window of the last third of the piece (so cuts fall in pauses where there are any)."""
+def _split_evenly_at_pauses(x: np.ndarray, max_samples: int) -> list[np.ndarray]:
+    """Cut a voiced stretch longer than ``max_samples`` into pieces of at most that size,
+    each cut at the quietest 20 ms of the last third of the piece."""
     out = []
     win = SAMPLE_RATE // 50
     while len(x) > max_samples:
-        lo, hi = max_samples * 2 // 3, max_samples
-        seg = x[lo:hi]
+        lo = max_samples * 2 // 3
+        seg = x[lo:max_samples]
         n = len(seg) // win
         energy = (seg[: n * win].reshape(n, win) ** 2).mean(axis=1)
         cut = lo + int(np.argmin(energy)) * win + win // 2
@@ -176,34 +159,54 @@ def _slice_long(x: np.ndarray, max_samples: int) -> list[np.ndarray]:
     return out
 
 
-def prepare_file(path: str, config: ml_collections.ConfigDict | None = None
+def slice_long(x: np.ndarray, max_seconds: float) -> list[np.ndarray]:
+    """Voiced pieces of at most ``max_seconds`` of a clip at 44.1 kHz.
+
+    Clips within the limit are kept whole. Longer ones are cut on silence
+    (:func:`svcjax.audio.slicer.slice_on_silence`, -40 dB, pauses of 300 ms or more, up to
+    0.5 s of silence kept beside the voice, silent chunks dropped); a voiced stretch still
+    too long is cut at its quietest moments.
+    """
+    from svcjax.audio.slicer import slice_on_silence
+    max_samples = int(max_seconds * SAMPLE_RATE)
+    if len(x) <= max_samples:
+        return [x]
+    chunks = slice_on_silence(x, SAMPLE_RATE, threshold_db=-40.0,
+                              min_length_ms=min(5000, int(max_seconds * 500)),
+                              min_interval_ms=300, hop_ms=20, max_silence_kept_ms=500)
+    pieces = []
+    for c in chunks:
+        if not c.silent:
+            pieces += _split_evenly_at_pauses(x[c.start:c.end], max_samples)
+    return pieces
+
+
+def prepare_file(path: str, config: ml_collections.ConfigDict | Mapping | None = None
                  ) -> tuple[list[np.ndarray], list[str]]:
     """Load, clean and slice one file: (int16 clips of whole hops, skip reasons).
 
-    Raises ``OSError``/``RuntimeError`` style errors for unreadable files (the caller reports
-    them); silent or too-short audio is returned as a reason, not raised.
+    The reference's ``resample.py`` chain (:func:`svcjax.audio.prepare.prepare_training_audio`:
+    trim at ``top_db``, peak-limit, resample to 44.1 kHz, normalise to peak 1), then
+    :func:`slice_long` and ``int16(x * 32767)``. A file that cannot be used (unreadable,
+    corrupt, empty, silent) and pieces under ``min_seconds`` come back as reasons.
     """
-    import librosa
+    from svcjax.audio.io import AudioFileError, load_audio
+    from svcjax.audio.prepare import prepare_training_audio, to_int16
     cfg = default_config()
     if config is not None:
         cfg.update(dict(config))
-    x, sr = _load_mono(path)
-    if x.size == 0:
-        return [], ["empty file"]
-    if not np.all(np.isfinite(x)):
-        return [], ["audio contains NaN or inf"]
-    x, _ = librosa.effects.trim(x, top_db=float(cfg.top_db))
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    if peak < 1e-4:
-        return [], ["silent"]
-    if peak > 1.0:
-        x = 0.98 * x / peak
-    if sr != SAMPLE_RATE:
-        x = librosa.resample(x, orig_sr=sr, target_sr=SAMPLE_RATE)
-    if cfg.loudnorm:
-        x = x / np.max(np.abs(x))
-    pieces = _slice_long(x, int(cfg.max_seconds * SAMPLE_RATE)) \
-        if len(x) > cfg.max_seconds * SAMPLE_RATE else [x]
+    if cfg.max_seconds < 1.0:
+        raise ValueError(f"max_seconds must be at least 1, got {cfg.max_seconds}")
+    try:
+        audio, sr = load_audio(path)
+        x = prepare_training_audio(audio, sr, SAMPLE_RATE, top_db=float(cfg.top_db),
+                                   loudnorm=bool(cfg.loudnorm), resampler=cfg.resampler)
+    except AudioFileError as e:
+        problem = str(e).replace(f"audio file {e.path!r} ", "", 1)
+        return [], [("silent: " if "silent" in problem else "unreadable: ") + problem]
+    except ValueError as e:  # prepare_training_audio: silent after trimming etc.
+        return [], [f"silent: {e}" if "silent" in str(e) else f"unusable: {e}"]
+    pieces = slice_long(x, float(cfg.max_seconds))
     clips, reasons = [], []
     for i, piece in enumerate(pieces):
         seconds = len(piece) / SAMPLE_RATE
@@ -211,7 +214,7 @@ def prepare_file(path: str, config: ml_collections.ConfigDict | None = None
             what = "clip" if len(pieces) == 1 else f"slice {i}"
             reasons.append(f"{what} too short: {seconds:.2f} s < {cfg.min_seconds} s")
             continue
-        q = (np.clip(piece, -1.0, 1.0) * 32767).astype(np.int16)
+        q = to_int16(np.clip(piece, -1.0, 1.0))
         clips.append(q[: len(q) // HOP * HOP])
     return clips, reasons
 
@@ -277,9 +280,9 @@ def featurize_sources(sources: Sequence[Source], featurizer: featurizer_lib.Feat
     def load(src):
         try:
             return prepare_file(src.path, config)
-        except Exception as e:  # unreadable / corrupt: report by name, keep going
+        except Exception as e:  # anything else a bad file provokes: report it, keep going
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return [], [f"unreadable: {msg}"]
+            return [], [f"unreadable: {type(e).__name__}: {msg}"]
 
     workers = max(1, int(config.load_workers))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:

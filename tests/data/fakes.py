@@ -49,7 +49,25 @@ def f0(audio, lengths, sr=44100):
 
 
 def featurizer(**config):
+    """Fake extractors throughout (fast; mel counts its traces)."""
     from svcjax.featurizer import Featurizer
     config.setdefault("batch_size", 4)
     return Featurizer(config, units=units, unit_dim=UNIT_DIM, f0=f0, mel=mel, n_mels=N_MELS,
                       volume=volume)
+
+
+def real_audio_featurizer(**config):
+    """svcjax's vocoder mel (traced key shift) and volume; fake units and F0.
+
+    One length bucket covers the test clips (growth 2), so it compiles once.
+    """
+    import functools
+
+    from svcjax.audio.features import volume as real_volume
+    from svcjax.audio.spectrogram import vocoder_mel
+    from svcjax.featurizer import Featurizer
+    config.setdefault("batch_size", 4)
+    config.setdefault("bucket_growth", 2.0)
+    return Featurizer(config, units=units, unit_dim=UNIT_DIM, f0=f0,
+                      mel=lambda a, k, n: vocoder_mel(a, keyshift=k, lengths=n),
+                      n_mels=128, volume=functools.partial(real_volume, hop_length=HOP))

@@ -66,8 +66,8 @@ def test_prepare_file_cleans_and_resamples(raw_corpus):
                                          dict(max_seconds=3.0))
     assert len(clips) == 3 and reasons == []
     assert all(0.3 * 44100 <= len(c) <= 3.0 * 44100 for c in clips)
-    with pytest.raises(Exception):
-        corpus.prepare_file(os.path.join(raw_corpus, "tenor", "broken.wav"))
+    clips, reasons = corpus.prepare_file(os.path.join(raw_corpus, "tenor", "broken.wav"))
+    assert clips == [] and reasons[0].startswith("unreadable: cannot be read as audio")
 
 
 def test_dataset_contents(built_corpus):
@@ -230,3 +230,13 @@ def test_two_real_processes_build_and_read(raw_corpus, tmp_path):
     assert outs[0]["shape"] == [4, 32]
     assert outs[0]["local"] != outs[1]["local"]  # each process read its own records
     assert corpus.load_metadata(tmp_path)["hosts"] == 2
+
+
+def test_slice_long_cuts_voiced_stretches_without_pauses():
+    t = np.arange(int(10.0 * 44100)) / 44100
+    tone = (0.5 * np.sin(2 * np.pi * 220 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t)))
+    pieces = corpus.slice_long(tone.astype(np.float32), 3.0)
+    assert len(pieces) >= 4 and all(len(p) <= 3.0 * 44100 for p in pieces)
+    assert sum(len(p) for p in pieces) == len(tone)  # nothing lost, nothing repeated
+    np.testing.assert_array_equal(np.concatenate(pieces), tone.astype(np.float32))
+    assert corpus.slice_long(tone[:44100].astype(np.float32), 3.0)[0].shape == (44100,)
