@@ -282,8 +282,15 @@ class GlobalBatches:
 
     ``prefetch`` batches are put on the devices ahead of use. ``get_state()`` describes the
     position after the last batch *returned* (prefetched ones are not counted), so restoring
-    it with ``set_state`` resumes with exactly the next batch. The state is JSON-able bytes
-    (grain's own); save it with the training checkpoint.
+    it with ``set_state`` resumes with exactly the next batch. The state is grain's (JSON
+    bytes, one per process). It plugs into Orbax as grain's iterators do::
+
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(train_state),
+            data=grain.checkpoint.CheckpointSave(batches)))
+        manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(batches)))
     """
 
     def __init__(self, loader, mesh, prefetch: int = 2):
@@ -326,3 +333,8 @@ class GlobalBatches:
         self._queue.clear()
         self._it.set_state(state)
         self._state = state
+
+    def start_prefetch(self) -> None:
+        """Fill the device prefetch queue now (grain's checkpoint handler calls this)."""
+        while len(self._queue) < self._prefetch and self._pull():
+            pass
