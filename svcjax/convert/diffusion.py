@@ -40,7 +40,7 @@ from svcjax.models.gaussian_diffusion import Schedule
 from svcjax.models.unit2mel import build_model
 
 __all__ = ["read_config", "config_from_yaml", "checkpoint_hparams", "import_checkpoint",
-           "import_diffusion", "add_parser", "DEFAULTS"]
+           "import_diffusion", "to_state_dict", "add_parser", "DEFAULTS"]
 
 # Library defaults for fields a yaml may leave out (the reference's own fallbacks).
 DEFAULTS = dict(
@@ -236,6 +236,24 @@ def _param_shapes(model, config) -> dict:
     return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *args, spk, aug))["params"]
 
 
+def to_state_dict(params: Mapping, config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+    """The reference's ``Unit2Mel.state_dict()`` (NumPy, buffers included) for ``params``;
+    ``torch.save({'global_step': step, 'model': sd})`` of it loads in So-VITS-SVC."""
+    from svcjax.convert.torch_params import params_to_state_dict
+    sd = params_to_state_dict(params, list_modules=("residual_layers", "mlp"),
+                              rename=lambda k: "decoder." + k if k.startswith("denoise_fn.") else k)
+    sch = Schedule.from_config(config)
+    for name in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
+                 "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod",
+                 "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
+                 "posterior_variance", "posterior_log_variance_clipped",
+                 "posterior_mean_coef1", "posterior_mean_coef2"):
+        sd[f"decoder.{name}"] = sch.table(name).copy()
+    sd["decoder.spec_min"] = np.full((1, 1, 1), sch.spec_min, np.float32)
+    sd["decoder.spec_max"] = np.full((1, 1, 1), sch.spec_max, np.float32)
+    return sd
+
+
 def import_diffusion(model_path, config_path, outdir, *, overwrite: bool = False) -> str:
     """Convert a reference diffusion checkpoint into an svcjax model directory."""
     params, config = import_checkpoint(model_path, config_path)
@@ -249,17 +267,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Convert a So-VITS-SVC 4.1 diffusion checkpoint (model_<step>.pt) and its "
                     "config.yaml (default: the one beside it) into an svcjax model directory.")
     p.add_argument("model", help="model_<step>.pt")
-    p.add_argument("paths", nargs="+", metavar="[CONFIG] OUTDIR",
-                   help="optional config.yaml, then the output directory")
+    p.add_argument("config", nargs="?", default=None,
+                   help="its config.yaml (default: config.yaml beside the model)")
+    p.add_argument("outdir", help="the svcjax model directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace OUTDIR if it exists")
     p.set_defaults(func=_run)
     return p
 
 
 def _run(args) -> int:
-    if len(args.paths) > 2:
-        raise ValueError(f"expected [CONFIG] OUTDIR after the model, got {len(args.paths)} paths")
-    config_path = args.paths[0] if len(args.paths) == 2 else None
-    out = import_diffusion(args.model, config_path, args.paths[-1], overwrite=args.overwrite)
+    out = import_diffusion(args.model, args.config, args.outdir, overwrite=args.overwrite)
     print(out)
     return 0

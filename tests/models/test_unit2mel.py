@@ -173,3 +173,35 @@ def test_template_size_and_zero_init_output():
     p = jax.jit(wavenet.init)(jax.random.PRNGKey(0), x, jnp.zeros(1), (jnp.ones((1, 3, 8)),))
     assert not np.asarray(p["params"]["output_projection"]["kernel"]).any()
     assert np.asarray(p["params"]["input_projection"]["kernel"]).std() > 0
+
+
+def test_config_test_variant_trains_and_samples():
+    """configs/diffusion_44k.py:variant=test builds the same structure the importer writes,
+    takes a finite gradient step and samples (shallow and from noise) on a CPU."""
+    from configs.diffusion_44k import get_config
+    from svcjax.convert.diffusion import DEFAULTS
+    from svcjax.diffusion import Diffusion
+    config = get_config("variant=test")
+    for section, keys in DEFAULTS.items():
+        assert set(keys) <= set(config[section]), section
+    model = build_model(config)
+    rs = np.random.RandomState(0)
+    b, t, c = 2, 11, config.data.encoder_out_channels
+    batch = dict(units=rs.randn(b, t, c).astype(np.float32), f0=(200 + 50 * rs.rand(b, t)).astype(np.float32),
+                 volume=rs.rand(b, t).astype(np.float32), mel=(-6 + rs.randn(b, t, 128)).astype(np.float32),
+                 spk=np.eye(3, dtype=np.float32)[[0, 1]][:, None].repeat(t, 1),
+                 aug_shift=np.array([0.0, 4.0], np.float32), mask=np.ones((b, t), np.float32))
+    params = random_params(model, batch["units"], batch["f0"], batch["volume"], batch["mel"],
+                           np.zeros(b), batch["spk"], batch["aug_shift"], scale=0.1)["params"]
+    sch = Schedule.from_config(config)
+    loss, grads = jax.jit(jax.value_and_grad(
+        lambda p: training_loss(model, p, batch, jax.random.PRNGKey(3), sch)))(params)
+    assert np.isfinite(float(loss))
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+    diff = Diffusion(params, config)
+    mel = diff.sample(batch["units"][0], batch["f0"][0], batch["volume"][0], speaker="bass",
+                      start_mel=batch["mel"][0], k_step=20)
+    assert mel.shape == (t, 128) and np.isfinite(mel).all()
+    mel = diff.sample(batch["units"], batch["f0"], batch["volume"], speaker="alto",
+                      method="ddim", speedup=250, rng=0)
+    assert mel.shape == (b, t, 128) and np.isfinite(mel).all()
