@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from svcjax import buckets, checkpoint, sampling, sharding
+from svcjax.convert.diffusion import import_checkpoint, speaker_map
 from svcjax.models.gaussian_diffusion import Schedule
 from svcjax.models.unit2mel import Unit2Mel, build_model
 
@@ -77,7 +78,7 @@ class Diffusion:
         self.model = build_model(config)
         self.schedule = Schedule.from_config(config)
         self.params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
-        self.speakers: dict[str, int] = {str(k): int(v) for k, v in dict(config.get("spk") or {}).items()}
+        self.speakers: dict[str, int] = speaker_map(config)
         self.n_spk = max(int(config.model.n_spk or 1), 1)
         self._fns: dict[tuple, Any] = {}
         self._placed: dict[Any, Any] = {}
@@ -307,6 +308,5 @@ def load_diffusion(path: str | os.PathLike, config: str | os.PathLike | None = N
         return Diffusion(params, cfg)
     if os.path.isdir(path):
         raise checkpoint.ModelDirError(f"{path} is a directory but not an svcjax model directory")
-    from svcjax.convert.diffusion import import_checkpoint
     params, cfg = import_checkpoint(path, config)
     return Diffusion(params, cfg)

@@ -212,3 +212,47 @@ def test_errors(diff, shallow_model):
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="f0 contains NaN"):
         diff.sample(units, bad, vol, speaker=0, start_mel=mel)
+
+
+@pytest.mark.skipif(not os.environ.get("SVCJAX_REF"),
+                    reason="set SVCJAX_REF=/path/to/so-vits-svc for the full-size reference check")
+@pytest.mark.parametrize("method,speedup", [("dpm-solver++", 10), ("pndm", 25)])
+def test_full_size_template_matches_reference(method, speedup):
+    """The template network (20 x 512, 55.2 M parameters) against the reference itself."""
+    import sys
+    import torch
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fixtures"))
+    from make_diffusion import _import_reference, _zero_random
+    from svcjax.convert.diffusion import DEFAULTS, config_from_yaml
+    from svcjax.convert.torch_params import state_dict_to_params
+    unit2mel = _import_reference(os.environ["SVCJAX_REF"])
+    torch.manual_seed(0)
+    ref = unit2mel.Unit2Mel(768, 2, True, 128, 20, 512, 256, 1000, 0).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(ref.decoder.denoise_fn.output_projection.weight, std=0.02)
+    config = config_from_yaml(dict(DEFAULTS, model=dict(DEFAULTS["model"], n_spk=2, use_pitch_aug=True),
+                                   spk={"a": 0, "b": 1}))
+    from svcjax.convert.diffusion import _param_shapes
+    from svcjax.models.unit2mel import build_model
+    shapes = _param_shapes(build_model(config), config)
+    pre = "decoder.denoise_fn."
+    params = state_dict_to_params({k: v.numpy() for k, v in ref.state_dict().items()}, shapes,
+                                  rename=lambda k: "denoise_fn." + k[len(pre):] if k.startswith(pre)
+                                  else (None if k.startswith("decoder.") else k))
+    diff = Diffusion(params, config)
+    rs = np.random.RandomState(0)
+    t = 40
+    units = rs.randn(1, t, 768).astype(np.float32)
+    f0 = (150 + 200 * rs.rand(1, t)).astype(np.float32)
+    vol = (0.1 * rs.rand(1, t)).astype(np.float32)
+    mel = (-6 + rs.randn(1, t, 128)).astype(np.float32)
+    ours = diff.sample(units, f0, vol, speaker="b", start_mel=mel, k_step=100, method=method,
+                       speedup=speedup)
+    with torch.no_grad(), _zero_random(torch):
+        want = ref(torch.from_numpy(units), torch.from_numpy(f0)[..., None],
+                   torch.from_numpy(vol)[..., None], torch.tensor([[1]]),
+                   gt_spec=torch.from_numpy(mel), infer=True, infer_speedup=speedup,
+                   method=method, k_step=100, use_tqdm=False).numpy()
+    err = float(np.abs(ours - want).max())
+    print(f"full-size {method}: max abs error {err:.2e}")
+    assert err < 1e-3

@@ -13,7 +13,7 @@ svcjax config whose fields keep the yaml's names::
              out_dims, max_beta, spec_min, spec_max
     infer:   method, speedup
     vocoder: type, ckpt
-    spk:     {name: id}
+    spk:     {name: id}  (a list of [name, id] pairs if a name has a dot)
 
 ``k_step_max`` is not stored in the checkpoint; it comes from the yaml only.
 
@@ -40,7 +40,7 @@ from svcjax.models.gaussian_diffusion import Schedule
 from svcjax.models.unit2mel import build_model
 
 __all__ = ["read_config", "config_from_yaml", "checkpoint_hparams", "import_checkpoint",
-           "import_diffusion", "to_state_dict", "add_parser", "DEFAULTS"]
+           "import_diffusion", "to_state_dict", "speaker_map", "add_parser", "DEFAULTS"]
 
 # Library defaults for fields a yaml may leave out (the reference's own fallbacks).
 DEFAULTS = dict(
@@ -103,12 +103,24 @@ def config_from_yaml(args: Mapping[str, Any], source: str = "config.yaml") -> ml
     spk = args.get("spk") or {}
     if not isinstance(spk, Mapping):
         raise ValueError(f"{source}: spk must map speaker names to ids, got {spk!r}")
-    out["spk"] = {str(k): int(v) for k, v in spk.items()}
+    try:
+        spk = {str(k): int(v) for k, v in spk.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: spk must map speaker names to integer ids, got {spk!r}") from None
+    # ConfigDict refuses dotted keys: such names are kept as [name, id] pairs instead
+    out["spk"] = [[k, v] for k, v in spk.items()] if any("." in k for k in spk) else spk
     n_spk = max(int(m["n_spk"]), 1)
-    bad = {k: v for k, v in out["spk"].items() if not 0 <= v < n_spk}
+    bad = {k: v for k, v in spk.items() if not 0 <= v < n_spk}
     if bad and n_spk > 1:
         raise ValueError(f"{source}: speaker ids {bad} outside [0, n_spk={n_spk})")
     return ml_collections.ConfigDict(out)
+
+
+def speaker_map(config) -> dict[str, int]:
+    """``{name: id}`` from a config's ``spk`` (a mapping, or ``[name, id]`` pairs)."""
+    spk = config.get("spk") or {}
+    items = spk.items() if hasattr(spk, "items") else spk
+    return {str(k): int(v) for k, v in items}
 
 
 def _coerce(default, v):

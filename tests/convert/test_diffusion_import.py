@@ -106,3 +106,15 @@ def test_export_state_dict_roundtrip():
     assert sorted(sd) == sorted(ref)
     for k, v in ref.items():
         np.testing.assert_array_equal(sd[k], np.asarray(v), err_msg=k)
+
+
+def test_speaker_names_with_dots_survive_a_model_dir(tmp_path):
+    cfg = yaml.safe_load(open(YAML))
+    cfg["spk"] = {"miku.v3": 0, "alto": 1, "ナナ": 2}
+    yaml.safe_dump(cfg, open(tmp_path / "config.yaml", "w"), allow_unicode=True)
+    out = tmp_path / "diff"
+    assert cli(["import-diffusion", PT, str(tmp_path / "config.yaml"), str(out)]) == 0
+    diff = load_diffusion(out)
+    assert diff.speakers == {"miku.v3": 0, "alto": 1, "ナナ": 2}
+    w = diff.speaker_weights({"miku.v3": 0.5, "ナナ": 0.5}, 1, 2)
+    np.testing.assert_array_equal(w[0, 0], [0.5, 0.0, 0.5])
