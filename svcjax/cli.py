@@ -16,6 +16,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "build-corpus": ("svcjax.corpus", "build the training corpus (TFDS ArrayRecord) from "
                                       "ROOT/<speaker>/*"),
+    "import-diffusion": ("svcjax.convert.diffusion",
+                         "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
 }
 
 
