@@ -30,7 +30,6 @@ import hashlib
 import importlib
 import io
 import json
-import math
 import os
 import random
 import shutil

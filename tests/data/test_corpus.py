@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from svcjax import corpus
 from tests.data import fakes
-from tests.data.conftest import BUILD, VOICES, make_raw_corpus
+from tests.data.conftest import BUILD, VOICES
 
 QUIET = dict(log=lambda m: None)
 
