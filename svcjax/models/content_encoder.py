@@ -334,7 +334,12 @@ class Hubert(nn.Module):
 
 
 class Encoder(nn.Module):
-    """fairseq's TransformerEncoder (post-LN): position conv, LayerNorm, the layers."""
+    """fairseq's TransformerEncoder (post-LN): position conv, LayerNorm, the layers.
+
+    The layers keep their own parameters (``layers_0`` ... as in the checkpoint) but run as one
+    ``lax.scan`` over their stacked parameters (and are initialised by one ``vmap``), so XLA
+    compiles one layer instead of twelve.
+    """
 
     ffn_dim: int
     num_heads: int
@@ -352,12 +357,29 @@ class Encoder(nn.Module):
         x = jnp.where(mask[..., None], x, 0)
         x = x + PositionalConv(self.conv_pos, self.conv_pos_groups, name="pos_conv_0", **lin)(x)
         x = LayerNorm(self.epsilon, name="layer_norm")(x)
-        states = [x]
-        for i in range(self.num_layers):
-            x = EncoderLayer(self.ffn_dim, self.num_heads, self.epsilon, self.attention_block,
-                             name=f"layers_{i}", **lin)(x, mask)
-            states.append(x)
-        return states if hidden_states else x
+        n = self.num_layers
+        if not n:
+            return [x] if hidden_states else x
+        layer = EncoderLayer(self.ffn_dim, self.num_heads, self.epsilon, self.attention_block,
+                             parent=None, **lin)
+        if self.is_initializing():
+            # One vmapped init for all layers (a small program), then one parameter per layer.
+            c = x.shape[-1]
+            fresh = jax.vmap(lambda k: layer.init(
+                k, jnp.zeros((1, 1, c), x.dtype), jnp.ones((1, 1), bool))["params"])(
+                    jax.random.split(self.make_rng("params"), n))
+            for i in range(n):
+                self.param(f"layers_{i}", lambda _key, i=i: jax.tree.map(lambda a: a[i], fresh))
+        params = self.variables["params"]
+        stacked = jax.tree.map(lambda *p: jnp.stack(p), *[params[f"layers_{i}"] for i in range(n)])
+
+        def body(h, p):
+            h = layer.apply({"params": p}, h, mask)
+            return h, (h if hidden_states else None)
+
+        first = x
+        x, ys = lax.scan(body, x, stacked)
+        return [first] + [ys[i] for i in range(n)] if hidden_states else x
 
 
 def build_model(config, *, full: bool = False, dtype: Any = None, precision: Any = None,
