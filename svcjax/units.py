@@ -134,7 +134,9 @@ class ContentEncoder:
 
     Calls take 16 kHz mono audio: ``(L,)``, a padded batch ``(B, L)`` with ``lengths``, or a
     list of clips, and return NumPy units ``(B, T, C)`` (``T`` = the longest clip's frames;
-    frames past a shorter clip's end are zero). ``model`` / ``params`` are the Flax module and
+    frames past a shorter clip's end are zero). A call pads to a length bucket (:meth:`bucket`)
+    and splits the batch over up to ``B`` local devices (rows padded to a multiple of them); on
+    a multi-host job each process encodes its own clips. ``model`` / ``params`` are the Flax module and
     its parameters, for use inside your own jitted code.
     """
 
@@ -142,7 +144,8 @@ class ContentEncoder:
 
     def __init__(self, params: Any, config: ml_collections.ConfigDict, *, pretrained: bool = True,
                  source: str | None = None, dtype: Any = None, precision: Any = None,
-                 min_bucket: int = 16000, attention_block: int = 1024):
+                 min_bucket: int = 16000, bucket_growth: float = 1.25,
+                 attention_block: int = 1024):
         self.config = config
         self.kind = ce.get_kind(config.kind)
         self.model = ce.build_model(config, dtype=dtype, precision=precision,
@@ -151,6 +154,7 @@ class ContentEncoder:
         self.pretrained = pretrained
         self.source = source
         self.min_bucket = int(min_bucket)
+        self.bucket_growth = float(bucket_growth)
         self.trace_count = 0  # how many times the forward pass was traced (tests pin it)
         self._programs: dict[int, tuple] = {}
 
@@ -215,8 +219,7 @@ class ContentEncoder:
                 f"clip {j} has {int(lengths[j])} samples at 16 kHz; the {self.kind.name} encoder "
                 f"needs at least {self.min_samples} (one frame)")
         b = wav.shape[0]
-        target = buckets.bucket_length(int(lengths.max()), min_len=self.min_bucket,
-                                       multiple=self.hop)
+        target = self.bucket(int(lengths.max()))
         ndev = min(b, jax.local_device_count())
         rows = -(-b // ndev) * ndev
         padded = np.zeros((rows, target), np.float32)
@@ -227,7 +230,18 @@ class ContentEncoder:
         fn, params = self._program(ndev)
         units, _ = fn(params, padded, lens)
         t = int(frames.max())
-        return np.asarray(units)[:b, :t], frames
+        return np.asarray(units, np.float32)[:b, :t], frames
+
+    def bucket(self, n_samples: int) -> int:
+        """The padded length a clip of ``n_samples`` runs at (one compiled program per bucket).
+
+        Buckets grow by ``bucket_growth`` from ``min_bucket`` in multiples of the hop;
+        ``bucket_growth <= 1`` pads only to a multiple of the hop (a program per length).
+        """
+        if self.bucket_growth <= 1:
+            return -(-int(n_samples) // self.hop) * self.hop
+        return buckets.bucket_length(int(n_samples), min_len=self.min_bucket,
+                                     growth=self.bucket_growth, multiple=self.hop)
 
     def __call__(self, wav, lengths=None) -> np.ndarray:
         return self.encode(wav, lengths)[0]
