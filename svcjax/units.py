@@ -11,8 +11,8 @@ of clips compiles a handful of programs, and splits the batch over the local dev
 So-VITS-SVC stretches the 50 Hz units to its 86.13 Hz frame rate with
 ``utils.repeat_expand_2d``: ``mode='nearest'`` (the 4.1 config templates) is
 ``torch.nn.functional.interpolate(mode='nearest')``, ``mode='left'`` (what the reference
-falls back to when a config has no ``unit_interpolate_mode``) is its own stepping rule.
-:func:`unit_frame_indices` reproduces both index maps exactly, float32 rounding included.
+falls back to when a config has no ``unit_interpolate_mode``) is its own stepping rule;
+:func:`interpolate_units` reproduces both index maps exactly, float32 rounding included.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 from flax import traverse_util
 
 from svcjax import buckets
+from svcjax.audio.features import align_frames
 from svcjax.models import content_encoder as ce
 from svcjax.sharding import batch_sharding, make_mesh, replicated
 
@@ -34,49 +35,8 @@ __all__ = [
     "ContentEncoder",
     "load_content_encoder",
     "init_content_encoder",
-    "unit_frame_indices",
     "interpolate_units",
-    "INTERPOLATE_MODES",
 ]
-
-INTERPOLATE_MODES = ("nearest", "left")
-
-
-def unit_frame_indices(n_units: int, n_frames: int, mode: str = "nearest") -> np.ndarray:
-    """Which unit each of ``n_frames`` output frames copies, as So-VITS-SVC picks it.
-
-    ``nearest``: torch's nearest upsampling, ``floor(i * scale)`` with
-    ``scale = float32(n_units) / float32(n_frames)`` in float32, clipped to the last unit
-    (exactly ``i`` when the sizes match and ``i >> 1`` when ``n_frames == 2 * n_units``).
-    ``left``: the reference's ``repeat_expand_2d_left``: boundaries
-    ``float32(k * n_frames) / float32(n_units)``, the unit index stepping by at most one per frame.
-    """
-    n_units, n_frames = int(n_units), int(n_frames)
-    if n_units <= 0 or n_frames < 0:
-        raise ValueError(f"cannot map {n_units} units onto {n_frames} frames")
-    i = np.arange(n_frames)
-    if mode == "nearest":
-        if n_frames == n_units:
-            return i
-        if n_frames == 2 * n_units:
-            return i >> 1
-        scale = np.float32(n_units) / np.float32(n_frames)
-        idx = np.floor(i.astype(np.float32) * scale).astype(np.int64)
-        return np.minimum(idx, n_units - 1)
-    if mode == "left":
-        bounds = (np.arange(n_units + 1, dtype=np.int64) * n_frames).astype(np.float32) \
-            / np.float32(n_units)
-        idx = np.empty(n_frames, np.int64)
-        pos = 0
-        fi = i.astype(np.float32)
-        for j in range(n_frames):
-            if not fi[j] < bounds[pos + 1]:
-                pos += 1
-                if pos >= n_units:
-                    raise ValueError(f"mode 'left' cannot map {n_units} units onto {n_frames} frames")
-            idx[j] = pos
-        return idx
-    raise ValueError(f"unknown unit interpolation mode {mode!r}; known: {', '.join(INTERPOLATE_MODES)}")
 
 
 def interpolate_units(units, n_frames, mode: str = "nearest", unit_lengths=None) -> np.ndarray:
@@ -84,20 +44,23 @@ def interpolate_units(units, n_frames, mode: str = "nearest", unit_lengths=None)
 
     ``units`` is ``(T, C)`` with an int ``n_frames``, or a padded batch ``(B, T, C)`` with
     ``unit_lengths`` and ``n_frames`` per clip (ints or sequences); the batch result is
-    ``(B, max(n_frames), C)``, zero past each clip's ``n_frames``.
+    ``(B, max(n_frames), C)``, zero past each clip's ``n_frames``. ``mode`` is the config's
+    ``unit_interpolate_mode``: ``nearest`` (the 4.1 templates, the default here), ``left``
+    (the reference's fallback when a config has none) or ``linear``; the index maps are
+    :func:`svcjax.audio.features.align_frames`'s, which reproduce the reference's exactly.
     """
-    units = np.asarray(units)
+    units = np.asarray(units, np.float32)
     if units.ndim == 2:
-        return units[unit_frame_indices(units.shape[0], int(n_frames), mode)]
+        return np.asarray(align_frames(units, int(n_frames), mode))
     if units.ndim != 3:
         raise ValueError(f"expected units of shape (T, C) or (B, T, C), got {units.shape}")
     b, t, c = units.shape
     unit_lengths = np.broadcast_to(t if unit_lengths is None else np.asarray(unit_lengths), (b,))
     n_frames = np.broadcast_to(np.asarray(n_frames), (b,))
-    out = np.zeros((b, int(n_frames.max()) if b else 0, c), units.dtype)
+    out = np.zeros((b, int(n_frames.max()) if b else 0, c), np.float32)
     for j in range(b):
-        idx = unit_frame_indices(int(unit_lengths[j]), int(n_frames[j]), mode)
-        out[j, : len(idx)] = units[j, idx]
+        n = int(n_frames[j])
+        out[j, :n] = np.asarray(align_frames(units[j, : int(unit_lengths[j])], n, mode))
     return out
 
 
