@@ -18,7 +18,7 @@ falls back to when a config has no ``unit_interpolate_mode``) is its own steppin
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
