@@ -16,7 +16,7 @@ VOICE_PACKAGES := flite festival festvox-kallpc16k festvox-us-slt-hts sox
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,convert]"
+	$(PY) -m pip install -q -e ".[dev,convert,reference]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                       "ROOT/<speaker>/*"),
     "import-diffusion": ("svcjax.convert.diffusion",
                          "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
+    "import-encoder": ("svcjax.convert.content_encoder",
+                       "import a ContentVec / HuBERT / HuBERT-Soft checkpoint"),
 }
 
 
