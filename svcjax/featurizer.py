@@ -147,17 +147,24 @@ class Featurizer:
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict | Mapping | None = None, *,
-                    encoder: Any = None) -> "Featurizer":
+                    encoder: Any = None, **extractors) -> "Featurizer":
         """The featurizer with svcjax's extractors: the content encoder (``config.encoder``
         file, or random init with ``random_encoder``), ``extract_f0(method=f0_method)``,
         the vocoder mel (128 bins, 40-16000 Hz, traced key shift) and the volume.
 
         ``encoder``: an already loaded ``svcjax.ContentEncoder`` to use instead.
+        ``extractors``: replacements for any of them (``f0=my_tracker``; the contracts are in
+        the class docstring).
         """
         cfg = default_config()
         if config is not None:
             cfg.update(dict(config))
-        kw = _svcjax_extractors(cfg, parse_features(cfg.features), encoder)
+        features = parse_features(cfg.features)
+        if "units" in extractors and "unit_dim" not in extractors:
+            raise ValueError("a replacement units extractor needs unit_dim")
+        skip = {name for name in ("units", "f0") if name in extractors}
+        kw = _svcjax_extractors(cfg, tuple(f for f in features if f not in skip), encoder)
+        kw.update(extractors)
         return cls(cfg, **kw)
 
     # -- description -------------------------------------------------------------------------
@@ -306,15 +313,18 @@ def _svcjax_extractors(cfg: ml_collections.ConfigDict, features: tuple[str, ...]
             if cfg.encoder:
                 if not os.path.exists(cfg.encoder):
                     raise FileNotFoundError(f"content encoder {cfg.encoder!r} not found")
-                encoder = svcjax.load_content_encoder(cfg.encoder, kind=cfg.encoder_variant)
+                encoder = svcjax.load_content_encoder(
+                    cfg.encoder, kind=cfg.encoder_variant,
+                    bucket_growth=float(cfg.bucket_growth))
             elif cfg.random_encoder:
                 enc_cfg = None
                 if cfg.encoder_overrides:
                     from svcjax.models import content_encoder as ce
                     enc_cfg = ce.default_config(cfg.encoder_variant,
                                                 **dict(cfg.encoder_overrides))
-                encoder = svcjax.init_content_encoder(cfg.encoder_variant,
-                                                      rng=int(cfg.encoder_seed), config=enc_cfg)
+                encoder = svcjax.init_content_encoder(
+                    cfg.encoder_variant, rng=int(cfg.encoder_seed), config=enc_cfg,
+                    bucket_growth=float(cfg.bucket_growth))
             else:
                 raise ValueError("the 'units' feature needs a content encoder: pass an encoder "
                                  "file (e.g. checkpoint_best_legacy_500.pt) or random_encoder")
@@ -345,7 +355,7 @@ def _svcjax_extractors(cfg: ml_collections.ConfigDict, features: tuple[str, ...]
         from svcjax.audio.spectrogram import vocoder_mel
         kw["mel"] = lambda audio, keyshift, lengths: vocoder_mel(
             audio, keyshift=keyshift, lengths=lengths,
-            max_keyshift=max(1.0, float(cfg.aug_keyshift)))
+            max_keyshift=max(0.5, float(cfg.aug_keyshift)))
         kw["n_mels"] = 128
     if "volume" in features or "aug" in features:
         from svcjax.audio.features import volume

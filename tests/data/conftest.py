@@ -46,6 +46,6 @@ def built_corpus(raw_corpus, tmp_path_factory):
     from svcjax import corpus
     from tests.data import fakes
     data_dir = str(tmp_path_factory.mktemp("built"))
-    feat = fakes.real_audio_featurizer()
+    feat = fakes.svcjax_featurizer()
     out = corpus.build_corpus(raw_corpus, data_dir, feat, BUILD, log=lambda m: None)
     return data_dir, out, feat

@@ -56,18 +56,18 @@ def featurizer(**config):
                       volume=volume)
 
 
-def real_audio_featurizer(**config):
-    """svcjax's vocoder mel (traced key shift) and volume; fake units and F0.
+# A tiny random content encoder: same architecture as vec768l12, 32 channels.
+TINY_ENCODER = dict(conv_layers=[[16, 10, 5]] + [[16, 3, 2]] * 4 + [[16, 2, 2]] * 2,
+                    embed_dim=32, ffn_dim=64, num_heads=4, num_layers=12, conv_pos=16,
+                    conv_pos_groups=4)
 
-    One length bucket covers the test clips (growth 2), so it compiles once.
+
+def svcjax_featurizer(**config):
+    """Featurizer.from_config: tiny random encoder, svcjax's mel and volume; fake F0.
+
+    One length bucket covers the test clips (growth 2), so each program compiles once.
     """
-    import functools
-
-    from svcjax.audio.features import volume as real_volume
-    from svcjax.audio.spectrogram import vocoder_mel
     from svcjax.featurizer import Featurizer
-    config.setdefault("batch_size", 4)
-    config.setdefault("bucket_growth", 2.0)
-    return Featurizer(config, units=units, unit_dim=UNIT_DIM, f0=f0,
-                      mel=lambda a, k, n: vocoder_mel(a, keyshift=k, lengths=n),
-                      n_mels=128, volume=functools.partial(real_volume, hop_length=HOP))
+    config = dict(dict(random_encoder=True, encoder_overrides=TINY_ENCODER, batch_size=4,
+                       bucket_growth=2.0), **config)
+    return Featurizer.from_config(config, f0=f0)
