@@ -44,7 +44,7 @@ demo-tools:
 # A small multi-speaker corpus from those voices, built into a TFDS dataset.
 demo-corpus: demo-tools $(STAMP)
 	$(PY) data/demo_corpus.py $(DEMO_DIR)/raw
-	$(PY) data/preprocess.py $(DEMO_DIR)/raw --out $(DEMO_DIR)/data --random-encoder
+	$(PY) data/preprocess.py $(DEMO_DIR)/raw --out $(DEMO_DIR)/data --random-encoder --f0 dio
 
 clean:
 	rm -rf $(VENV) build *.egg-info

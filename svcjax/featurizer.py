@@ -51,7 +51,7 @@ SAMPLE_RATE = 44100
 HOP = 512
 
 ALL_FEATURES = ("units", "f0", "volume", "mel", "aug")
-F0_METHODS = ("crepe", "dio", "harvest", "pm", "rmvpe", "fcpe")
+F0_METHODS = ("crepe", "crepe-tiny", "dio", "harvest", "pm")  # svcjax.audio.f0.METHODS
 
 __all__ = ["SAMPLE_RATE", "HOP", "ALL_FEATURES", "default_config", "Featurizer",
            "FeatureSpec"]
@@ -69,7 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
         encoder_overrides={},  # random init only: content-encoder config fields (e.g. tiny)
         unit_interpolate_mode="nearest",   # 50 Hz units -> frames, as the 4.1 configs
         resampler="kaiser_best",           # 44.1 -> 16 kHz for the encoder (librosa 0.9.1's)
-        f0_method="dio",
+        f0_method="crepe",     # svcjax.audio.f0 tracker (dio: fast on CPU, needs the f0 extra)
         # Which features to compute: any of units, f0 (with uv), volume, mel, aug.
         features=",".join(ALL_FEATURES),
         aug_keyshift=5.0,      # aug_mel key shift is uniform in [-aug_keyshift, aug_keyshift]
