@@ -636,6 +636,8 @@ def add_parser(subparsers):
                    help="slice longer files on silence")
     p.add_argument("--batch-size", type=int, default=f.batch_size,
                    help="clips per featurizer call")
+    p.add_argument("--bucket-growth", type=float, default=f.bucket_growth,
+                   help="length-bucket ratio: larger compiles fewer shapes, pads more")
     p.add_argument("--no-loudnorm", action="store_true",
                    help="keep each file's level (skip peak normalisation)")
     p.add_argument("--overwrite", action="store_true", help="rebuild a finished corpus")
@@ -654,7 +656,7 @@ def _main(args) -> int:
         jax.distributed.initialize()
     fcfg = dict(encoder=args.encoder, random_encoder=args.random_encoder,
                 encoder_variant=args.encoder_kind, f0_method=args.f0, features=args.features,
-                batch_size=args.batch_size)
+                batch_size=args.batch_size, bucket_growth=args.bucket_growth)
     feat = featurizer_lib.Featurizer.from_config(fcfg)
     cfg = dict(val_per_speaker=args.val_per_speaker, max_seconds=args.max_seconds,
                loudnorm=not args.no_loudnorm)
