@@ -243,3 +243,21 @@ def test_slice_long_cuts_voiced_stretches_without_pauses():
     assert sum(len(p) for p in pieces) == len(tone)  # nothing lost, nothing repeated
     np.testing.assert_array_equal(np.concatenate(pieces), tone.astype(np.float32))
     assert corpus.slice_long(tone[:44100].astype(np.float32), 3.0)[0].shape == (44100,)
+
+
+def test_build_corpus_command(raw_corpus, tmp_path, capsys):
+    from svcjax.cli import main
+    assert main(["build-corpus", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
+                 "--features", "volume"]) == 1
+    assert "corpus root" in capsys.readouterr().err
+    assert main(["build-corpus", raw_corpus, "--out", str(tmp_path / "o"),
+                 "--encoder", str(tmp_path / "missing.pt")]) == 1
+    assert "missing.pt' not found" in capsys.readouterr().err
+    # mel/volume only: no encoder or F0 tracker needed
+    assert main(["build-corpus", raw_corpus, "--out", str(tmp_path / "o"), "--features",
+                 "volume,mel", "--max-seconds", "3", "--bucket-growth", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "tenor/broken.wav: unreadable" in out and "corpus written to" in out
+    ex = _examples(corpus.dataset_dir(tmp_path / "o"))
+    assert len(ex) == 9 and set(next(iter(ex.values()))[1]) == {
+        "audio", "speaker", "source", "volume", "mel"}
