@@ -10,7 +10,11 @@ import importlib
 __version__ = "0.1.0"
 
 # public name -> module that defines it
-_API: dict[str, str] = {}
+_API: dict[str, str] = {
+    "extract_f0": "svcjax.audio.f0",
+    "transpose_f0": "svcjax.audio.f0",
+    "interpolate_f0": "svcjax.audio.f0",
+}
 
 
 def __getattr__(name: str):

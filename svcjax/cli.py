@@ -13,7 +13,9 @@ import importlib
 import sys
 
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "f0": ("svcjax.audio.f0", "F0 and voicing of audio files (crepe, crepe-tiny, dio, harvest, pm)"),
+}
 
 
 def _build(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:

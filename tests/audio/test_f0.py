@@ -186,3 +186,20 @@ def test_bad_input_errors():
         F.extract_f0(np.zeros((2, 4096)), 44100, "dio", lengths=[4096, 5000])
     with pytest.raises(ValueError, match="decoder"):
         F.crepe_f0_16k([np.zeros(4000, np.float32)], [10], decoder="beam")
+
+
+def test_public_api_and_cli(tmp_path, tiny_available):
+    import svcjax
+    from svcjax import cli
+
+    x, sr = _voice("rms_22k_stereo.wav")
+    f0, uv = svcjax.extract_f0(x[:sr], sr, method="crepe-tiny")
+    assert f0.shape == uv.shape == (F.num_frames(sr, sr),) and uv.mean() > 0.2
+    rc = cli.main(["f0", os.path.join(FIX, "voices", "rms_22k_stereo.wav"), "--out",
+                   str(tmp_path), "--method", "crepe-tiny", "--transpose", "12"])
+    assert rc == 0
+    saved = np.load(tmp_path / "rms_22k_stereo.f0.npy")
+    assert saved.shape == (2, F.num_frames(x.shape[0], sr)) and saved.dtype == np.float32
+    v = saved[1] > 0
+    assert v.mean() > 0.2 and np.median(saved[0][v]) > 150  # a male voice an octave up
+    assert cli.main(["f0", str(tmp_path / "missing.wav"), "--out", str(tmp_path)]) == 1
