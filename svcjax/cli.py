@@ -14,6 +14,8 @@ import sys
 
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "import-diffusion": ("svcjax.convert.diffusion",
+                         "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
     "f0": ("svcjax.audio.f0", "F0 and voicing of audio files (crepe, crepe-tiny, dio, harvest, pm)"),
 }
 
