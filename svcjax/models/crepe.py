@@ -87,6 +87,31 @@ class _InferenceBatchNorm(nn.Module):
         return (x - mean.astype(x.dtype)) * inv.astype(x.dtype) + bias.astype(x.dtype)
 
 
+class _FrontConv(nn.Module):
+    """``conv1``: kernel 512, stride 4, padding 254 on one input channel, computed as a
+    stride-1 conv over 4 interleaved phases (same numbers, about twice as fast on CPU).
+    Parameters as :class:`~svcjax.models.layers.Conv1d`'s: ``kernel (512, 1, C)``, ``bias``."""
+
+    features: int
+    dtype: Any = None
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x):  # (N, 1024, 1)
+        from svcjax.models.layers import torch_uniform
+
+        kernel = self.param("kernel", torch_uniform(512), (512, 1, self.features))
+        bias = self.param("bias", torch_uniform(512), (self.features,))
+        dtype = self.dtype or x.dtype
+        n, length = x.shape[0], x.shape[1] + 2 * 254
+        phases = jnp.pad(x[..., 0], ((0, 0), (254, 254))).reshape(n, length // 4, 4)
+        y = jax.lax.conv_general_dilated(
+            phases.astype(dtype), kernel.reshape(128, 4, self.features).astype(dtype),
+            window_strides=(1,), padding="VALID", dimension_numbers=("NWC", "WIO", "NWC"),
+            precision=self.precision)
+        return y + bias.astype(dtype)
+
+
 class Crepe(nn.Module):
     """CREPE on normalised frames ``(N, 1024)`` -> sigmoid activations ``(N, 360)``."""
 
@@ -103,10 +128,11 @@ class Crepe(nn.Module):
         if self.dtype is not None:
             x = x.astype(self.dtype)
         for i, features in enumerate(CAPACITIES[self.capacity]):
-            first = i == 0
-            x = Conv1d(features, 512 if first else 64, stride=4 if first else 1,
-                       padding=(254, 254) if first else (31, 32), dtype=self.dtype,
-                       precision=self.precision, name=f"conv{i + 1}")(x)
+            if i == 0:
+                x = _FrontConv(features, self.dtype, self.precision, name="conv1")(x)
+            else:
+                x = Conv1d(features, 64, padding=(31, 32), dtype=self.dtype,
+                           precision=self.precision, name=f"conv{i + 1}")(x)
             x = jax.nn.relu(x)
             x = _InferenceBatchNorm(name=f"conv{i + 1}_BN")(x)
             n, t, c = x.shape
@@ -385,13 +411,18 @@ class CrepeRunner:
     ``runner(frames)`` takes raw frames ``(N, 1024)`` (host NumPy) and returns activations
     ``(N, 360)`` and per-bin A-weighted dB ``(N, 513)``. Frames are normalised on the device.
     ``chunk`` bounds the frames per device per call (activations of the full model take about
-    1 MB per frame in float32).
+    1 MB per frame in float32). ``mesh=None`` means every device of an accelerator backend,
+    and one device on the CPU, whose single device already uses every core (splitting work
+    over several CPU "devices" only makes them compete for the same cores).
     """
 
     def __init__(self, model: Crepe, params: Any, mesh=None, chunk: int = 256,
                  precision: Any = None):
         self.model = model
-        self.mesh = mesh if mesh is not None else shd.make_mesh()
+        if mesh is None:
+            cpu = jax.default_backend() == "cpu"
+            mesh = shd.make_mesh(devices=jax.devices()[:1] if cpu else None)
+        self.mesh = mesh
         self.n_dev = self.mesh.devices.size
         self.max_chunk = max(1, int(chunk)) * self.n_dev
         self.params = jax.device_put(params, shd.replicated(self.mesh))

