@@ -20,11 +20,11 @@ last voiced frame, all zero when nothing is voiced), as every reference predicto
 (:func:`interpolate_f0`).
 
 CREPE follows the reference's ``CrepePitchExtractor``: 16 kHz (resampled on the device by
-:mod:`svcjax.audio.resample`, resampy's Kaiser design as torchcrepe uses), hop ``int(512 *
-16000 / 44100) = 185`` samples, ``1 + L16 // 185`` frames; periodicity median-filtered over 3 frames,
-zeroed where the A-weighted loudness is below -60 dB, F0 dropped where periodicity < threshold
-(0.05), a 3-frame mean filter over the voiced frames, then nearest-neighbour resampling to
-``T`` frames and interpolation. The default decoder is Viterbi, as the reference's; decoding is
+:mod:`svcjax.audio.resample`, resampy's Kaiser design as torchcrepe uses), hop
+``int(512 * 16000 / 44100) = 185`` samples, ``1 + L16 // 185`` frames; periodicity
+median-filtered over 3 frames, zeroed where the A-weighted loudness is below -60 dB, F0
+dropped where periodicity < threshold (0.05), a 3-frame mean filter over the voiced frames,
+then nearest-neighbour resampling to ``T`` frames and interpolation. The default decoder is Viterbi, as the reference's; decoding is
 deterministic here (torchcrepe adds +-20 cents of random dither).
 """
 
