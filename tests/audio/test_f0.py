@@ -199,3 +199,12 @@ def test_public_api_and_cli(tmp_path, tiny_available):
     v = saved[1] > 0
     assert v.mean() > 0.2 and np.median(saved[0][v]) > 150  # a male voice an octave up
     assert cli.main(["f0", str(tmp_path / "missing.wav"), "--out", str(tmp_path)]) == 1
+
+
+def test_one_frame_clip(tiny_available):
+    x = np.random.RandomState(0).randn(512).astype(np.float32) * 0.1
+    for method in ("crepe-tiny", "dio"):
+        if method == "dio":
+            pytest.importorskip("pyworld")
+        f0, uv = F.extract_f0(x, 44100, method)
+        assert f0.shape == uv.shape == (1,) and np.isfinite(f0).all()
