@@ -626,7 +626,8 @@ def add_parser(subparsers):
     f = featurizer_lib.default_config()
     p.add_argument("--encoder-kind", default=f.encoder_variant,
                    help=f"units to extract (default {f.encoder_variant})")
-    p.add_argument("--f0", default=f.f0_method, choices=featurizer_lib.F0_METHODS,
+    from svcjax.audio.f0 import METHODS as F0_METHODS
+    p.add_argument("--f0", default=f.f0_method, choices=F0_METHODS,
                    help=f"F0 tracker (default {f.f0_method})")
     p.add_argument("--features", default=f.features,
                    help=f"comma-separated subset of {','.join(featurizer_lib.ALL_FEATURES)}")

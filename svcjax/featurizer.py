@@ -51,7 +51,6 @@ SAMPLE_RATE = 44100
 HOP = 512
 
 ALL_FEATURES = ("units", "f0", "volume", "mel", "aug")
-F0_METHODS = ("crepe", "crepe-tiny", "dio", "harvest", "pm")  # svcjax.audio.f0.METHODS
 
 __all__ = ["SAMPLE_RATE", "HOP", "ALL_FEATURES", "default_config", "Featurizer",
            "FeatureSpec"]

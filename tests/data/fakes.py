@@ -63,11 +63,11 @@ TINY_ENCODER = dict(conv_layers=[[16, 10, 5]] + [[16, 3, 2]] * 4 + [[16, 2, 2]] 
 
 
 def svcjax_featurizer(**config):
-    """Featurizer.from_config: tiny random encoder, svcjax's mel and volume; fake F0.
+    """Featurizer.from_config: tiny random encoder, dio F0, svcjax's mel and volume.
 
     One length bucket covers the test clips (growth 2), so each program compiles once.
     """
     from svcjax.featurizer import Featurizer
-    config = dict(dict(random_encoder=True, encoder_overrides=TINY_ENCODER, batch_size=4,
-                       bucket_growth=2.0), **config)
-    return Featurizer.from_config(config, f0=f0)
+    config = dict(dict(random_encoder=True, encoder_overrides=TINY_ENCODER, f0_method="dio",
+                       batch_size=4, bucket_growth=2.0), **config)
+    return Featurizer.from_config(config)

@@ -100,6 +100,9 @@ def test_dataset_contents(built_corpus):
             value = np.asarray(ex[name], dtype=s.dtype if s.shape == () else None)
             assert value.shape == shape and value.dtype == s.dtype, name
         assert -5 <= ex["aug_keyshift"] <= 5
+        # dio on real voices: mostly voiced, speech-range pitch, interpolated through gaps
+        assert set(np.unique(ex["uv"])) <= {0.0, 1.0} and ex["uv"].mean() > 0.3
+        assert 70 < np.median(ex["f0"][ex["uv"] > 0]) < 500 and (ex["f0"] > 0).all()
     # Stored features are what the featurizer gives on the stored audio alone, so batching
     # and bucket padding during the build changed nothing.
     keys = sorted(examples)[:3]
