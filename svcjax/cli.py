@@ -14,6 +14,8 @@ import sys
 
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "build-corpus": ("svcjax.corpus", "build the training corpus (TFDS ArrayRecord) from "
+                                      "ROOT/<speaker>/*"),
     "import-diffusion": ("svcjax.convert.diffusion",
                          "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
     "import-encoder": ("svcjax.convert.content_encoder",
