@@ -255,6 +255,9 @@ def sovits_params(config: Any, sd: Mapping[str, np.ndarray], *,
         raise CheckpointMismatchError(f"{what} has no enc_q (a compressed release checkpoint?); "
                                       "it can be used for inference only")
     diffs = config_differences(config, sd)
+    bad_spk = [d for d in diffs if d.startswith("spk ids")]
+    if bad_spk and len(diffs) == len(bad_spk):  # the tensors fit, the speaker map does not
+        raise CheckpointMismatchError(f"{what}: {bad_spk[0]}")
     try:
         model = synthesizer.from_config(config, with_posterior=with_posterior)
         shapes = synthesizer.init_params(model, shapes_only=True)
@@ -265,8 +268,11 @@ def sovits_params(config: Any, sd: Mapping[str, np.ndarray], *,
     except (CheckpointMismatchError, ValueError, TypeError) as e:
         if not diffs:
             raise
-        head = (f"{what} does not match its config:\n  - " + "\n  - ".join(diffs))
-        raise CheckpointMismatchError(head + "\n" + str(e)) from None
+        head = f"{what} does not match its config:\n  - " + "\n  - ".join(diffs)
+        lines = str(e).splitlines()
+        detail = lines[1:] if lines and "does not match" in lines[0] else lines
+        raise CheckpointMismatchError(head + "\n  tensors:\n" + "\n".join(
+            "  " + line for line in detail)) from None
 
 
 def load_sovits_checkpoint(ckpt: str | os.PathLike, config: str | os.PathLike | Mapping, *,
