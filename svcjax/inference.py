@@ -63,8 +63,12 @@ class SovitsModel:
         self.mesh = sharding.make_mesh(devices=devices or jax.local_devices())
         self.n_devices = self.mesh.devices.size
         self.params = jax.device_put(params, sharding.replicated(self.mesh))
+        # One-device copy for single clips: the replica already on the mesh's first device.
+        self._device = self.mesh.devices.flat[0]
         if self.n_devices > 1:
-            self._params_one = jax.tree.map(lambda a: a.addressable_shards[0].data, self.params)
+            self._params_one = jax.tree.map(
+                lambda a: next(s.data for s in a.addressable_shards if s.device == self._device),
+                self.params)
         else:
             self._params_one = self.params
         self._lock = threading.Lock()
@@ -186,7 +190,7 @@ class SovitsModel:
             params = self.params
             key = None if rng is None else jax.device_put(rng, sharding.replicated(self.mesh))
         else:
-            dev = self.mesh.devices.flat[0]
+            dev = self._device
             put = lambda x: None if x is None else jax.device_put(x, dev)  # noqa: E731
             params = self._params_one
             key = None if rng is None else jax.device_put(rng, dev)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from svcjax.models.layers import Conv1d, LayerNorm
+from svcjax.models.scan import scan_layers, stack_layers
 
 Array = jax.Array
 
@@ -137,7 +138,100 @@ class FFN(nn.Module):
         return x * m
 
 
-class Encoder(nn.Module):
+def _post_ln_block(x: Array, attn, norm_a, ffn, norm_b, drop: nn.Dropout, train: bool) -> Array:
+    """``x = norm_a(x + attn(x)); x = norm_b(x + ffn(x))`` with dropout on both branches."""
+    x = norm_a(x + drop(attn(x), deterministic=not train))
+    return norm_b(x + drop(ffn(x), deterministic=not train))
+
+
+class _Layer(nn.Module):
+    """One transformer layer (the body scanned by :class:`Encoder` and :class:`FFT`).
+
+    Submodules ``attn``, ``norm_a``, ``ffn``, ``norm_b`` and, for a gated FFT layer,
+    ``cond_pre``; the stacks map their reference-named layers onto these names.
+    """
+
+    hidden_channels: int
+    filter_channels: int
+    n_heads: int
+    kernel_size: int
+    p_dropout: float
+    window_size: int | None = None
+    causal: bool = False  # FFT: causal FFN, proximal attention init
+    gated: bool = False
+    dtype: Any = None
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, attn_mask: Array, train: bool,
+                 g_l: Array | None = None) -> Array:
+        common = dict(dtype=self.dtype, precision=self.precision)
+        h = self.hidden_channels
+        if self.gated:
+            x = Conv1d(2 * h, 1, name="cond_pre", **common)(x)
+            x = fused_add_tanh_sigmoid_multiply(x, g_l, h)
+        attn = MultiHeadAttention(h, h, self.n_heads, self.p_dropout, self.window_size,
+                                  proximal_init=self.causal, name="attn", **common)
+        ffn = FFN(h, self.filter_channels, self.kernel_size, self.p_dropout,
+                  causal=self.causal, name="ffn", **common)
+        return _post_ln_block(x, lambda y: attn(y, y, attn_mask, train),
+                              LayerNorm(dtype=self.dtype, name="norm_a"),
+                              lambda y: ffn(y, mask, train),
+                              LayerNorm(dtype=self.dtype, name="norm_b"),
+                              nn.Dropout(self.p_dropout), train)
+
+
+class _Stack(nn.Module):
+    """Shared logic of Encoder and FFT: unrolled with reference names at initialisation,
+    scanned over stacked parameters when applied."""
+
+    def _names(self) -> dict[str, str]:  # layer submodule -> reference name pattern
+        raise NotImplementedError
+
+    def _layer_kwargs(self) -> dict:
+        raise NotImplementedError
+
+    def _run(self, x: Array, mask: Array, attn_mask: Array, train: bool,
+             g: Array | None) -> Array:
+        n, h = self.n_layers, self.hidden_channels
+        gated = g is not None
+        kw = dict(self._layer_kwargs(), gated=gated, dtype=self.dtype, precision=self.precision)
+        g_layers = None
+        if gated:  # (B, Tg, 2h n) -> (n, B, Tg, 2h)
+            g_layers = jnp.moveaxis(g.reshape(g.shape[:2] + (n, 2 * h)), 2, 0)
+        names = self._names()
+        if self.is_initializing() or n < 2:
+            cond_pre = Conv1d(2 * h, 1, name="cond_pre", dtype=self.dtype,
+                              precision=self.precision) if gated else None
+            drop = nn.Dropout(self.p_dropout)
+            for i in range(n):
+                if gated:
+                    x = fused_add_tanh_sigmoid_multiply(cond_pre(x), g_layers[i], h)
+                attn = MultiHeadAttention(h, h, self.n_heads, self.p_dropout,
+                                          kw["window_size"], proximal_init=kw["causal"],
+                                          name=names["attn"].format(i), dtype=self.dtype,
+                                          precision=self.precision)
+                ffn = FFN(h, self.filter_channels, self.kernel_size, self.p_dropout,
+                          causal=kw["causal"], name=names["ffn"].format(i), dtype=self.dtype,
+                          precision=self.precision)
+                x = _post_ln_block(x, lambda y: attn(y, y, attn_mask, train),
+                                   LayerNorm(dtype=self.dtype, name=names["norm_a"].format(i)),
+                                   lambda y: ffn(y, mask, train),
+                                   LayerNorm(dtype=self.dtype, name=names["norm_b"].format(i)),
+                                   drop, train)
+            return x
+        params = self.variables["params"]
+        stacked = stack_layers(params, names, range(n))
+        if gated:
+            stacked["cond_pre"] = jax.tree.map(lambda a: jnp.stack([a] * n),
+                                               params["cond_pre"])
+        layer = _Layer(h, self.filter_channels, self.n_heads, self.kernel_size,
+                       self.p_dropout, parent=None, **kw)
+        rng = self.make_rng("dropout") if train else None
+        return scan_layers(layer, stacked, x, mask, attn_mask, train, xs=g_layers, rng=rng)
+
+
+class Encoder(_Stack):
     """``attentions.Encoder``: post-LN transformer with relative-position attention."""
 
     hidden_channels: int
@@ -150,31 +244,25 @@ class Encoder(nn.Module):
     dtype: Any = None
     precision: Any = None
 
+    def _names(self):
+        return {"attn": "attn_layers_{}", "norm_a": "norm_layers_1_{}",
+                "ffn": "ffn_layers_{}", "norm_b": "norm_layers_2_{}"}
+
+    def _layer_kwargs(self):
+        return dict(window_size=self.window_size, causal=False)
+
     @nn.compact
     def __call__(self, x: Array, mask: Array, train: bool = False) -> Array:
-        common = dict(dtype=self.dtype, precision=self.precision)
         m = mask[..., None].astype(x.dtype)
         attn_mask = mask[:, :, None] * mask[:, None, :]
-        drop = nn.Dropout(self.p_dropout)
-        x = x * m
-        for i in range(self.n_layers):
-            y = MultiHeadAttention(self.hidden_channels, self.hidden_channels, self.n_heads,
-                                   self.p_dropout, self.window_size, name=f"attn_layers_{i}",
-                                   **common)(x, x, attn_mask, train)
-            y = drop(y, deterministic=not train)
-            x = LayerNorm(dtype=self.dtype, name=f"norm_layers_1_{i}")(x + y)
-            y = FFN(self.hidden_channels, self.filter_channels, self.kernel_size, self.p_dropout,
-                    name=f"ffn_layers_{i}", **common)(x, mask, train)
-            y = drop(y, deterministic=not train)
-            x = LayerNorm(dtype=self.dtype, name=f"norm_layers_2_{i}")(x + y)
-        return x * m
+        return self._run(x * m, mask, attn_mask, train, None) * m
 
 
-class FFT(nn.Module):
+class FFT(_Stack):
     """``attentions.FFT``: causal self-attention transformer (F0 decoder, transformer flow).
 
-    With ``gin_channels`` (``isflow`` in the reference) each layer first gates
-    ``cond_pre(x)`` with its slice of ``cond_layer(g)``.
+    With ``gin_channels`` and a condition ``g`` (``isflow`` in the reference) each layer first
+    gates ``cond_pre(x)`` (one shared 1x1 conv) with its slice of ``cond_layer(g)``.
     """
 
     hidden_channels: int
@@ -187,32 +275,22 @@ class FFT(nn.Module):
     dtype: Any = None
     precision: Any = None
 
+    def _names(self):
+        return {"attn": "self_attn_layers_{}", "norm_a": "norm_layers_0_{}",
+                "ffn": "ffn_layers_{}", "norm_b": "norm_layers_1_{}"}
+
+    def _layer_kwargs(self):
+        return dict(window_size=None, causal=True)
+
     @nn.compact
     def __call__(self, x: Array, mask: Array, g: Array | None = None,
                  train: bool = False) -> Array:
-        common = dict(dtype=self.dtype, precision=self.precision)
-        h = self.hidden_channels
         if self.gin_channels and g is not None:
-            cond_pre = Conv1d(2 * h, 1, name="cond_pre", **common)
-            g = Conv1d(2 * h * self.n_layers, 1, weight_norm=True, name="cond_layer",
-                       **common)(g)
+            g = Conv1d(2 * self.hidden_channels * self.n_layers, 1, weight_norm=True,
+                       name="cond_layer", dtype=self.dtype, precision=self.precision)(g)
         else:
             g = None
         t = x.shape[1]
         causal = jnp.tril(jnp.ones((t, t), jnp.float32))[None]
         m = mask[..., None].astype(x.dtype)
-        drop = nn.Dropout(self.p_dropout)
-        x = x * m
-        for i in range(self.n_layers):
-            if g is not None:
-                x = cond_pre(x)
-                x = fused_add_tanh_sigmoid_multiply(x, g[..., 2 * h * i:2 * h * (i + 1)], h)
-            y = MultiHeadAttention(h, h, self.n_heads, self.p_dropout, proximal_init=True,
-                                   name=f"self_attn_layers_{i}", **common)(x, x, causal, train)
-            y = drop(y, deterministic=not train)
-            x = LayerNorm(dtype=self.dtype, name=f"norm_layers_0_{i}")(x + y)
-            y = FFN(h, self.filter_channels, self.kernel_size, self.p_dropout, causal=True,
-                    name=f"ffn_layers_{i}", **common)(x, mask, train)
-            y = drop(y, deterministic=not train)
-            x = LayerNorm(dtype=self.dtype, name=f"norm_layers_1_{i}")(x + y)
-        return x * m
+        return self._run(x * m, mask, causal, train, g) * m

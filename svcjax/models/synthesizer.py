@@ -19,6 +19,15 @@ even indices ``flows_{2i}`` (the Flip layers between them have no parameters), s
 :mod:`svcjax.convert.torch_params` maps reference checkpoints with no renames; a shared flow
 network lives at ``flow/wn`` like the reference's ``flow.wn``.
 
+Repeated layers (transformer layers, WaveNet layers, the four couplings) are declared with
+the reference's names and scanned over their stacked parameters when applied
+(:mod:`svcjax.models.scan`), so each is compiled once.
+
+Masks: padded frames never change valid outputs. Where the reference convolves an unmasked
+tensor (the F0 decoder's prenet; the whole decoder), svcjax zeroes the padding first, which is
+what the reference computes on an unpadded clip; on a padded training batch the reference's
+own result at the last valid frames of a shorter clip differs slightly from its unpadded one.
+
 Random draws use the ``'noise'`` rng stream (latent noise, segment start, sine source, F0
 scale augmentation) and ``'dropout'`` for dropout; when a stream is not given every draw from
 it is zero (and the F0 scale is 1, the segment starts at 0 unless ``slice_start`` is given).
@@ -37,6 +46,7 @@ from svcjax.models import noise as noise_lib
 from svcjax.models.attention import FFT, Encoder as AttnEncoder
 from svcjax.models.layers import Conv1d, Linear
 from svcjax.models.nsf_hifigan import Generator
+from svcjax.models.scan import scan_layers
 from svcjax.models.wavenet import WN
 
 Array = jax.Array
@@ -130,7 +140,11 @@ class _MeanOnlyCoupling(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, g: Array | None, reverse: bool,
-                 train: bool = False) -> Array:
+                 train: bool = False, flip: bool = False) -> Array:
+        """Coupling, then the reference's Flip (channel reversal) when ``flip``; in reverse,
+        the Flip is undone first."""
+        if reverse and flip:
+            x = x[..., ::-1]
         half = self.channels // 2
         common = dict(dtype=self.dtype, precision=self.precision)
         m = _m(mask, x)
@@ -141,7 +155,8 @@ class _MeanOnlyCoupling(nn.Module):
         mean = Conv1d(half, 1, kernel_init=nn.initializers.zeros,
                       bias_init=nn.initializers.zeros, name="post", **common)(h) * m
         x1 = (x1 - mean) * m if reverse else mean + x1 * m
-        return jnp.concatenate([x0, x1], axis=-1)
+        x = jnp.concatenate([x0, x1], axis=-1)
+        return x[..., ::-1] if flip and not reverse else x
 
 
 class ResidualCouplingLayer(_MeanOnlyCoupling):
@@ -172,9 +187,14 @@ class TransformerCouplingLayer(_MeanOnlyCoupling):
 
 
 class _CouplingBlock(nn.Module):
-    """4 x (coupling, flip); coupling i is ``flows_{2i}`` like the reference's ModuleList."""
+    """4 x (coupling, flip); coupling i is ``flows_{2i}`` like the reference's ModuleList.
 
-    def layer(self, i: int, net: nn.Module | None) -> nn.Module:  # overridden
+    Applied, the couplings are scanned over their stacked parameters (a shared network's
+    parameters are repeated into each step), so one coupling layer is compiled.
+    """
+
+    def layer(self, i: int | None, net: nn.Module | None) -> nn.Module:  # overridden
+        """Coupling ``i`` named ``flows_{2i}``, or an unbound one for ``i=None``."""
         raise NotImplementedError
 
     def shared(self) -> nn.Module:  # overridden
@@ -183,15 +203,23 @@ class _CouplingBlock(nn.Module):
     @nn.compact
     def __call__(self, x: Array, mask: Array, g: Array | None = None, reverse: bool = False,
                  train: bool = False) -> Array:
-        net = self.shared() if self.share_parameter else None
-        layers = [self.layer(i, net) for i in range(self.n_flows)]
-        order = reversed(layers) if reverse else layers
-        for layer in order:
-            if reverse:
-                x = layer(x[..., ::-1], mask, g, True, train)
-            else:
-                x = layer(x, mask, g, False, train)[..., ::-1]
-        return x
+        if self.is_initializing() or self.n_flows < 2:
+            net = self.shared() if self.share_parameter else None
+            layers = [self.layer(i, net) for i in range(self.n_flows)]
+            for layer in (reversed(layers) if reverse else layers):
+                x = layer(x, mask, g, reverse, train, True)
+            return x
+        params = self.variables["params"]
+        steps = []
+        for i in range(self.n_flows):
+            p = dict(params[f"flows_{2 * i}"])
+            if self.share_parameter:
+                p["enc"] = params["wn"]
+            steps.append(p)
+        stacked = jax.tree.map(lambda *a: jnp.stack(a), *steps)
+        rng = self.make_rng("dropout") if train and self.has_rng("dropout") else None
+        return scan_layers(self.layer(None, None), stacked, x, mask, g, reverse, train, True,
+                           rng=rng, reverse=reverse)
 
 
 class ResidualCouplingBlock(_CouplingBlock):
@@ -212,12 +240,13 @@ class ResidualCouplingBlock(_CouplingBlock):
                   self.gin_channels, depthwise=self.depthwise, dtype=self.dtype,
                   precision=self.precision, name="wn")
 
-    def layer(self, i: int, net: nn.Module | None) -> nn.Module:
+    def layer(self, i: int | None, net: nn.Module | None) -> nn.Module:
+        where = dict(name=f"flows_{2 * i}") if i is not None else dict(parent=None)
         return ResidualCouplingLayer(self.channels, self.hidden_channels, net, self.dtype,
                                      self.precision, kernel_size=self.kernel_size,
                                      dilation_rate=self.dilation_rate, n_layers=self.n_layers,
                                      gin_channels=self.gin_channels, depthwise=self.depthwise,
-                                     name=f"flows_{2 * i}")
+                                     **where)
 
 
 class TransformerCouplingBlock(_CouplingBlock):
@@ -239,12 +268,13 @@ class TransformerCouplingBlock(_CouplingBlock):
                    self.kernel_size, self.p_dropout, gin_channels=self.gin_channels,
                    dtype=self.dtype, precision=self.precision, name="wn")
 
-    def layer(self, i: int, net: nn.Module | None) -> nn.Module:
+    def layer(self, i: int | None, net: nn.Module | None) -> nn.Module:
+        where = dict(name=f"flows_{2 * i}") if i is not None else dict(parent=None)
         return TransformerCouplingLayer(self.channels, self.hidden_channels, net, self.dtype,
                                         self.precision, filter_channels=self.filter_channels,
                                         n_heads=self.n_heads, n_layers=self.n_layers,
                                         kernel_size=self.kernel_size, p_dropout=self.p_dropout,
-                                        gin_channels=self.gin_channels, name=f"flows_{2 * i}")
+                                        gin_channels=self.gin_channels, **where)
 
 
 class F0Decoder(nn.Module):
