@@ -157,15 +157,19 @@ def test_full_size_template_matches_reference():
     R = mk.import_reference(os.environ["SVCJAX_REF"])
     with open(os.path.join(R.path, "configs_template", "config_template.json")) as f:
         cfg_json = json.load(f)
-    cfg_json["model"]["n_speakers"] = 3
+    cfg_json["model"]["n_speakers"] = 5
     torch.manual_seed(0)
     net = mk.build(R, cfg_json)
     mk.randomise(net, 0)
-    x = mk.inputs(np.random.RandomState(0), 1, 120, 768, 3)
+    x = mk.inputs(np.random.RandomState(0), 1, 120, 768, 5)
     ref = mk.run_infer(R, net, x, True)
     cfg = conv.config_from_reference(cfg_json)
     sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
     model = svcjax.SovitsModel(conv.sovits_params(cfg, sd, with_posterior=False),
                                conv.model_dir_config(cfg, False))
+    wav, _ = model.infer(x["c"], ref["f0_out"], x["uv"], speaker=0, noise_scale=0.4)
+    # 512-channel float32 convolutions: the reference's own float32 output is ~1e-4 from its
+    # float64 output at this width and amplitude (|wav| up to ~0.9).
+    assert _maxdiff(wav, ref["wav"]) <= 2 * TOL
     wav, _ = model.infer(x["c"], x["f0"], x["uv"], speaker=0, noise_scale=0.4, predict_f0=True)
-    assert _maxdiff(wav, ref["wav"]) <= 1e-3  # predicted F0 (float32 pow) feeds a long phase
+    assert _maxdiff(wav, ref["wav"]) <= PHASE_TOL
