@@ -1,5 +1,6 @@
 """svcjax.load_sovits / SovitsModel.infer: buckets, masks, sharding, trace counts, errors."""
 
+import json
 import os
 
 import jax
@@ -111,3 +112,15 @@ def test_import_cli_and_model_dir(tmp_path, capsys):
     _, cfg = checkpoint.load_model_dir(out)
     assert not cfg.has_enc_q
     assert sorted(os.listdir(tmp_path)) == ["tiny"]
+    # Speaker names are folder names; dots and non-ASCII survive the model directory.
+    with open(os.path.join(TINY, "config.json")) as f:
+        cj = json.load(f)
+    cj["spk"] = {"alto.v2": 0, "初音": 1, "bass": 2}
+    (tmp_path / "config.json").write_text(json.dumps(cj))
+    out2 = tmp_path / "dotted"
+    svcjax_import = ["import-sovits", os.path.join(TINY, "G_1.pth"), str(tmp_path / "config.json"),
+                     str(out2)]
+    assert cli.main(svcjax_import) == 0
+    m = svcjax.load_sovits(out2)
+    assert m.speakers == {"alto.v2": 0, "初音": 1, "bass": 2}
+    assert m.speaker_index("alto.v2") == 0

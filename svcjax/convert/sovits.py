@@ -73,15 +73,17 @@ def config_from_reference(src: str | os.PathLike | Mapping) -> ml_collections.Co
         model.setdefault(k, v)
     model["resblock"] = str(model["resblock"])
     spk = {str(k): int(v) for k, v in (src.get("spk") or {}).items()}
+    # Speaker names are dataset folder names and may contain dots.
     return ml_collections.ConfigDict(dict(train=dict(src["train"]), data=dict(src["data"]),
-                                          model=model, spk=spk))
+                                          model=model, spk=spk), allow_dotted_keys=True)
 
 
 def model_dir_config(config: Any, has_enc_q: bool) -> ml_collections.ConfigDict:
     """The config an svcjax model directory stores: the four sections plus ``kind`` and
     whether the parameters include the posterior encoder (training) ``has_enc_q``."""
     cfg = ml_collections.ConfigDict({s: (config[s].to_dict() if hasattr(config[s], "to_dict")
-                                         else dict(config[s])) for s in SECTIONS if s in config})
+                                         else dict(config[s])) for s in SECTIONS if s in config},
+                                    allow_dotted_keys=True)
     cfg.kind = KIND
     cfg.has_enc_q = bool(has_enc_q)
     return cfg
