@@ -280,8 +280,8 @@ def sovits_params(config: Any, sd: Mapping[str, np.ndarray], *,
 def load_sovits_checkpoint(ckpt: str | os.PathLike, config: str | os.PathLike | Mapping, *,
                            with_posterior: bool | None = None):
     """``(params, model-dir config)`` from a reference checkpoint and its config.json."""
-    cfg = config_from_reference(config)
     sd = read_state_dict(ckpt)
+    cfg = config_from_reference(config)
     what = f"checkpoint {os.fspath(ckpt)}"
     if not isinstance(config, Mapping):
         what += f" (config {os.fspath(config)})"

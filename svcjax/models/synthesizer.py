@@ -544,7 +544,12 @@ def from_config(config: Any, *, with_posterior: bool = True, dtype: Any = None,
 def init_params(model: SynthesizerTrn, rng: jax.Array | None = None, *,
                 shapes_only: bool = False) -> Any:
     """Random parameters of ``model`` (every submodule it has), or their shapes
-    (``jax.ShapeDtypeStruct``s) with ``shapes_only``."""
+    (``jax.ShapeDtypeStruct``s) with ``shapes_only`` (cheap: tracing only).
+
+    Initialisers follow PyTorch's defaults (and the reference's zero-initialised flow
+    outputs). Note: XLA compiles one random-number kernel per parameter, so the jitted
+    initialisation of the full model takes tens of seconds on CPU (once per process).
+    """
     b, t = 1, max(model.segment_size, 1)
     f32 = jnp.float32
     c = jnp.zeros((b, t, model.ssl_dim), f32)
