@@ -20,6 +20,7 @@ together; async save; keep-N; save every N steps or on preemption).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -120,7 +121,8 @@ class TrainCheckpointer:
 
     ``state/``   the train state pytree (parameters and optimizer states of every model; the
                  LR schedule and AdamW counts live in the optimizer states),
-    ``data/``    the input iterator's position, one JSON file per process (grain's handler),
+    ``data/``    the input iterator's position, one JSON file per process
+                 (:class:`DataIteratorHandler`),
     ``config/``  the run's config as JSON (for the record; the run's own config wins).
 
     The step is the directory name; random keys are ``fold_in(seed key, step)``, so restoring
@@ -227,13 +229,63 @@ def _serial_writes_off_tpu() -> None:
     _ARRAY_HANDLER_SET = True
 
 
-def _data_save(it):
-    import grain.checkpoint as gc
+class DataIteratorHandler(ocp.CheckpointHandler):
+    """Orbax handler for an input iterator's position: ``process_<i>-of-<n>.json`` per process.
 
-    return gc.CheckpointSave(it)
+    Works with anything that has ``get_state()`` / ``set_state(state)`` returning JSON-able
+    values or UTF-8 bytes: grain ``DataLoader`` / ``Dataset`` iterators and
+    :class:`svcjax.input_pipeline.GlobalBatches`. Each process writes and reads its own file,
+    so a restarted job must use the same number of processes (checked, with a clear error).
+    """
+
+    def _path(self, directory) -> Any:
+        return directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+
+    def save(self, directory, args: "DataIteratorSave"):
+        state = args.iterator.get_state()
+        if isinstance(state, (bytes, bytearray)):
+            record = {"bytes": bytes(state).decode("utf-8")}
+        else:
+            record = {"json": state}
+        self._path(directory).write_text(json.dumps(record))
+
+    def restore(self, directory, args: "DataIteratorRestore"):
+        path = self._path(directory)
+        if not path.exists():
+            found = sorted(p.name for p in directory.iterdir() if p.name.startswith("process_"))
+            raise ValueError(
+                f"no input-iterator state {path.name} in {directory} (found "
+                f"{', '.join(found) or 'none'}): resume with the process count that saved it")
+        record = json.loads(path.read_text())
+        state = record["bytes"].encode("utf-8") if "bytes" in record else record["json"]
+        args.iterator.set_state(state)
+        return args.iterator
+
+    def metadata(self, directory):
+        return None
+
+    def finalize(self, directory):
+        pass
+
+    def close(self):
+        pass
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
+@dataclasses.dataclass
+class DataIteratorSave(ocp.args.CheckpointArgs):
+    iterator: Any
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
+@dataclasses.dataclass
+class DataIteratorRestore(ocp.args.CheckpointArgs):
+    iterator: Any
+
+
+def _data_save(it):
+    return DataIteratorSave(it)
 
 
 def _data_restore(it):
-    import grain.checkpoint as gc
-
-    return gc.CheckpointRestore(it)
+    return DataIteratorRestore(it)

@@ -142,9 +142,10 @@ def make_optimizer(tcfg, steps_per_epoch: int) -> tuple[optax.GradientTransforma
 class TrainData:
     """What a task's data pipeline hands the trainer.
 
-    ``iterator`` yields this process's share of each global batch (a dict of NumPy arrays,
-    leading axis ``batch_size // process_count``) and is checkpointable (a grain iterator:
-    ``get_state``/``set_state``). ``val_batch`` is one small batch every process holds whole
+    ``iterator`` yields either global batches (dicts of ``jax.Array`` sharded over the mesh,
+    e.g. :class:`svcjax.input_pipeline.GlobalBatches`) or this process's share of each (dicts
+    of NumPy arrays, leading axis ``batch_size // process_count``); it is checkpointable
+    (``get_state``/``set_state``, as grain iterators). ``val_batch`` is one small batch every process holds whole
     (for validation summaries), or None. ``num_examples`` sizes an epoch.
     """
 
@@ -196,7 +197,7 @@ class Task:
         """One training step (traced once, inside jit): new params, opt states, metrics."""
         raise NotImplementedError
 
-    def make_data(self, process_index: int, process_count: int) -> TrainData:
+    def make_data(self, mesh) -> TrainData:
         raise NotImplementedError
 
     def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
@@ -283,7 +284,7 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
     workdir = os.path.abspath(os.fspath(workdir))
     task = task or make_task(config)
     tcfg = task.tcfg
-    pidx, pcount = jax.process_index(), jax.process_count()
+    pidx = jax.process_index()
     mesh_cfg = config.get("mesh") or {}
     mesh = sharding.make_mesh(int(mesh_cfg.get("data", -1)), int(mesh_cfg.get("fsdp", 1)))
     batch_size = int(tcfg.batch_size)
@@ -292,7 +293,7 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
 
     writer = MetricWriter(workdir, enabled=primary)
     writer.write_config(config)
-    data = task.make_data(pidx, pcount)
+    data = task.make_data(mesh)
     steps_per_epoch = int(tcfg.steps_per_epoch) or max(1, data.num_examples // batch_size)
     task.setup_optimizers(steps_per_epoch)
 
@@ -375,8 +376,9 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
     try:
         step = start
         while step < num_steps:
-            local = next(data.iterator)
-            batch = sharding.global_batch(local, mesh)
+            batch = next(data.iterator)
+            if not isinstance(jax.tree.leaves(batch)[0], jax.Array):  # per-process NumPy
+                batch = sharding.global_batch(batch, mesh)
             state, metrics = jstep(state, batch, jax.random.fold_in(base_key, step))
             flush()  # the previous step's metrics, while this one runs
             step += 1

@@ -77,7 +77,8 @@ def make_toy_task(config, sleep: float = 0.0):
                     "audio": {"val/audio_0": jnp.tile(jnp.tanh(h[0]), 800)},
                     "mels": {"val/mel_0": jnp.outer(jnp.arange(5.0), jnp.arange(3.0))}}
 
-        def make_data(self, pidx, pcount):
+        def make_data(self, mesh):
+            pidx, pcount = jax.process_index(), jax.process_count()
             d = self.config.data
             n, nan_at = int(d.num_examples), int(d.nan_at)
             rs = np.random.RandomState(0)
