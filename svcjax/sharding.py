@@ -40,7 +40,11 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | Non
         data = n // fsdp
     if data * fsdp != n:
         raise ValueError(f"mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices, have {n}")
-    return jax.make_mesh((data, fsdp), BATCH_AXES, devices=devices)
+    # Auto axes: XLA propagates shardings through the models (GSPMD), which are written
+    # without per-op sharding annotations (Explicit axes would reject e.g. embedding gathers
+    # with batch-sharded ids).
+    auto = (jax.sharding.AxisType.Auto,) * 2
+    return jax.make_mesh((data, fsdp), BATCH_AXES, devices=devices, axis_types=auto)
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:

@@ -131,3 +131,160 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# Stand-ins with the generator's and the audio front-end's interfaces (until those land)
+# ---------------------------------------------------------------------------------------------
+
+def tiny_synthesizer(segment_frames: int, hop: int, ssl_dim: int, n_speakers: int = 2):
+    """A small model with ``SynthesizerTrn``'s training/inference signatures and outputs."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from svcjax.models.layers import Conv1d
+
+    class TinySynth(nn.Module):
+        dtype: object = None
+
+        def setup(self):
+            self.emb_g = nn.Embed(n_speakers, 8)
+            self.pre = Conv1d(8, 3, padding=1)
+            self.enc_q = Conv1d(16, 1)
+            self.proj = Conv1d(16, 1)
+            self.flow = Conv1d(8, 1)
+            self.dec = Conv1d(hop, 3, padding=1)
+            self.f0_decoder = Conv1d(1, 1)
+
+        def _prior(self, c, f0, uv, g, mask):
+            x = self.pre(c) * mask[..., None] + self.emb_g(g)[:, None, :] + uv[..., None]
+            m_p, logs_p = jnp.split(self.proj(x), 2, axis=-1)
+            return x, m_p, logs_p * 0.1
+
+        def __call__(self, c, f0, uv, spec, g, mask, vol=None, slice_start=None, train=True):
+            x, m_p, logs_p = self._prior(c, f0, uv, g, mask)
+            m_q, logs_q = jnp.split(self.enc_q(jnp.log(spec)), 2, axis=-1)
+            logs_q = logs_q * 0.1
+            eps = (jax.random.normal(self.make_rng("noise"), m_q.shape)
+                   if self.has_rng("noise") else 0.0)
+            z = (m_q + eps * jnp.exp(logs_q)) * mask[..., None]
+            z_p = z + self.flow(z)
+            zs = jax.vmap(lambda a, s: jax.lax.dynamic_slice_in_dim(a, s, segment_frames))(
+                z, slice_start)
+            o = jnp.tanh(self.dec(zs)).reshape(zs.shape[0], -1)
+            lf0 = jnp.log1p(f0 / 700.0)
+            pred = self.f0_decoder(jax.lax.stop_gradient(x))[..., 0]
+            return dict(o=o, ids_slice=slice_start, mask=mask, z=z, z_p=z_p, m_p=m_p,
+                        logs_p=logs_p, m_q=m_q, logs_q=logs_q, pred_lf0=pred, norm_lf0=lf0,
+                        lf0=lf0)
+
+        def infer(self, c, f0, uv, g, mask, vol=None, noise_scale=0.35, predict_f0=False):
+            x, m_p, logs_p = self._prior(c, f0, uv, g, mask)
+            z = m_p + self.flow(m_p) * 0
+            o = jnp.tanh(self.dec(z)).reshape(z.shape[0], -1)
+            return o, f0
+
+    return TinySynth()
+
+
+class SimpleSpectrogram:
+    """The audio front-end's spectrogram interface (framing and filterbank simplified)."""
+
+    @staticmethod
+    def linear_spectrogram(audio, *, n_fft=2048, hop_length=512, win_length=2048, lengths=None):
+        import jax.numpy as jnp
+
+        b, n = audio.shape
+        t = n // hop_length
+        pad = (n_fft - hop_length) // 2
+        x = jnp.pad(audio, ((0, 0), (pad, pad + hop_length)), mode="reflect")
+        idx = jnp.arange(t)[:, None] * hop_length + jnp.arange(n_fft)[None, :]
+        frames = x[:, idx] * jnp.hanning(n_fft)
+        spec = jnp.fft.rfft(frames, axis=-1)
+        return jnp.sqrt(spec.real ** 2 + spec.imag ** 2 + 1e-6)
+
+    @staticmethod
+    def spec_to_mel(spec, *, sampling_rate=44100, n_fft=2048, n_mels=80, fmin=0.0, fmax=None):
+        import jax.numpy as jnp
+        import librosa
+
+        fb = librosa.filters.mel(sr=sampling_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin,
+                                 fmax=fmax)
+        return jnp.log(jnp.maximum(spec @ jnp.asarray(fb.T), 1e-5))
+
+    @classmethod
+    def mel_spectrogram(cls, audio, *, sampling_rate=44100, n_fft=2048, hop_length=512,
+                        win_length=2048, n_mels=80, fmin=0.0, fmax=None, lengths=None):
+        spec = cls.linear_spectrogram(audio, n_fft=n_fft, hop_length=hop_length,
+                                      win_length=win_length)
+        return cls.spec_to_mel(spec, sampling_rate=sampling_rate, n_fft=n_fft, n_mels=n_mels,
+                               fmin=fmin, fmax=fmax)
+
+
+def sovits_test_config(num_steps=2, batch_size=8):
+    """A So-VITS-SVC training config at test size (for the stand-in models)."""
+    import ml_collections
+
+    from svcjax.trainer import default_train_config
+
+    t = default_train_config("sovits")
+    t.update(num_steps=num_steps, batch_size=batch_size, segment_size=4 * 512, progress=False,
+             checkpoint_every=2, eval_every=2)
+    return ml_collections.ConfigDict(dict(
+        kind="sovits", seed=1, train=t, mesh=dict(data=-1, fsdp=1),
+        data=dict(sampling_rate=44100, hop_length=512, filter_length=2048, win_length=2048,
+                  n_mel_channels=80, mel_fmin=0.0, mel_fmax=22050.0, crop_frames=12),
+        model=dict(ssl_dim=16, n_speakers=2, use_automatic_f0_prediction=True,
+                   vol_embedding=False),
+        discriminator=dict(width_div=16, periods=(2, 3)), init_from=""))
+
+
+def sovits_batches(config, n_examples=24):
+    """A ``mesh -> TrainData`` function of random generator batches (input_pipeline's keys)."""
+    import grain
+    import jax
+
+    from svcjax.trainer import TrainData
+
+    hop, f = int(config.data.hop_length), int(config.data.crop_frames)
+    seg = int(config.train.segment_size) // hop
+    rs = np.random.RandomState(0)
+    lengths = rs.randint(seg + 2, f + 1, n_examples)
+    lengths[0] = f
+
+    def example(i):
+        r = np.random.RandomState(100 + i)
+        n = int(lengths[i])
+        mask = (np.arange(f) < n).astype(np.float32)
+        t = np.arange(f * hop) / 44100.0
+        audio = 0.3 * np.sin(2 * np.pi * (150 + 50 * r.rand()) * t) * np.repeat(mask, hop)
+        return dict(audio=audio.astype(np.float32),
+                    units=(r.randn(f, int(config.model.ssl_dim)) * mask[:, None]).astype(np.float32),
+                    f0=(200 * mask).astype(np.float32), uv=mask.copy(), volume=mask * 0.1,
+                    mask=mask, length=np.int32(n), speaker=np.int32(i % 2),
+                    slice_start=np.int32(r.randint(0, n - seg + 1)), valid=np.float32(1))
+
+    def make(mesh):
+        gb = int(config.train.batch_size)
+        pidx, pcount = jax.process_index(), jax.process_count()
+        local = gb // pcount
+
+        def mine(b):
+            return {k: v[pidx * local:(pidx + 1) * local] for k, v in b.items()}
+
+        ds = (grain.MapDataset.range(n_examples).shuffle(seed=5).repeat().map(example)
+              .batch(gb, drop_remainder=True).map(mine))
+        val = jax.tree.map(lambda *x: np.stack(x), example(0), example(1))
+        return TrainData(iter(ds), n_examples, val)
+
+    return make
+
+
+def make_sovits_task(config):
+    from svcjax.train_sovits import SovitsTask
+
+    hop = int(config.data.hop_length)
+    gen = tiny_synthesizer(int(config.train.segment_size) // hop, hop, int(config.model.ssl_dim))
+    return SovitsTask(config, generator=gen, spectrogram=SimpleSpectrogram,
+                      data=sovits_batches(config))
