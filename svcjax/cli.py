@@ -13,7 +13,10 @@ import importlib
 import sys
 
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "export-pth": ("svcjax.trainer", "write a training run's checkpoint as the reference's .pth"),
+    "sweep": ("svcjax.sweep", "run (or print) a config sweep and gather its metrics"),
+}
 
 
 def _build(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:

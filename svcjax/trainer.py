@@ -292,10 +292,10 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
     primary = pidx == 0
 
     writer = MetricWriter(workdir, enabled=primary)
-    writer.write_config(config)
     data = task.make_data(mesh)
     steps_per_epoch = int(tcfg.steps_per_epoch) or max(1, data.num_examples // batch_size)
     task.setup_optimizers(steps_per_epoch)
+    writer.write_config(_resolved(config, steps_per_epoch))
 
     # --- state: init (or restore) directly into its shardings
     base_key = jax.random.PRNGKey(int(config.get("seed", 0)))
@@ -389,7 +389,7 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
                 flush()
                 out = jax.device_get(jsummaries(state["params"], val_batch,
                                                 jax.random.fold_in(eval_key, step)))
-                _write_summaries(writer, step, out, sr)
+                _write_summaries(writer, step, out, sr, hop)
             if stop or step == num_steps or (every > 0 and step % every == 0):
                 flush()
                 ckpt.save(step, state, data.iterator, config, force=True)
@@ -411,17 +411,102 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
                        compiles=trace_count[0])
 
 
-def _write_summaries(writer: MetricWriter, step: int, out: Mapping, sample_rate: int) -> None:
+def _resolved(config, steps_per_epoch: int):
+    """The config as run (references resolved, the derived steps per epoch filled in)."""
+    cfg = config.copy_and_resolve_references() if hasattr(config, "copy_and_resolve_references") \
+        else ml_collections.ConfigDict(config)
+    with cfg.unlocked():
+        if "train" not in cfg:
+            cfg.train = ml_collections.ConfigDict()
+        cfg.train.steps_per_epoch = int(steps_per_epoch)
+    return cfg
+
+
+def _write_summaries(writer: MetricWriter, step: int, out: Mapping, sample_rate: int,
+                     hop: int) -> None:
+    """Scalars, audio and mel images of a task's ``summaries``; ``out['frames'][i]`` (valid
+    frames of clip i) trims audio ``*_i`` and the mels of clip 0 to their valid part."""
     scalars = {k: float(v) for k, v in (out.get("scalars") or {}).items()}
     if scalars:
         writer.scalars(step, scalars)
+    frames = np.asarray(out["frames"]) if out.get("frames") is not None else None
     for name, wav in (out.get("audio") or {}).items():
-        writer.audio(step, name, np.asarray(wav), sample_rate)
+        wav = np.asarray(wav).reshape(-1)
+        idx = name.rsplit("_", 1)[-1]
+        if frames is not None and idx.isdigit() and int(idx) < len(frames):
+            wav = wav[:int(frames[int(idx)]) * hop]
+        writer.audio(step, name, wav, sample_rate)
     for name, mel in (out.get("mels") or {}).items():
-        writer.image(step, name, np.asarray(mel))
+        mel = np.asarray(mel)
+        if frames is not None and len(frames):
+            mel = mel[:max(1, int(frames[0]))]
+        writer.image(step, name, mel)
 
 
 def _log(primary: bool, msg: str) -> None:
     if primary:
         import sys
         print(f"svcjax train: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export and the `svcjax export-pth` command
+# ---------------------------------------------------------------------------------------------
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    import json
+
+    path = os.path.join(os.fspath(workdir), "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{workdir} is not a training workdir (no config.json)")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def restore_params(workdir: str, step: int | None = None, task: Task | None = None):
+    """``(params, step, task)`` of a run's checkpoint (default: the newest), on one device."""
+    config = load_run_config(workdir)
+    task = task or make_task(config)
+    task.setup_optimizers(max(1, int(task.tcfg.steps_per_epoch or 1)))
+    dummy = task.dummy_batch(1)
+
+    def init_state(key):
+        params = task.init_params(key, dummy)
+        return {"params": params,
+                "opt_state": {n: task.tx[n].init(params[n]) for n in task.model_names}}
+
+    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=dev),
+                            jax.eval_shape(init_state, jax.random.PRNGKey(0)))
+    ckpt = TrainCheckpointer(os.path.join(os.fspath(workdir), "checkpoints"), async_save=False)
+    try:
+        step = ckpt.latest_step() if step is None else int(step)
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+        if step not in ckpt.all_steps():
+            raise FileNotFoundError(f"no checkpoint for step {step} in {workdir}/checkpoints; "
+                                    f"have {', '.join(map(str, ckpt.all_steps())) or 'none'}")
+        state = ckpt.restore(step, abstract)
+    finally:
+        ckpt.close()
+    return state["params"], step, task
+
+
+def export_run(workdir: str, outdir: str, step: int | None = None) -> list[str]:
+    """Write a run's checkpoint in the reference's file format (``G_/D_{step}.pth`` +
+    config.json for So-VITS-SVC, ``model_{step}.pt`` + config.yaml for diffusion)."""
+    params, step, task = restore_params(workdir, step)
+    return task.export(params, step, outdir)
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "export-pth", help="write a training run's checkpoint as the reference's .pth files",
+        description="Write a training workdir's newest (or --step) checkpoint in So-VITS-SVC's "
+        "own format: G_{step}.pth, D_{step}.pth and config.json (generator runs) or "
+        "model_{step}.pt and config.yaml (diffusion runs). No PyTorch needed.")
+    p.add_argument("workdir")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--step", type=int, default=None)
+    p.set_defaults(func=lambda a: print("\n".join(export_run(a.workdir, a.out, a.step))))
+    return p
