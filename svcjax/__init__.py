@@ -10,7 +10,18 @@ import importlib
 __version__ = "0.1.0"
 
 # public name -> module that defines it
-_API: dict[str, str] = {}
+_API: dict[str, str] = {
+    "load_audio": "svcjax.audio.io",
+    "save_audio": "svcjax.audio.io",
+    "resample": "svcjax.audio.resample",
+    "linear_spectrogram": "svcjax.audio.spectrogram",
+    "mel_spectrogram": "svcjax.audio.spectrogram",
+    "vocoder_mel": "svcjax.audio.spectrogram",
+    "volume": "svcjax.audio.features",
+    "slice_on_silence": "svcjax.audio.slicer",
+    "load_diffusion": "svcjax.diffusion",
+    "Diffusion": "svcjax.diffusion",
+}
 
 
 def __getattr__(name: str):

@@ -14,6 +14,8 @@ import sys
 
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "import-diffusion": ("svcjax.convert.diffusion",
+                         "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
     "export-pth": ("svcjax.trainer", "write a training run's checkpoint as the reference's .pth"),
     "sweep": ("svcjax.sweep", "run (or print) a config sweep and gather its metrics"),
 }

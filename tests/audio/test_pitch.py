@@ -45,3 +45,23 @@ def test_normalize_lf0():
     mean0 = (lf0[0] * uv[0]).sum() / uv[0].sum()
     np.testing.assert_allclose(got[0], (lf0[0] - mean0) * mask[0], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(got[1], lf0[1], rtol=1e-6)  # no voiced frame: mean = 0/9999
+
+
+def test_against_live_reference(ref):
+    """The reference's own utils.f0_to_coarse / normalize_f0 (skipped without a checkout)."""
+    import torch
+
+    utils = ref("utils.py")
+    rs = np.random.RandomState(2)
+    f0 = np.concatenate([[0.0, 50.0, 440.0, 1100.0, 1104.9, 1110.0, 3000.0],
+                         rs.uniform(0, 1200, 2000)]).astype(np.float32)
+    np.testing.assert_array_equal(pitch.f0_to_coarse(f0),
+                                  utils.f0_to_coarse(torch.from_numpy(f0)).numpy())
+    lf0 = rs.rand(3, 1, 40).astype(np.float32)
+    uv = (rs.rand(3, 40) > 0.4).astype(np.float32)
+    uv[2] = 0
+    mask = np.ones((3, 1, 40), np.float32)
+    expected = utils.normalize_f0(torch.from_numpy(lf0), torch.from_numpy(mask),
+                                  torch.from_numpy(uv), random_scale=False).numpy()
+    got = pitch.normalize_lf0(lf0[:, 0], mask[:, 0], uv)
+    np.testing.assert_allclose(got, expected[:, 0], rtol=1e-6, atol=1e-7)
