@@ -134,7 +134,7 @@ if __name__ == "__main__":
 
 
 # ---------------------------------------------------------------------------------------------
-# Stand-ins with the generator's and the audio front-end's interfaces (until those land)
+# A stand-in with the generator's interface (until svcjax.models.synthesizer lands)
 # ---------------------------------------------------------------------------------------------
 
 def tiny_synthesizer(segment_frames: int, hop: int, ssl_dim: int, n_speakers: int = 2):
@@ -186,40 +186,6 @@ def tiny_synthesizer(segment_frames: int, hop: int, ssl_dim: int, n_speakers: in
             return o, f0
 
     return TinySynth()
-
-
-class SimpleSpectrogram:
-    """The audio front-end's spectrogram interface (framing and filterbank simplified)."""
-
-    @staticmethod
-    def linear_spectrogram(audio, *, n_fft=2048, hop_length=512, win_length=2048, lengths=None):
-        import jax.numpy as jnp
-
-        b, n = audio.shape
-        t = n // hop_length
-        pad = (n_fft - hop_length) // 2
-        x = jnp.pad(audio, ((0, 0), (pad, pad + hop_length)), mode="reflect")
-        idx = jnp.arange(t)[:, None] * hop_length + jnp.arange(n_fft)[None, :]
-        frames = x[:, idx] * jnp.hanning(n_fft)
-        spec = jnp.fft.rfft(frames, axis=-1)
-        return jnp.sqrt(spec.real ** 2 + spec.imag ** 2 + 1e-6)
-
-    @staticmethod
-    def spec_to_mel(spec, *, sampling_rate=44100, n_fft=2048, n_mels=80, fmin=0.0, fmax=None):
-        import jax.numpy as jnp
-        import librosa
-
-        fb = librosa.filters.mel(sr=sampling_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin,
-                                 fmax=fmax)
-        return jnp.log(jnp.maximum(spec @ jnp.asarray(fb.T), 1e-5))
-
-    @classmethod
-    def mel_spectrogram(cls, audio, *, sampling_rate=44100, n_fft=2048, hop_length=512,
-                        win_length=2048, n_mels=80, fmin=0.0, fmax=None, lengths=None):
-        spec = cls.linear_spectrogram(audio, n_fft=n_fft, hop_length=hop_length,
-                                      win_length=win_length)
-        return cls.spec_to_mel(spec, sampling_rate=sampling_rate, n_fft=n_fft, n_mels=n_mels,
-                               fmin=fmin, fmax=fmax)
 
 
 def sovits_test_config(num_steps=2, batch_size=8):
@@ -286,5 +252,40 @@ def make_sovits_task(config):
 
     hop = int(config.data.hop_length)
     gen = tiny_synthesizer(int(config.train.segment_size) // hop, hop, int(config.model.ssl_dim))
-    return SovitsTask(config, generator=gen, spectrogram=SimpleSpectrogram,
-                      data=sovits_batches(config))
+    return SovitsTask(config, generator=gen, data=sovits_batches(config))
+
+
+def diffusion_batches(config, n_examples=24):
+    """A ``mesh -> TrainData`` function of random diffusion batches (input_pipeline's keys)."""
+    import grain
+    import jax
+
+    from svcjax.trainer import TrainData
+
+    f = int(round(float(config.data.duration) * 44100 / 512))
+    c = int(config.data.encoder_out_channels)
+    n_spk = max(1, int(config.model.n_spk))
+
+    def example(i):
+        r = np.random.RandomState(200 + i)
+        n = int(r.randint(f // 2, f + 1)) if i else f
+        mask = (np.arange(f) < n).astype(np.float32)
+        shift = float(r.choice([0.0, 3.0]))
+        return dict(mel=(r.randn(f, 128) * 2 - 5).astype(np.float32) * mask[:, None],
+                    units=r.randn(f, c).astype(np.float32) * mask[:, None],
+                    f0=(220 * 2 ** (shift / 12) * mask).astype(np.float32),
+                    volume=(0.1 * mask).astype(np.float32), mask=mask, length=np.int32(n),
+                    speaker=np.int32(i % n_spk), aug_shift=np.float32(shift),
+                    valid=np.float32(1))
+
+    def make(mesh):
+        gb = int(config.train.batch_size)
+        pidx, pcount = jax.process_index(), jax.process_count()
+        local = gb // pcount
+        ds = (grain.MapDataset.range(n_examples).shuffle(seed=5).repeat().map(example)
+              .batch(gb, drop_remainder=True)
+              .map(lambda b: {k: v[pidx * local:(pidx + 1) * local] for k, v in b.items()}))
+        val = jax.tree.map(lambda *x: np.stack(x), example(0), example(1))
+        return TrainData(iter(ds), n_examples, val)
+
+    return make

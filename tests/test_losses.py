@@ -82,3 +82,15 @@ def test_bf16_inputs_are_reduced_in_f32(mpd):
     g, _ = _lists(mpd, "fake")
     loss, _ = losses.generator_loss([jnp.asarray(x, jnp.bfloat16) for x in g])
     assert loss.dtype == jnp.float32
+
+
+def test_mel_l1_matches_train_py(ref):
+    """45 x L1 between the 80-bin mel of a generated wave (mel_spectrogram_torch) and the mel
+    of the target's linear spectrogram (spec_to_mel_torch), via svcjax's audio front-end."""
+    from svcjax.audio import spectrogram as S
+
+    spec = S.linear_spectrogram(ref["y"])
+    y_mel = S.spec_to_mel(spec)
+    np.testing.assert_allclose(y_mel, ref["y_mel"], rtol=1e-4, atol=1e-4)
+    y_hat_mel = S.mel_spectrogram(ref["y_hat"])
+    np.testing.assert_allclose(losses.mel_l1(y_mel, y_hat_mel) * 45, ref["mel_l1"], rtol=1e-5)
