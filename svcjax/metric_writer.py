@@ -191,6 +191,7 @@ class ProgressBar:
         self._bar = None
         self._t = time.perf_counter()
         self._last_step = initial
+        self._updates = 0
         self.steps_per_s = float("nan")
         self.audio_s_per_s = float("nan")
         if enabled:
@@ -204,8 +205,13 @@ class ProgressBar:
         now = time.perf_counter()
         dt, dn = now - self._t, step - self._last_step
         if dt > 0 and dn > 0:
-            self.steps_per_s = dn / dt
-            self.audio_s_per_s = audio_seconds / dt
+            rate, audio = dn / dt, audio_seconds / dt
+            if math.isnan(self.steps_per_s) or self._updates < 2:  # the first holds compiling
+                self.steps_per_s, self.audio_s_per_s = rate, audio
+            else:  # exponential moving average over ~10 updates
+                self.steps_per_s += 0.1 * (rate - self.steps_per_s)
+                self.audio_s_per_s += 0.1 * (audio - self.audio_s_per_s)
+            self._updates += 1
         self._t, self._last_step = now, step
         if self._bar is not None:
             post = {"steps/s": f"{self.steps_per_s:.2f}", "audio s/s": f"{self.audio_s_per_s:.1f}"}

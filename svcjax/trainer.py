@@ -309,7 +309,8 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
                 "opt_state": {n: task.tx[n].init(params[n]) for n in task.model_names}}
 
     abstract = jax.eval_shape(init_state, init_key)
-    state_sharding = sharding.param_sharding(mesh, abstract)
+    state_sharding = sharding.param_sharding(
+        mesh, abstract, min_size=int(mesh_cfg.get("fsdp_min_size", 2 ** 18)))
     abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                             abstract, state_sharding)
 
