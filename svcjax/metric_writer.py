@@ -110,7 +110,11 @@ def write_json_atomic(path: str, obj: Any) -> None:
 class MetricWriter:
     """TensorBoard event files + ``metrics.jsonl`` in ``workdir`` (process 0 only)."""
 
-    def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True,
+                 purge_from: int | None = None):
+        """``purge_from``: a resumed run's first new step; records of that step and later
+        (logged after the checkpoint the run resumes from) are dropped, in ``metrics.jsonl``
+        and (via a purge marker) in TensorBoard, so every step appears once."""
         self.workdir = workdir
         self.enabled = enabled
         self._tb = None
@@ -118,10 +122,18 @@ class MetricWriter:
         if not enabled:
             return
         os.makedirs(workdir, exist_ok=True)
-        self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", buffering=1)
+        path = os.path.join(workdir, METRICS_FILE)
+        if purge_from is not None and os.path.exists(path):
+            keep = [r for r in read_metrics(workdir) if int(r.get("step", 0)) < purge_from]
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in keep)
+            os.replace(tmp, path)
+        self._jsonl = open(path, "a", buffering=1)
         if tensorboard:
             SummaryWriter = _import_summary_writer()
-            self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), flush_secs=30)
+            self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), flush_secs=30,
+                                     purge_step=purge_from)
 
     def write_config(self, config: Any) -> None:
         if self.enabled:
@@ -177,8 +189,15 @@ def read_metrics(workdir: str) -> list[dict]:
     path = os.path.join(workdir, METRICS_FILE)
     if not os.path.exists(path):
         return []
+    out = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a kill
+                    pass
+    return out
 
 
 class ProgressBar:

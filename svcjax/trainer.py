@@ -291,14 +291,12 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
     _check_batch(batch_size, mesh)
     primary = pidx == 0
 
-    writer = MetricWriter(workdir, enabled=primary)
     data = task.make_data(mesh)
     steps_per_epoch = int(tcfg.steps_per_epoch) or max(1, data.num_examples // batch_size)
     task.setup_optimizers(steps_per_epoch)
-    writer.write_config(_resolved(config, steps_per_epoch))
 
     # --- state: init (or restore) directly into its shardings
-    base_key = jax.random.PRNGKey(int(config.get("seed", 0)))
+    base_key = jax.random.PRNGKey(_seed(config))
     init_key = jax.random.fold_in(base_key, 0x7FFFFFFF)
     eval_key = jax.random.fold_in(base_key, 0x7FFFFFFE)
     dummy = task.dummy_batch(max(1, mesh.size))
@@ -318,18 +316,36 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
                              save_every=int(tcfg.checkpoint_every),
                              keep=int(tcfg.keep_checkpoints),
                              async_save=bool(tcfg.async_checkpoint))
-    start = ckpt.latest_step()
-    if start is not None:
-        state = ckpt.restore(start, abstract, data.iterator)
-        _log(primary, f"resumed from {ckpt.directory}/{start}")
-    else:
-        start = 0
-        state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
-        params = task.pretrained(state["params"])
-        if params is not state["params"]:
-            state["params"] = jax.device_put(params, state_sharding["params"])
+    writer = bar = preempt = None
+    try:
+        start = ckpt.latest_step()
+        writer = MetricWriter(workdir, enabled=primary,
+                              purge_from=None if start is None else start + 1)
+        writer.write_config(_resolved(config, steps_per_epoch))
+        if start is not None:
+            state = ckpt.restore(start, abstract, data.iterator)
+            _log(primary, f"resumed from {ckpt.directory}/{start}")
+        else:
+            start = 0
+            state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
+            params = task.pretrained(state["params"])
+            if params is not state["params"]:
+                state["params"] = jax.device_put(params, state_sharding["params"])
+        preempt = _Preemption(ckpt)
+        bar = ProgressBar(int(tcfg.num_steps), start, enabled=primary and bool(tcfg.progress),
+                          keys=task.progress_keys)
+        return _loop(task, config, mesh, data, ckpt, writer, bar, preempt, state,
+                     state_sharding, start, base_key, eval_key, workdir)
+    finally:
+        for r in (preempt, bar, ckpt, writer):
+            if r is not None:
+                r.close()
 
-    # --- the jitted step
+
+def _loop(task, config, mesh, data, ckpt, writer, bar, preempt, state, state_sharding, start,
+          base_key, eval_key, workdir) -> "TrainResult":
+    tcfg = task.tcfg
+    primary = jax.process_index() == 0
     trace_count = [0]
 
     def step_fn(state, batch, key):
@@ -348,10 +364,7 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
         val_batch = jax.device_put(data.val_batch, sharding.replicated(mesh))
 
     num_steps = int(tcfg.num_steps)
-    preempt = _Preemption(ckpt)
-    bar = ProgressBar(num_steps, start, enabled=primary and bool(tcfg.progress),
-                      keys=task.progress_keys)
-    hop = int(config.get("data", {}).get("hop_length", 512))
+    hop = int(getattr(task, "hop", 0) or config.get("data", {}).get("hop_length", 512))
     sr = task.sample_rate()
     last: dict = {}
     pending: list = []
@@ -361,7 +374,7 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
     def flush():
         """Fetch the pending steps' metrics, log them, stop on non-finite values."""
         nonlocal last
-        for s, m, t0 in pending:
+        for s, m in pending:
             m = {k: float(v) for k, v in jax.device_get(m).items()}
             audio_s = m.pop("audio_frames", 0.0) * hop / sr
             check_finite(s, m, task.nonfinite_hint)
@@ -374,42 +387,43 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
             last = m
         pending.clear()
 
-    try:
-        step = start
-        while step < num_steps:
-            batch = next(data.iterator)
-            if not isinstance(jax.tree.leaves(batch)[0], jax.Array):  # per-process NumPy
-                batch = sharding.global_batch(batch, mesh)
-            state, metrics = jstep(state, batch, jax.random.fold_in(base_key, step))
-            flush()  # the previous step's metrics, while this one runs
-            step += 1
-            pending.append((step, metrics, time.perf_counter()))
-            stop = preempt.reached(step)
-            every = int(tcfg.checkpoint_every)
-            if jsummaries is not None and step % int(tcfg.eval_every) == 0:
-                flush()
-                out = jax.device_get(jsummaries(state["params"], val_batch,
-                                                jax.random.fold_in(eval_key, step)))
-                _write_summaries(writer, step, out, sr, hop)
-            if stop or step == num_steps or (every > 0 and step % every == 0):
-                flush()
-                ckpt.save(step, state, data.iterator, config, force=True)
-                saved_at = step
-            if stop:
-                preempted = True
-                _log(primary, f"stopping at step {step}: preemption/SIGTERM received; checkpoint "
-                              f"saved in {ckpt.directory}; rerun the same command to resume")
-                break
-        flush()
-        if saved_at != step:
+    step = start
+    every = int(tcfg.checkpoint_every)
+    while step < num_steps:
+        batch = next(data.iterator)
+        if not isinstance(jax.tree.leaves(batch)[0], jax.Array):  # per-process NumPy
+            batch = sharding.global_batch(batch, mesh)
+        state, metrics = jstep(state, batch, jax.random.fold_in(base_key, step))
+        flush()  # the previous step's metrics, while this one runs
+        step += 1
+        pending.append((step, metrics))
+        stop = preempt.reached(step)
+        if jsummaries is not None and step % int(tcfg.eval_every) == 0:
+            flush()
+            out = jax.device_get(jsummaries(state["params"], val_batch,
+                                            jax.random.fold_in(eval_key, step)))
+            _write_summaries(writer, step, out, sr, hop)
+        if stop or step == num_steps or (every > 0 and step % every == 0):
+            flush()  # never checkpoint a non-finite state
             ckpt.save(step, state, data.iterator, config, force=True)
-    finally:
-        preempt.close()
-        bar.close()
-        ckpt.close()
-        writer.close()
+            saved_at = step
+        if stop:
+            preempted = True
+            _log(primary, f"stopping at step {step}: preemption/SIGTERM received; checkpoint "
+                          f"saved in {ckpt.directory}; rerun the same command to resume")
+            break
+    flush()
+    if saved_at != step:
+        ckpt.save(step, state, data.iterator, config, force=True)
     return TrainResult(step=step, preempted=preempted, metrics=last, workdir=workdir,
                        compiles=trace_count[0])
+
+
+def _seed(config) -> int:
+    """``config.seed``, else the reference's ``train.seed``, else 0."""
+    if config.get("seed") is not None:
+        return int(config.seed)
+    return int((config.get("train") or {}).get("seed", 0) or 0)
 
 
 def _resolved(config, steps_per_epoch: int):

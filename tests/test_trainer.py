@@ -198,6 +198,33 @@ def test_sigterm_saves_and_resume_continues_exactly(reference, tmp_path):
     _assert_same(a, b, range(1, REF_STEPS + 1))
 
 
+def test_hard_kill_resumes_from_the_last_periodic_checkpoint(reference, tmp_path):
+    """SIGKILL (no chance to save): the rerun resumes from the newest periodic checkpoint,
+    steps logged after it are replaced, and the numbers equal the uninterrupted run's."""
+    work = tmp_path / "crashed"
+    cmd = [sys.executable, "-m", "tests.standins", str(work), "1000", "--sleep", "0.2",
+           "--checkpoint-every", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(8), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and len(_train_records(work)) < 5:
+            if proc.poll() is not None:
+                raise AssertionError(proc.communicate())
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    logged = max(_train_records(work))
+    assert logged < REF_STEPS
+    _run(work, REF_STEPS, checkpoint_every=2)
+    steps = [r["step"] for r in read_metrics(str(work)) if "loss/total" in r]
+    assert steps == list(range(1, REF_STEPS + 1))  # each step once
+    _assert_same(_train_records(reference[0]), _train_records(work), range(1, REF_STEPS + 1))
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
