@@ -21,6 +21,10 @@ _API: dict[str, str] = {
     "slice_on_silence": "svcjax.audio.slicer",
     "load_diffusion": "svcjax.diffusion",
     "Diffusion": "svcjax.diffusion",
+    "load_content_encoder": "svcjax.units",
+    "init_content_encoder": "svcjax.units",
+    "interpolate_units": "svcjax.units",
+    "ContentEncoder": "svcjax.units",
 }
 
 

@@ -16,6 +16,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "import-diffusion": ("svcjax.convert.diffusion",
                          "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
+    "import-encoder": ("svcjax.convert.content_encoder",
+                       "import a ContentVec / HuBERT / HuBERT-Soft checkpoint"),
     "export-pth": ("svcjax.trainer", "write a training run's checkpoint as the reference's .pth"),
     "sweep": ("svcjax.sweep", "run (or print) a config sweep and gather its metrics"),
 }
