@@ -170,15 +170,25 @@ class SovitsTask(Task):
         return jax.lax.stop_gradient(spec)
 
     def step(self, params, opt_state, batch, rng):
-        k_noise, k_drop = jax.random.split(rng)
+        grads_g, _, new_d, opt_d, metrics = self.gradients(params, opt_state, batch, rng)
+        new_g, opt_g = self.update("g", grads_g, opt_state["g"], params["g"])
+        return {"g": new_g, "d": new_d}, {"g": opt_g, "d": opt_d}, metrics
+
+    def gradients(self, params, opt_state, batch, rng):
+        """The step up to the generator's update: ``(grads_g, grads_d, new_d, opt_d,
+        metrics)``. ``rng=None``: every random draw zero and no dropout (parity tests)."""
+        if rng is None:
+            rngs = {}
+        else:
+            k_noise, k_drop = jax.random.split(rng)
+            rngs = {"noise": k_noise, "dropout": k_drop}
         spec = self._spec(batch)
         vol = batch["volume"] if self.vol_embedding else None
 
         def forward(pg):
             out = self.G.apply({"params": pg}, batch["units"], batch["f0"], batch["uv"], spec,
                                batch["speaker"], batch["mask"], vol,
-                               slice_start=batch["slice_start"], train=True,
-                               rngs={"noise": k_noise, "dropout": k_drop})
+                               slice_start=batch["slice_start"], train=True, rngs=rngs)
             diff = {k: out[k] for k in ("o", "z_p", "m_p", "logs_p", "logs_q", "pred_lf0")}
             aux = {k: jax.lax.stop_gradient(out[k]) for k in ("ids_slice", "mask", "lf0")}
             return diff, aux
@@ -222,11 +232,10 @@ class SovitsTask(Task):
 
         (loss_g, parts), ct = jax.value_and_grad(g_loss_fn, has_aux=True)(gen)
         (grads_g,) = pullback(ct)
-        new_g, opt_g = self.update("g", grads_g, opt_state["g"], params["g"])
         metrics = {"loss/g/total": loss_g, "loss/d/total": loss_d, **parts,
                    "grad_norm/g": _norm(grads_g), "grad_norm/d": _norm(grads_d),
                    "audio_frames": jnp.sum(batch["length"]).astype(jnp.float32)}
-        return {"g": new_g, "d": new_d}, {"g": opt_g, "d": opt_d}, metrics
+        return grads_g, grads_d, new_d, opt_d, metrics
 
     # -- validation ---------------------------------------------------------------------------
 
