@@ -79,13 +79,15 @@ def test_shipped_sweeps_apply_to_their_base(name):
     if not os.path.exists(os.path.join(ROOT, base)):
         pytest.skip(f"{base} is not in this checkout yet")
     for run, argv in sweep.commands(spec, "/tmp/w"):
+        args = ["train.py"] + argv[2:]
         fv = flags.FlagValues()
-        config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+        config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
+                                        sys_argv=args)
         flags.DEFINE_string("workdir", None, "", flag_values=fv)
         cwd = os.getcwd()
         os.chdir(ROOT)
         try:
-            fv(["train.py"] + argv[2:])
+            fv(args)
             cfg = fv.config
         finally:
             os.chdir(cwd)
