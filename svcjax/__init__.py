@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _API: dict[str, str] = {
+    "build_corpus": "svcjax.corpus",
+    "Featurizer": "svcjax.featurizer",
     "load_audio": "svcjax.audio.io",
     "save_audio": "svcjax.audio.io",
     "resample": "svcjax.audio.resample",
@@ -25,6 +27,9 @@ _API: dict[str, str] = {
     "init_content_encoder": "svcjax.units",
     "interpolate_units": "svcjax.units",
     "ContentEncoder": "svcjax.units",
+    "extract_f0": "svcjax.audio.f0",
+    "transpose_f0": "svcjax.audio.f0",
+    "interpolate_f0": "svcjax.audio.f0",
 }
 
 

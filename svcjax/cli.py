@@ -14,10 +14,13 @@ import sys
 
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "build-corpus": ("svcjax.corpus", "build the training corpus (TFDS ArrayRecord) from "
+                                      "ROOT/<speaker>/*"),
     "import-diffusion": ("svcjax.convert.diffusion",
                          "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
     "import-encoder": ("svcjax.convert.content_encoder",
                        "import a ContentVec / HuBERT / HuBERT-Soft checkpoint"),
+    "f0": ("svcjax.audio.f0", "F0 and voicing of audio files (crepe, crepe-tiny, dio, harvest, pm)"),
     "export-pth": ("svcjax.trainer", "write a training run's checkpoint as the reference's .pth"),
     "sweep": ("svcjax.sweep", "run (or print) a config sweep and gather its metrics"),
 }
