@@ -46,33 +46,10 @@ def test_step_is_the_reference_objective():
     assert task.schedules["model"](100_000) == pytest.approx(5e-5)
 
 
-def test_train_and_export(tmp_path):
-    cfg = _config()
-    work = tmp_path / "run"
-    res = train(cfg, str(work), task=DiffusionTask(cfg, data=diffusion_batches(cfg)))
-    assert res.step == 2 and res.compiles == 1
-    recs = read_metrics(str(work))
-    train_recs = [r for r in recs if "loss/total" in r]
-    assert [r["step"] for r in train_recs] == [1, 2]
-    assert all(np.isfinite(r["loss/total"]) and np.isfinite(r["grad_norm/model"])
-               for r in train_recs)
-    val = [r for r in recs if "val/loss" in r]
-    assert [r["step"] for r in val] == [2] and np.isfinite(val[0]["val/mel_l1"])
-    # export to the reference's model_{step}.pt + config.yaml; svcjax's importer reads it back
-    files = export_run(str(work), str(tmp_path / "export"))
-    assert [os.path.basename(f) for f in files] == ["model_2.pt", "config.yaml"]
-    from svcjax.diffusion import load_diffusion
-
-    loaded = load_diffusion(files[0])
-    params, step, _ = restore_params(str(work))
-    assert step == 2
-    for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(params["model"])):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert loaded.k_step_max == 100
-
-
-def test_train_py_on_a_built_corpus(tmp_path):
-    """train.py end to end: the real grain pipeline on a built corpus, resumed by a rerun."""
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory):
+    """train.py end to end: the real grain pipeline on a built corpus, 2 steps, then a rerun
+    to 3 steps that resumes."""
     import subprocess
     import sys
 
@@ -80,7 +57,7 @@ def test_train_py_on_a_built_corpus(tmp_path):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     data_dir = tiny_corpus()
-    work = tmp_path / "run"
+    work = tmp_path_factory.mktemp("diffusion_run")
     cmd = [sys.executable, "train.py", "--config=configs/diffusion_44k.py:variant=test",
            f"--workdir={work}", f"--config.data.data_dir={data_dir}",
            f"--config.data.encoder_out_channels={UNIT_DIM}", f"--config.model.out_dims={N_MELS}",
@@ -93,8 +70,28 @@ def test_train_py_on_a_built_corpus(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert f"done at step {steps}" in proc.stderr
     assert "resumed from" in proc.stderr
+    return work, data_dir
+
+
+def test_train_py_on_a_built_corpus(corpus_run):
+    work, data_dir = corpus_run
     recs = read_metrics(str(work))
     assert [r["step"] for r in recs if "loss/total" in r] == [1, 2, 3]
     assert any("val/mel_l1" in r for r in recs)
     cfg = __import__("json").load(open(work / "config.json"))
     assert cfg["data"]["data_dir"] == data_dir and cfg["train"]["steps_per_epoch"] >= 1
+
+
+def test_export_loads_in_svcjax_importer(corpus_run, tmp_path):
+    """model_{step}.pt + config.yaml as the reference writes them; svcjax's importer reads
+    them back to the trained parameters."""
+    work, _ = corpus_run
+    files = export_run(str(work), str(tmp_path / "export"))
+    assert [os.path.basename(f) for f in files] == ["model_3.pt", "config.yaml"]
+    from svcjax.diffusion import load_diffusion
+
+    loaded = load_diffusion(files[0])
+    params, step, _ = restore_params(str(work))
+    assert step == 3
+    for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(params["model"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
