@@ -280,8 +280,11 @@ class SovitsTask(Task):
     # -- export -------------------------------------------------------------------------------
 
     def export(self, params, step: int, outdir: str) -> list[str]:
+        per_epoch = int(self.tcfg.steps_per_epoch or 0)
+        epoch = step // per_epoch + 1 if per_epoch > 0 else 1
         return export_reference_checkpoints(params, self.config, step, outdir,
-                                            learning_rate=float(self.tcfg.learning_rate))
+                                            learning_rate=float(self.tcfg.learning_rate),
+                                            epoch=epoch)
 
 
 def _norm(tree):
@@ -337,39 +340,50 @@ def _val_batch(icfg, n: int = 2):
 # Export to the reference's files
 # ---------------------------------------------------------------------------------------------
 
-_INDEXED = re.compile(r"^(.*)_(\d+)$")
+# nn.ModuleList attributes of the reference's generator (models.py, modules/*.py,
+# vdecoder/hifigan): a Flax name "<list>_<i>" is element i of one of these. Every other
+# name ending in _<digit> (conv_1, ...) is an attribute of its own.
+GENERATOR_LISTS = ("flows", "convs", "self_attn_layers", "norm_layers_0", "norm_layers_1",
+                   "norm_layers_2", "ffn_layers", "attn_layers", "encdec_attn_layers",
+                   "conv_layers", "norm_layers", "in_layers", "res_skip_layers", "convs1",
+                   "convs2", "ups", "resblocks", "noise_convs")
 
 
 def generator_state_dict(params, config) -> dict[str, np.ndarray]:
     """The reference's ``SynthesizerTrn.state_dict()`` for generator ``params``.
 
-    Every Flax module name ending in ``_<n>`` is a list element (``flows_0`` -> ``flows.0``,
-    ``norm_layers_1_0`` -> ``norm_layers_1.0``). With ``flow_share_parameter`` the shared
-    WaveNet is repeated under every ``flow.flows.<i>.enc`` as the reference's state_dict has
-    it. The result is checked by importing it back (a wrong name is an error, not a bad file).
+    List elements follow :data:`GENERATOR_LISTS`; layer norms are VITS's (``gamma``/``beta``).
+    With ``flow_share_parameter`` the shared WaveNet is repeated under every coupling layer's
+    ``enc`` as the reference's state_dict has it. The result is checked by importing it back
+    (a wrong name is an error here, never a bad file).
     """
     from flax import traverse_util
 
     from svcjax.convert import sovits
-    from svcjax.convert.torch_params import params_to_state_dict
+    from svcjax.convert.torch_params import params_to_state_dict, path_to_torch_key
 
     params = jax.device_get(params)
-    stems = {m.group(1) for path in traverse_util.flatten_dict(dict(params))
-             for part in path[:-1] for m in [_INDEXED.match(part)] if m}
-    sd = params_to_state_dict(params, list_modules=stems)
+    flat = traverse_util.flatten_dict(dict(params))
+    norms = {path_to_torch_key(p[:-1], GENERATOR_LISTS) for p in flat if p[-1] == "scale"}
+
+    vits_leaf = {"weight": "gamma", "bias": "beta"}
+
+    def vits_norm(key: str) -> str:
+        module, _, leaf = key.rpartition(".")
+        return f"{module}.{vits_leaf[leaf]}" if module in norms else key
+
+    sd = params_to_state_dict(params, list_modules=GENERATOR_LISTS, rename=vits_norm)
     if bool(config["model"].get("flow_share_parameter", False)):
         shared = {k[len("flow.wn."):]: v for k, v in sd.items() if k.startswith("flow.wn.")}
-        flows = sorted({int(m.group(1)) for k in sd for m in [re.match(r"^flow\.flows\.(\d+)\.", k)]
-                        if m})
-        for i in flows:
-            if any(k.startswith(f"flow.flows.{i}.pre.") for k in sd):  # a coupling layer
-                for k, v in shared.items():
-                    sd[f"flow.flows.{i}.enc.{k}"] = v
+        flows = sorted({int(m.group(1)) for k in sd
+                        for m in [re.match(r"^flow\.flows\.(\d+)\.pre\.", k)] if m})
+        for i in flows:  # the coupling layers (Flip layers have no parameters)
+            for k, v in shared.items():
+                sd[f"flow.flows.{i}.enc.{k}"] = v
     back = sovits.sovits_params(config, sd, with_posterior="enc_q" in params,
                                 what="exported generator")
     for path, v in traverse_util.flatten_dict(dict(back)).items():
-        want = traverse_util.flatten_dict(dict(params))[path]
-        if not np.array_equal(np.asarray(v, np.float32), np.asarray(want, np.float32)):
+        if not np.array_equal(np.asarray(v, np.float32), np.asarray(flat[path], np.float32)):
             raise AssertionError(f"generator export does not round-trip at {'/'.join(path)}")
     return sd
 
