@@ -186,3 +186,29 @@ def test_export_to_reference_files(corpus_run, tmp_path):
     assert set(ck) == {"model", "iteration", "optimizer", "learning_rate"}
     assert ck["optimizer"] is None and ck["iteration"] >= 1
     assert "enc_q.pre.weight" in ck["model"] and "emb_g.weight" in ck["model"]
+
+
+@pytest.mark.slow  # one more compile of the whole GAN step (~1 min on 2 cores)
+def test_bfloat16_compute_keeps_float32_parameters(parity):
+    """train.compute_dtype=bfloat16: both models compute in bf16, the losses stay close to
+    float32's, gradients and parameters stay float32."""
+    cfg, task, ref, params, (_, _, _, _, m32) = parity
+    with cfg.unlocked():
+        cfg.train.compute_dtype = "bfloat16"
+    try:
+        bf = SovitsTask(cfg)
+    finally:
+        with cfg.unlocked():
+            cfg.train.compute_dtype = "float32"
+    assert bf.G.dtype == jnp.bfloat16 and bf.D.dtype == jnp.bfloat16
+    bf.setup_optimizers(1)
+    t = ref["f0"].shape[1]
+    batch = {k: jnp.asarray(ref[k]) for k in ("audio", "units", "f0", "uv", "speaker",
+                                               "length", "slice_start")}
+    batch["mask"] = jnp.asarray((np.arange(t)[None] < ref["length"][:, None]).astype(np.float32))
+    batch["volume"] = jnp.zeros((len(ref["length"]), t), jnp.float32)
+    opt = {n: bf.tx[n].init(params[n]) for n in bf.model_names}
+    new, _, m = jax.jit(bf.step)(params, opt, batch, None)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new))
+    for k in ("loss/d/total", "loss/g/mel", "loss/g/kl", "loss/g/total"):
+        assert np.isfinite(float(m[k])) and float(m[k]) == pytest.approx(float(m32[k]), rel=0.05), k
