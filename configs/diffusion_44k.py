@@ -1,6 +1,7 @@
 """Shallow-diffusion model (Unit2Mel) at 44.1 kHz, So-VITS-SVC 4.1's diffusion_template.yaml.
 
-    python train.py --config configs/diffusion_44k.py:variant=full --workdir logs/44k/diffusion
+    python train.py --config configs/diffusion_44k.py:variant=full --workdir logs/44k/diffusion \
+        --config.data.data_dir=DATA_DIR
 
 Variants (``:variant=NAME``, other arguments ``:variant=full,n_spk=4,k_step_max=100``):
 
@@ -86,4 +87,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.spk = {f"spk{i}": i for i in range(a.n_spk)}
     if a.k_step_max >= 0:
         c.model.k_step_max = a.k_step_max
+    _trainer(c, a.variant)
     return c
+
+
+def _trainer(c: ml_collections.ConfigDict, variant: str) -> None:
+    """svcjax's trainer fields (svcjax.trainer.default_train_config('diffusion')); those the
+    reference's yaml also has are references to its names, so either spelling overrides."""
+    t = c.train
+    t.learning_rate = t.get_ref("lr")
+    t.lr_decay = t.get_ref("gamma")
+    t.lr_decay_steps = t.get_ref("decay_step")
+    t.eval_every = t.get_ref("interval_val")
+    t.checkpoint_every = t.get_ref("interval_val")
+    t.update(num_steps=200_000, betas=(0.9, 0.999), eps=1e-8, steps_per_epoch=0, grad_clip=0.0,
+             compute_dtype="float32", log_every=1, keep_checkpoints=3, async_checkpoint=True,
+             progress=True)
+    c.seed = 1234
+    c.mesh = dict(data=-1, fsdp=1)
+    c.init_from = ""                # a reference model_*.pt (with config.yaml) or model dir
+    c.data.update(data_dir="",      # DATA_DIR of `svcjax build-corpus`
+                  aug_prob=0.5, worker_count=0, prefetch=2)
+    if variant == "test":
+        t.update(num_steps=2, batch_size=8, progress=False)

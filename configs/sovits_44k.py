@@ -1,6 +1,7 @@
 """So-VITS-SVC 4.1 generator (SynthesizerTrn) at 44.1 kHz, hop 512.
 
-    python train.py --config configs/sovits_44k.py --workdir /tmp/sovits
+    python train.py --config configs/sovits_44k.py --workdir /tmp/sovits \
+        --config.data.data_dir=DATA_DIR
     python train.py --config configs/sovits_44k.py:variant=tiny --workdir /tmp/sovits_tiny
     python train.py --config configs/sovits_44k.py:variant=test --workdir /tmp/sovits_test
 
@@ -134,4 +135,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train.segment_size = 8 * 512
     else:
         raise ValueError(f"unknown variant {args.variant!r}; known: full, tiny, test")
+    _trainer(config, args.variant)
     return config
+
+
+def _trainer(c: ml_collections.ConfigDict, variant: str) -> None:
+    """svcjax's trainer fields (svcjax.trainer.default_train_config('sovits')). Those the
+    reference's config.json also has are references to its names, so either spelling
+    overrides (``--config.train.eval_interval=400`` moves evaluation and checkpoints)."""
+    t = c.train
+    t.eval_every = t.get_ref("eval_interval")
+    t.checkpoint_every = t.get_ref("eval_interval")
+    t.keep_checkpoints = t.get_ref("keep_ckpts")
+    t.update(num_steps=100_000, weight_decay=0.01, lr_decay_steps=0, steps_per_epoch=0,
+             grad_clip=0.0, compute_dtype="float32", log_every=1, async_checkpoint=True,
+             progress=True)
+    c.kind = "sovits"
+    c.seed = t.get_ref("seed")
+    c.mesh = dict(data=-1, fsdp=1, fsdp_min_size=2 ** 18)
+    c.init_from = ""                  # fine-tune from a G_*.pth (e.g. the base model G_0.pth)
+    c.init_discriminator_from = ""    # its D_*.pth (default: the one beside init_from)
+    c.discriminator = dict(width_div=1, periods=(2, 3, 5, 7, 11))
+    c.data.update(data_dir="",        # DATA_DIR of `svcjax build-corpus`
+                  crop_frames=790, worker_count=0, prefetch=2)
+    if variant == "test":
+        c.discriminator.update(width_div=16, periods=(2, 3))
+        c.data.crop_frames = 16
+        t.update(num_steps=2, batch_size=8, eval_interval=2, progress=False)

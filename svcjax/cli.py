@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "f0": ("svcjax.audio.f0", "F0 and voicing of audio files (crepe, crepe-tiny, dio, harvest, pm)"),
     "import-sovits": ("svcjax.convert.sovits",
                       "convert a So-VITS-SVC 4.1 G_*.pth + config.json to a model directory"),
+    "export-pth": ("svcjax.trainer", "write a training run's checkpoint as the reference's .pth"),
+    "sweep": ("svcjax.sweep", "run (or print) a config sweep and gather its metrics"),
 }
 
 

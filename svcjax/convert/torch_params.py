@@ -35,6 +35,7 @@ __all__ = [
     "path_to_torch_key",
     "state_dict_to_params",
     "params_to_state_dict",
+    "merge_state_dict",
 ]
 
 
@@ -121,23 +122,8 @@ def _shape(x) -> tuple[int, ...]:
     return tuple(int(s) for s in np.shape(x)) if not hasattr(x, "shape") else tuple(x.shape)
 
 
-def state_dict_to_params(
-    state_dict: Mapping[str, Any],
-    target: Mapping[str, Any],
-    *,
-    rename: Callable[[str], str | None] | None = None,
-    ignore: Iterable[str] = (),
-    dtype: Any = np.float32,
-    what: str = "checkpoint",
-) -> dict:
-    """Fill the Flax tree ``target`` (arrays or ``ShapeDtypeStruct``s) from ``state_dict``.
-
-    ``rename`` maps a reference key to the key the generic rules expect (or ``None`` to drop
-    it); ``ignore`` holds regular expressions of keys that are allowed to be left unused
-    (e.g. ``enc_q`` when the model is built for inference). Raises
-    :class:`CheckpointMismatchError` listing every missing, unexpected or mis-shaped tensor.
-    """
-    flat_target = traverse_util.flatten_dict(dict(target))
+def _map_state_dict(state_dict, flat_target, rename, ignore, dtype):
+    """Convert every tensor that names a target leaf; collect what does not fit."""
     ignore_re = [re.compile(p) for p in ignore]
     out: dict[tuple[str, ...], np.ndarray] = {}
     unexpected, mismatched, seen = [], [], set()
@@ -163,6 +149,28 @@ def state_dict_to_params(
             if not any(r.search(key) for r in ignore_re):
                 unexpected.append(key)
     missing = ["/".join(p) for p in flat_target if p not in seen]
+    return out, missing, unexpected, mismatched
+
+
+def state_dict_to_params(
+    state_dict: Mapping[str, Any],
+    target: Mapping[str, Any],
+    *,
+    rename: Callable[[str], str | None] | None = None,
+    ignore: Iterable[str] = (),
+    dtype: Any = np.float32,
+    what: str = "checkpoint",
+) -> dict:
+    """Fill the Flax tree ``target`` (arrays or ``ShapeDtypeStruct``s) from ``state_dict``.
+
+    ``rename`` maps a reference key to the key the generic rules expect (or ``None`` to drop
+    it); ``ignore`` holds regular expressions of keys that are allowed to be left unused
+    (e.g. ``enc_q`` when the model is built for inference). Raises
+    :class:`CheckpointMismatchError` listing every missing, unexpected or mis-shaped tensor.
+    """
+    flat_target = traverse_util.flatten_dict(dict(target))
+    out, missing, unexpected, mismatched = _map_state_dict(state_dict, flat_target, rename,
+                                                           ignore, dtype)
     if missing or unexpected or mismatched:
         lines = [f"{what} does not match the model built from its config:"]
         for title, items in (("missing", missing), ("unexpected", unexpected),
@@ -172,6 +180,30 @@ def state_dict_to_params(
                 lines.append(f"  {title} ({len(items)}): " + ", ".join(shown))
         raise CheckpointMismatchError("\n".join(lines))
     return traverse_util.unflatten_dict(out)
+
+
+def merge_state_dict(
+    state_dict: Mapping[str, Any],
+    params: Mapping[str, Any],
+    *,
+    rename: Callable[[str], str | None] | None = None,
+    ignore: Iterable[str] = (),
+    dtype: Any = np.float32,
+) -> tuple[dict, dict[str, list[str]]]:
+    """Fine-tuning import: every tensor of ``state_dict`` that fits a leaf of ``params`` (same
+    name, same shape) replaces it; every other leaf keeps its value from ``params``.
+
+    Returns ``(merged, report)`` with ``report`` lists ``kept`` (Flax paths not in the
+    checkpoint), ``wrong_shape`` and ``unexpected`` (checkpoint keys not used), as the
+    reference's ``load_checkpoint`` does when a base model's speaker count differs.
+    """
+    flat = traverse_util.flatten_dict(dict(params))
+    out, missing, unexpected, mismatched = _map_state_dict(state_dict, flat, rename, ignore,
+                                                           dtype)
+    merged = {k: (out[k] if k in out else np.asarray(v)) for k, v in flat.items()}
+    kept = sorted(set(missing) | {"/".join(k) for k in flat if k not in out})
+    return traverse_util.unflatten_dict(merged), dict(kept=kept, wrong_shape=mismatched,
+                                                      unexpected=unexpected)
 
 
 def params_to_state_dict(params: Mapping[str, Any], list_modules: Iterable[str] = (),
