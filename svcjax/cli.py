@@ -13,7 +13,10 @@ import importlib
 import sys
 
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "import-diffusion": ("svcjax.convert.diffusion",
+                         "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
+}
 
 
 def _build(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
