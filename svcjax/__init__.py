@@ -19,6 +19,8 @@ _API: dict[str, str] = {
     "vocoder_mel": "svcjax.audio.spectrogram",
     "volume": "svcjax.audio.features",
     "slice_on_silence": "svcjax.audio.slicer",
+    "load_vocoder": "svcjax.vocoder",
+    "Vocoder": "svcjax.vocoder",
     "load_diffusion": "svcjax.diffusion",
     "Diffusion": "svcjax.diffusion",
 }

@@ -14,6 +14,8 @@ import sys
 
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "import-vocoder": ("svcjax.convert.nsf_hifigan",
+                       "import the NSF-HiFiGAN vocoder ('model' + config.json)"),
     "import-diffusion": ("svcjax.convert.diffusion",
                          "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
 }
