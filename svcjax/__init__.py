@@ -20,6 +20,8 @@ _API: dict[str, str] = {
     "volume": "svcjax.audio.features",
     "slice_on_silence": "svcjax.audio.slicer",
     "load_vocoder": "svcjax.vocoder",
+    "Converter": "svcjax.pipeline",
+    "ConvertOptions": "svcjax.pipeline",
     "Vocoder": "svcjax.vocoder",
     "load_diffusion": "svcjax.diffusion",
     "Diffusion": "svcjax.diffusion",

@@ -14,6 +14,7 @@ import sys
 
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "convert": ("svcjax.pipeline", "convert audio files to a target speaker"),
     "import-vocoder": ("svcjax.convert.nsf_hifigan",
                        "import the NSF-HiFiGAN vocoder ('model' + config.json)"),
     "import-diffusion": ("svcjax.convert.diffusion",
