@@ -15,6 +15,7 @@ import sys
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("svcjax.pipeline", "convert audio files to a target speaker"),
+    "eval": ("svcjax.evaluate", "evaluate a model on a set of clips (metrics, TensorBoard)"),
     "import-vocoder": ("svcjax.convert.nsf_hifigan",
                        "import the NSF-HiFiGAN vocoder ('model' + config.json)"),
     "import-diffusion": ("svcjax.convert.diffusion",

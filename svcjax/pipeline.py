@@ -333,8 +333,6 @@ class Converter:
     def from_paths(cls, model=None, config=None, *, encoder=None, diffusion=None,
                    diffusion_config=None, vocoder=None, only_diffusion: bool = False):
         """Load every component from files or model directories (see ``svcjax convert``)."""
-        from svcjax import units
-
         sovits = diff = voc = None
         kind = None
         if not only_diffusion:
@@ -362,6 +360,8 @@ class Converter:
         if encoder is None:
             raise ValueError(f"the model's speech encoder is {kind}: pass its checkpoint with "
                              f"--encoder (e.g. checkpoint_best_legacy_500.pt for vec768l12)")
+        from svcjax import units
+
         enc = units.load_content_encoder(encoder, kind=kind)
         return cls(sovits, enc, diff, voc)
 
