@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,convert]"
+	$(PY) -m pip install -q -e ".[dev,convert,reference]"
 	touch $(STAMP)
 
 venv: $(STAMP)

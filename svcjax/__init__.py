@@ -25,6 +25,10 @@ _API: dict[str, str] = {
     "Vocoder": "svcjax.vocoder",
     "load_diffusion": "svcjax.diffusion",
     "Diffusion": "svcjax.diffusion",
+    "load_content_encoder": "svcjax.units",
+    "init_content_encoder": "svcjax.units",
+    "interpolate_units": "svcjax.units",
+    "ContentEncoder": "svcjax.units",
 }
 
 

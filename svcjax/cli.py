@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                        "import the NSF-HiFiGAN vocoder ('model' + config.json)"),
     "import-diffusion": ("svcjax.convert.diffusion",
                          "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
+    "import-encoder": ("svcjax.convert.content_encoder",
+                       "import a ContentVec / HuBERT / HuBERT-Soft checkpoint"),
 }
 
 

@@ -254,33 +254,40 @@ class _Unpickler(pickle.Unpickler):
 
 
 def _resolve(obj, memo=None):
+    """Replace every lazy tensor in ``obj`` by its array, in place where ``obj`` is mutable.
+
+    Object graphs may be cyclic (omegaconf's DictConfig nodes point back at their parents), so
+    a mutable container is entered in ``memo`` before its members are visited.
+    """
     memo = {} if memo is None else memo
     oid = id(obj)
     if oid in memo:
         return memo[oid]
     if isinstance(obj, _LazyTensor):
-        out = obj.resolve()
+        out = memo[oid] = obj.resolve()
     elif isinstance(obj, collections.OrderedDict):
-        out = collections.OrderedDict((k, _resolve(v, memo)) for k, v in obj.items())
+        out = memo[oid] = collections.OrderedDict()
+        for k, v in list(obj.items()):
+            out[k] = _resolve(v, memo)
     elif isinstance(obj, dict):
-        out = type(obj)() if type(obj) is dict else obj
+        out = memo[oid] = type(obj)() if type(obj) is dict else obj
         for k, v in list(obj.items()):
             out[k] = _resolve(v, memo)
     elif isinstance(obj, list):
-        out = [_resolve(v, memo) for v in obj]
+        out = memo[oid] = []
+        out.extend(_resolve(v, memo) for v in obj)
     elif isinstance(obj, tuple):
-        out = tuple(_resolve(v, memo) for v in obj)
+        out = memo[oid] = tuple(_resolve(v, memo) for v in obj)
     elif isinstance(obj, argparse.Namespace):
-        for k, v in vars(obj).items():
+        out = memo[oid] = obj
+        for k, v in list(vars(obj).items()):
             setattr(obj, k, _resolve(v, memo))
-        out = obj
     elif isinstance(obj, Opaque):
+        out = memo[oid] = obj
         obj.__dict__["state"] = _resolve(obj.__dict__.get("state"), memo)
         obj.__dict__["args"] = _resolve(obj.__dict__.get("args"), memo)
-        out = obj
     else:
-        out = obj
-    memo[oid] = out
+        out = memo[oid] = obj
     return out
 
 

@@ -42,22 +42,30 @@ def load_reference(relpath: str, ref: str | None = None):
         raise FileNotFoundError("So-VITS-SVC reference checkout not found")
     if ref not in sys.path:
         sys.path.insert(0, ref)
-    for name in ("faiss", "torchaudio", "sklearn", "sklearn.cluster", "rich", "rich.progress"):
-        if name in sys.modules:
-            continue
-        try:
-            __import__(name)
-        except Exception:
-            mod = types.ModuleType(name)
-            mod.MiniBatchKMeans = object
-            mod.track = lambda it, **kw: it
-            sys.modules[name] = mod
     name = "svcjax_ref_" + relpath.replace("/", "_").removesuffix(".py")
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ref, relpath))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    stubs = []
+    for extra in ("faiss", "torchaudio", "sklearn", "sklearn.cluster", "rich", "rich.progress"):
+        if extra in sys.modules:
+            continue
+        try:
+            __import__(extra)
+        except Exception:
+            stub = types.ModuleType(extra)
+            stub.MiniBatchKMeans = object
+            stub.track = lambda it, **kw: it
+            sys.modules[extra] = stub
+            stubs.append(extra)
+    try:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(ref, relpath))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        # The stubs serve this import only: left in sys.modules they break packages that
+        # probe for the real ones later (transformers' find_spec("torchaudio") raises).
+        for extra in stubs:
+            sys.modules.pop(extra, None)
     sys.modules[name] = mod
     return mod
 

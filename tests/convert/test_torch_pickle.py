@@ -61,3 +61,20 @@ def test_errors(tmp_path):
     trunc.write_bytes(good.read_bytes()[:-100])
     with pytest.raises(torch_pickle.TorchFileError, match="trunc"):
         torch_pickle.load(trunc)
+
+
+class Node:  # like omegaconf's config nodes: children point back at their parent
+    def __init__(self, parent=None, **content):
+        self.parent = parent
+        self.content = content
+
+
+def test_cyclic_object_graphs(tmp_path):
+    root = Node(value=torch.ones(3))
+    root.content["child"] = Node(parent=root, n=12, items=[root])
+    path = tmp_path / "cyclic.pt"
+    torch.save({"cfg": root}, path)
+    got = torch_pickle.load(path)["cfg"]
+    child = got.content["child"]
+    assert child.parent is got and child.content["items"][0] is got and child.content["n"] == 12
+    np.testing.assert_array_equal(got.content["value"], np.ones(3, np.float32))
