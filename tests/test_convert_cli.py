@@ -16,6 +16,7 @@ import soundfile as sf
 
 from svcjax import checkpoint, cli, pipeline
 from svcjax.audio import io
+from tests import tiny_models
 
 ROOT = Path(__file__).parent.parent
 FIX = Path(__file__).parent / "fixtures"
@@ -24,38 +25,7 @@ VOICES = FIX / "voices"
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
-    sys.path.insert(0, str(ROOT))
-    from configs import diffusion_44k, sovits_44k
-    from svcjax.convert import sovits as sovits_convert
-    from svcjax.models import content_encoder as ce, synthesizer, unit2mel
-
-    d = tmp_path_factory.mktemp("models")
-    cfg = sovits_44k.get_config("variant=test")          # 32-dim units, speakers alto/tenor
-    model = synthesizer.from_config(cfg, with_posterior=False)
-    r = np.random.RandomState(0)
-    rand = lambda s: (0.1 * r.randn(*s.shape)).astype(np.float32)  # noqa: E731 (no init compile)
-    params = jax.tree.map(rand, synthesizer.init_params(model, shapes_only=True))
-    checkpoint.save_model_dir(d / "sovits", params, sovits_convert.model_dir_config(cfg, False))
-
-    enc_cfg = ce.default_config("vec768l12", embed_dim=int(cfg.model.ssl_dim), ffn_dim=64,
-                                num_heads=2, conv_pos=16, conv_pos_groups=4,
-                                conv_layers=[(16, k, s) for _, k, s in ce.BASE_CONV_LAYERS])
-    enc_model = ce.build_model(enc_cfg, full=True)
-    enc_params = jax.tree.map(rand, jax.eval_shape(enc_model.init, jax.random.PRNGKey(1),
-                                                   np.zeros((1, 16000), np.float32))["params"])
-    checkpoint.save_model_dir(d / "encoder", enc_params, enc_cfg)
-
-    dcfg = diffusion_44k.get_config("variant=test,n_spk=2")
-    dmodel = unit2mel.build_model(dcfg)
-    b, t = 1, 4
-    dshapes = jax.eval_shape(lambda: dmodel.init(
-        jax.random.PRNGKey(0), np.zeros((b, t, dcfg.data.encoder_out_channels), np.float32),
-        np.zeros((b, t), np.float32), np.zeros((b, t), np.float32),
-        np.zeros((b, t, 128), np.float32), np.zeros((b,), np.float32),
-        np.zeros((b, t, 2), np.float32), np.zeros((b,), np.float32)))["params"]
-    dparams = jax.tree.map(rand, dshapes)
-    checkpoint.save_model_dir(d / "diffusion", dparams, dcfg)
-    return d
+    return tiny_models.make_model_dirs(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +58,7 @@ def _options(**kw):
 
 def test_convert_files_with_shallow_diffusion_compiles_once_per_bucket(tmp_path, conv, inputs):
     opt = _options()
+    sovits_before = conv.sovits.trace_count
     outs = [str(tmp_path / "out" / f"{p.stem}.flac") for p in inputs]
     written, failed = pipeline.convert_files(conv, [str(p) for p in inputs], outs, opt,
                                              progress=False)
@@ -97,9 +68,10 @@ def test_convert_files_with_shallow_diffusion_compiles_once_per_bucket(tmp_path,
         assert sr == 44100 and len(y) == _len44(src)
         assert np.isfinite(y).all() and np.abs(y).max() > 1e-3
     # both inputs share a length bucket: one batch of 2, each component compiled once
+    # (SoVITS programs are shared by every model of the same architecture: count the change)
     counts = (conv.sovits.trace_count, dict(conv.diffusion.traces), conv.vocoder.trace_count,
               conv.encoder.trace_count)
-    assert counts[0] == 1 and sum(counts[1].values()) == 1 and counts[2] == 1
+    assert counts[0] - sovits_before <= 1 and sum(counts[1].values()) == 1 and counts[2] == 1
     clips = [io.load_audio(p, sr=44100)[0] for p in inputs]
     again = conv.convert([c[: len(c) - 1000] for c in clips], opt, progress=False)
     assert (conv.sovits.trace_count, dict(conv.diffusion.traces), conv.vocoder.trace_count,
