@@ -441,18 +441,15 @@ def load_eval_set(data, log=print) -> list[EvalClip]:
 
 
 def _load_tfds(data_dir: str, split: str, limit: int) -> list[EvalClip]:
+    """Clips of a corpus built by ``svcjax build-corpus`` (16-bit 44.1 kHz audio, speaker id,
+    source name per example)."""
     try:
-        from svcjax import corpus
+        from svcjax import corpus, input_pipeline
     except ImportError:
-        raise ValueError("data.kind='tfds' needs svcjax.corpus (the corpus builder)") from None
-    meta = corpus.load_metadata(data_dir)
-    speakers = {int(v): str(k) for k, v in dict(meta.get("speakers", {})).items()}
-    source = corpus.data_source(data_dir, split) if hasattr(corpus, "data_source") else None
-    if source is None:
-        import tensorflow_datasets as tfds
-
-        builder = tfds.builder_from_directory(str(corpus.dataset_dir(data_dir)))
-        source = builder.as_data_source(split=split)
+        raise ValueError("data.kind='tfds' needs the corpus builder (svcjax.corpus, "
+                         "svcjax.input_pipeline)") from None
+    names = list(corpus.load_metadata(data_dir).get("speakers", []))
+    source = input_pipeline.data_source(data_dir, split)
     clips = []
     for i in range(len(source)):
         if limit and len(clips) >= limit:
@@ -461,10 +458,11 @@ def _load_tfds(data_dir: str, split: str, limit: int) -> list[EvalClip]:
         audio = np.asarray(ex["audio"])
         audio = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else \
             audio.astype(np.float32)
-        spk = ex.get("speaker")
-        name = ex.get("name", f"{split}_{i}")
+        spk = int(ex["speaker"]) if "speaker" in ex else None
+        name = ex.get("source", f"{split}_{i}")
         name = name.decode() if isinstance(name, bytes) else str(name)
-        clips.append(EvalClip(name, audio, speakers.get(int(spk)) if spk is not None else None))
+        clips.append(EvalClip(name, audio, names[spk] if spk is not None and spk < len(names)
+                              else None))
     return clips
 
 
