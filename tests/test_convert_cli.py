@@ -81,7 +81,18 @@ def test_convert_files_with_shallow_diffusion_compiles_once_per_bucket(tmp_path,
     np.testing.assert_array_equal(first[1], conv.convert(clips, opt, progress=False)[1])
 
 
-def test_cli_convert_one_file(tmp_path, model_dirs, inputs, capsys):
+@pytest.fixture
+def restore_compilation_cache():
+    """The CLI turns JAX's persistent cache on for the process; turn it off again after."""
+    yield
+    from jax._src import compilation_cache as cc
+
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    cc.reset_cache()
+
+
+def test_cli_convert_one_file(tmp_path, model_dirs, inputs, capsys, restore_compilation_cache):
     out = tmp_path / "one.wav"
     argv = ["convert", str(inputs[0]), "-o", str(out), "--model", str(model_dirs / "sovits"),
             "--encoder", str(model_dirs / "encoder"), "--speaker", "tenor", "--auto-f0",
@@ -94,7 +105,8 @@ def test_cli_convert_one_file(tmp_path, model_dirs, inputs, capsys):
     assert str(out) in capsys.readouterr().out
 
 
-def test_cli_errors_are_one_clear_sentence(tmp_path, model_dirs, inputs, capsys):
+def test_cli_errors_are_one_clear_sentence(tmp_path, model_dirs, inputs, capsys,
+                                          restore_compilation_cache):
     base = ["--model", str(model_dirs / "sovits"), "--encoder", str(model_dirs / "encoder"),
             "--f0-method", "dio", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
     assert cli.main(["convert", str(inputs[0]), "-o", str(tmp_path / "a.wav"), "--speaker",
@@ -126,3 +138,34 @@ def test_silent_and_corrupt_inputs_are_skipped(tmp_path, conv, inputs):
     assert written == [outs[0], outs[2]] and len(failed) == 2 and len(msgs) == 2
     assert "silent" in failed[0] and "bad.flac" in failed[1]
     assert sorted(os.listdir(tmp_path / "o")) == ["rms.wav", "slt.wav"]
+
+
+def test_only_diffusion_and_second_encoding(conv, inputs):
+    clips = [io.load_audio(p, sr=44100)[0] for p in inputs]
+    only = pipeline.Converter(None, conv.encoder, conv.diffusion, conv.vocoder)
+    assert only.speakers == {"spk0": 0, "spk1": 1}
+    out = only.convert(clips, _options(speaker=1, only_diffusion=True, method="dpm-solver++",
+                                       speedup=250, loudness_mix=1.0), progress=False)
+    assert [len(x) for x in out] == [len(c) for c in clips]
+    assert all(np.isfinite(x).all() and np.abs(x).max() > 1e-4 for x in out)
+    with pytest.raises(ValueError, match="no SoVITS model"):
+        only.convert(clips, _options(speaker=1))
+    seen = []
+    frames = conv.encoder.frames
+
+    def spy(wav16, *a, **k):           # what the content encoder is given
+        seen.append(np.array(wav16))
+        return frames(wav16, *a, **k)
+
+    before = conv.encoder.trace_count
+    conv.encoder.frames = spy
+    try:
+        conv.convert(clips, _options(second_encoding=True), progress=False)
+        assert len(seen) == 2            # the input, then the SoVITS output before diffusion
+        conv.convert(clips, _options(), progress=False)
+        assert len(seen) == 3
+    finally:
+        del conv.encoder.frames
+    assert conv.encoder.trace_count == before     # the output is encoded with the same program
+    assert seen[0].shape == seen[1].shape and np.abs(seen[0] - seen[1]).max() > 1e-2
+    np.testing.assert_array_equal(seen[0], seen[2])
