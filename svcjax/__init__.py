@@ -29,6 +29,9 @@ _API: dict[str, str] = {
     "init_content_encoder": "svcjax.units",
     "interpolate_units": "svcjax.units",
     "ContentEncoder": "svcjax.units",
+    "extract_f0": "svcjax.audio.f0",
+    "transpose_f0": "svcjax.audio.f0",
+    "interpolate_f0": "svcjax.audio.f0",
 }
 
 

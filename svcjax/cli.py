@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                          "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
     "import-encoder": ("svcjax.convert.content_encoder",
                        "import a ContentVec / HuBERT / HuBERT-Soft checkpoint"),
+    "f0": ("svcjax.audio.f0", "F0 and voicing of audio files (crepe, crepe-tiny, dio, harvest, pm)"),
 }
 
 

