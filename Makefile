@@ -6,7 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.svcjax-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-all demo clean
+DEMO_DIR ?= /tmp/svcjax_demo
+# Root installs directly; others through sudo (when there is one).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+VOICE_PACKAGES := flite festival festvox-kallpc16k festvox-us-slt-hts sox
+
+.PHONY: venv test test-all demo demo-tools demo-corpus clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +29,23 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
-demo: $(STAMP)
+demo: demo-tools $(STAMP)
 	$(PY) -m svcjax.demo
+
+# The real voices the demo corpus is made from (Debian packages), installed when missing.
+demo-tools:
+	@if ! command -v flite >/dev/null || ! command -v text2wave >/dev/null \
+	    || ! command -v sox >/dev/null \
+	    || ! ls /usr/share/festival/voices/*/kal_diphone >/dev/null 2>&1 \
+	    || ! ls /usr/share/festival/voices/*/cmu_us_slt_arctic_hts >/dev/null 2>&1; then \
+	  echo "installing $(VOICE_PACKAGES)"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(VOICE_PACKAGES); \
+	fi
+
+# A small multi-speaker corpus from those voices, built into a TFDS dataset.
+demo-corpus: demo-tools $(STAMP)
+	$(PY) data/demo_corpus.py $(DEMO_DIR)/raw
+	$(PY) data/preprocess.py $(DEMO_DIR)/raw --out $(DEMO_DIR)/data --random-encoder --f0 dio
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _API: dict[str, str] = {
+    "build_corpus": "svcjax.corpus",
+    "Featurizer": "svcjax.featurizer",
     "load_audio": "svcjax.audio.io",
     "save_audio": "svcjax.audio.io",
     "resample": "svcjax.audio.resample",

@@ -14,6 +14,8 @@ import sys
 
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "build-corpus": ("svcjax.corpus", "build the training corpus (TFDS ArrayRecord) from "
+                                      "ROOT/<speaker>/*"),
     "convert": ("svcjax.pipeline", "convert audio files to a target speaker"),
     "eval": ("svcjax.evaluate", "evaluate a model on a set of clips (metrics, TensorBoard)"),
     "import-vocoder": ("svcjax.convert.nsf_hifigan",

@@ -1,0 +1,71 @@
+"""svcjax.featurizer: batching over length buckets is exact, draws are deterministic."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from svcjax import featurizer as featurizer_lib
+from tests.data import fakes
+from tests.data.conftest import VOICES
+
+
+def _clips():
+    x, sr = sf.read(f"{VOICES}/slt_up5_44k.wav", dtype="float32")
+    assert sr == 44100
+    lengths = [60, 61, 150, 33]  # frames: three buckets, one bucket shared
+    return [x[1000: 1000 + n * 512] for n in lengths], [f"c{i}" for i in range(len(lengths))]
+
+
+def test_batched_equals_one_by_one_and_compiles_once_per_bucket():
+    clips, keys = _clips()
+    feat = fakes.featurizer(batch_size=3)
+    fakes.TRACES["n"] = 0
+    together = feat(clips, keys)
+    traces = fakes.TRACES["n"]
+    # mel is traced twice per compile (plain + key-shifted); buckets: 64 (60, 61, 33), 160
+    assert traces == 2 * 2
+    feat(clips, keys)
+    assert fakes.TRACES["n"] == traces  # cached: no retrace on a second call
+    for clip, key, out in zip(clips, keys, together):
+        alone = feat([clip], [key])[0]
+        t = len(clip) // 512
+        for name, spec in feat.spec().items():
+            assert np.shape(out[name]) == tuple(t if d is None else d for d in spec.shape)
+            np.testing.assert_allclose(out[name], alone[name], rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{key} {name}")
+
+
+def test_aug_draws_deterministic_and_in_range():
+    clips, keys = _clips()
+    feat = fakes.featurizer(aug_keyshift=5.0, seed=7)
+    draws = [feat.aug_draws(c, k) for c, k in zip(clips, keys)]
+    assert draws == [feat.aug_draws(c, k) for c, k in zip(clips, keys)]
+    assert len({d[0] for d in draws}) == len(draws)
+    for (shift, gain), clip in zip(draws, clips):
+        assert -5.0 <= shift <= 5.0
+        assert 0.1 <= gain and gain * np.abs(clip).max() <= 1.0 + 1e-4
+    other = fakes.featurizer(seed=8)
+    assert other.aug_draws(clips[0], keys[0]) != draws[0]
+    out = feat(clips[:1], keys[:1])[0]
+    assert out["aug_keyshift"] == np.float32(draws[0][0])
+    np.testing.assert_allclose(out["aug_vol"], out["volume"] * draws[0][1], rtol=1e-4)
+
+
+def test_feature_selection_and_errors():
+    feat = fakes.featurizer(features="f0,volume")
+    assert set(feat.spec()) == {"f0", "uv", "volume"}
+    clips, keys = _clips()
+    assert set(feat(clips[:1], keys[:1])[0]) == {"f0", "uv", "volume"}
+    with pytest.raises(ValueError, match="unknown feature"):
+        fakes.featurizer(features="units,pitch")
+    with pytest.raises(ValueError, match="whole 512-sample hops"):
+        feat([np.zeros(1000, np.float32)], ["odd"])
+    with pytest.raises(ValueError, match="no extractor for units"):
+        featurizer_lib.Featurizer(dict(features="units"))
+
+
+def test_fingerprint_tracks_what_changes_values():
+    a = fakes.featurizer()
+    assert a.fingerprint == fakes.featurizer(batch_size=16).fingerprint
+    assert a.fingerprint != fakes.featurizer(aug_keyshift=3.0).fingerprint
+    assert a.fingerprint != fakes.featurizer(f0_method="harvest").fingerprint
