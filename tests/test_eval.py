@@ -118,3 +118,20 @@ def test_eval_py_entry_point_reports_a_missing_model_clearly(tmp_path, clips_dir
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode != 0
     assert "G_missing.pth" in r.stderr and "does not exist" in r.stderr
+
+
+def test_eval_set_from_a_tfds_corpus_split(tmp_path):
+    from svcjax import corpus
+    from tests.data import conftest as data_conftest, fakes
+
+    raw = data_conftest.make_raw_corpus(str(tmp_path / "raw"))
+    data_dir = str(tmp_path / "built")
+    corpus.build_corpus(raw, data_dir, fakes.svcjax_featurizer(), data_conftest.BUILD,
+                        log=lambda m: None)
+    data = type("D", (), {"get": lambda s, k, d=None: {
+        "kind": "tfds", "path": data_dir, "split": "validation", "max_clips": 0}.get(k, d)})()
+    clips = evaluate.load_eval_set(data)
+    assert len(clips) >= 2 and {c.speaker for c in clips} == {"alto", "tenor"}
+    for c in clips:
+        assert c.audio.dtype == np.float32 and 0.05 < np.abs(c.audio).max() <= 1.0
+        assert c.seconds > 0.3 and "/" in c.name
