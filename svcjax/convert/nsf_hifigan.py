@@ -58,6 +58,16 @@ def read_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
     for k, v in MEL_DEFAULTS.items():
         cfg.setdefault(k, v)
     cfg["kind"] = KIND
+    rates, kernels = list(cfg["upsample_rates"]), list(cfg["upsample_kernel_sizes"])
+    # The standalone vocoder pads ups by (k - u) // 2 and its noise convs by s // 2, the
+    # shared generator by (k - u + 1) // 2 and (s + 1) // 2: the same for even k - u and s
+    # (every released config); other layouts are refused rather than run differently.
+    odd = [f"upsample kernel {k} with rate {u}" for u, k in zip(rates, kernels) if (k - u) % 2]
+    odd += [f"noise-conv stride {int(np.prod(rates[i + 1:]))}" for i in range(len(rates) - 1)
+            if int(np.prod(rates[i + 1:])) % 2]
+    if odd:
+        raise ValueError(f"vocoder config {path!r}: {', '.join(odd)} (odd) is not supported; "
+                         "svcjax runs NSF-HiFiGAN layouts with even k - u and strides")
     prod = int(np.prod(cfg["upsample_rates"]))
     if prod != int(cfg["hop_size"]):
         raise ValueError(f"vocoder config {path!r}: upsample_rates multiply to {prod}, not "
