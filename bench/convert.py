@@ -9,9 +9,12 @@ On ``--seconds`` of audio (10 by default: 861 frames) and each batch size in ``-
 * ``vocoder``: NSF-HiFiGAN, mel + F0 -> waveform;
 * ``shallow k100 dpm-solver++ x10`` and ``shallow k100 ddpm``: the diffusion model alone,
   refining a given mel (10 and 100 denoiser calls);
-* ``end to end``: ``svcjax.Converter`` on a 44.1 kHz clip (F0 with DIO, content encoder,
-  SoVITS, vocoder mel, shallow diffusion k100 dpm-solver++ x10, vocoder), if the generator
-  and content-encoder modules are installed.
+* ``models end to end``: SoVITS ``infer`` -> vocoder mel -> shallow diffusion (k100
+  dpm-solver++ x10) -> vocoder on given units and F0, the template-size models with the same
+  random weights on both sides (with ``--ref``);
+* ``end to end``: ``svcjax.Converter`` on a 44.1 kHz clip (F0 with DIO, a random full-size
+  content encoder, then the chain above; svcjax only: the reference's encoder needs a
+  ContentVec checkpoint).
 
 svcjax times are the median of ``--repeats`` warm calls (compiled once before; host arrays
 in and out). With ``--ref`` the reference builds the same models with the same random
@@ -166,7 +169,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ref-ddpm-all", action="store_true",
                     help="time the reference's DDPM for every batch size (slow)")
-    ap.add_argument("--skip", default="", help="comma-separated: vocoder,shallow,ddpm,e2e")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated: vocoder,shallow,ddpm,models,e2e")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     batches = [int(b) for b in args.batches.split(",")]
@@ -226,8 +230,72 @@ def main():
                     d = float(np.abs(ref_out - out).max())
                 report(f"{name} B={b}", sec, b * args.seconds, ref_sec, d)
 
+    if "models" not in skip and args.ref:
+        models_end_to_end(args, batches, t, rs)
     if "e2e" not in skip:
         end_to_end(args, batches, t, rs)
+
+
+def models_end_to_end(args, batches, t, rs):
+    """SoVITS -> mel -> shallow diffusion -> vocoder, svcjax vs the reference, same weights."""
+    import torch
+
+    try:
+        import make_sovits
+        from svcjax.convert import sovits as sovits_convert
+        from svcjax.inference import SovitsModel
+    except ImportError as e:
+        print(f"models end to end: skipped ({e})")
+        return
+    R = make_sovits.import_reference(args.ref)
+    cfg = make_sovits.reference_config(args.ref, n_speakers=2)
+    net = make_sovits.build(R, cfg)
+    make_sovits.randomise(net, 0)
+    sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    mcfg = sovits_convert.config_from_reference(cfg)
+    sov = SovitsModel(sovits_convert.sovits_params(mcfg, sd, with_posterior=False), mcfg)
+    diff, ref_diff = build_diffusion("full", args.ref, n_spk=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        voc, ref_gen = build_vocoder("full", args.ref, tmp)
+    sys.path.insert(0, os.path.abspath(args.ref))
+    from vdecoder.nsf_hifigan.nvSTFT import STFT
+
+    from svcjax.audio.features import volume
+
+    stft = STFT(SR, 128, 2048, 2048, HOP, 40, 16000)
+    ssl = int(mcfg.model.ssl_dim)
+    for b in batches:
+        units = rs.randn(b, t, ssl).astype(np.float32)
+        f0 = (150 + 200 * rs.rand(b, t)).astype(np.float32)
+        uv = np.ones((b, t), np.float32)
+        spk = np.arange(b) % 2
+
+        def ours():
+            wav, f = sov.infer(units, f0, uv, speaker=spk, rng=None)
+            mel = np.asarray(voc.mel(wav))
+            vol = np.asarray(volume(wav))
+            mel = diff.sample(units, f, vol, speaker=spk, start_mel=mel, k_step=100,
+                              method="dpm-solver++", speedup=10)
+            return voc(mel, f)
+
+        def theirs():
+            tt = torch.from_numpy
+            with torch.no_grad(), zero_random(torch):
+                wav, f = net.infer(tt(units).transpose(1, 2), f0=tt(f0), uv=tt(uv),
+                                   g=tt(spk)[:, None], noice_scale=0.4, predict_f0=False)
+                wav = wav[:, 0]
+                mel = stft.get_mel(wav).transpose(1, 2)
+                # the same volume function on both sides (a cheap step, not what is compared)
+                vol = torch.from_numpy(np.asarray(volume(wav.numpy())))
+                mel = ref_diff(tt(units), f[..., None], vol[..., None], tt(spk)[:, None],
+                               gt_spec=mel, infer=True, infer_speedup=10,
+                               method="dpm-solver++", k_step=100, use_tqdm=False)
+                return ref_gen(mel.transpose(1, 2), f)[:, 0].numpy()
+
+        sec, out = timeit(ours, args.repeats)
+        ref_sec, ref_out = timeit(theirs, 1)
+        report(f"models end to end B={b}", sec, b * args.seconds, ref_sec,
+               float(np.abs(ref_out - out).max()))
 
 
 def end_to_end(args, batches, t, rs):
