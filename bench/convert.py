@@ -249,6 +249,7 @@ def models_end_to_end(args, batches, t, rs):
         return
     R = make_sovits.import_reference(args.ref)
     cfg = make_sovits.reference_config(args.ref, n_speakers=2)
+    cfg["spk"] = {"spk0": 0, "spk1": 1}
     net = make_sovits.build(R, cfg)
     make_sovits.randomise(net, 0)
     sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
