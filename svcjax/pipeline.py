@@ -39,7 +39,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
-import math
 import os
 import time
 from typing import Any, Callable, Mapping, Sequence

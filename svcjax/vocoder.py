@@ -25,7 +25,6 @@ import threading
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from svcjax import buckets, checkpoint, sharding

@@ -6,7 +6,6 @@ SoVITS (configs/sovits_44k.py:variant=test, model dir), a tiny vec768l12 content
 """
 
 import os
-import sys
 from pathlib import Path
 
 import jax
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from svcjax import checkpoint, cli, pipeline
+from svcjax import cli, pipeline
 from svcjax.audio import io
 from tests import tiny_models
 

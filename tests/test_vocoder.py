@@ -1,7 +1,6 @@
 """NSF-HiFiGAN vocoder: parity with the reference, padding, tracing, import, errors."""
 
 import json
-import os
 import shutil
 from pathlib import Path
 
