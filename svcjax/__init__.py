@@ -34,6 +34,8 @@ _API: dict[str, str] = {
     "extract_f0": "svcjax.audio.f0",
     "transpose_f0": "svcjax.audio.f0",
     "interpolate_f0": "svcjax.audio.f0",
+    "load_sovits": "svcjax.inference",
+    "SovitsModel": "svcjax.inference",
 }
 
 

@@ -95,7 +95,8 @@ def load_model_dir(path: str | os.PathLike) -> tuple[Any, ml_collections.ConfigD
         raise ModelDirError(
             f"{path} is not an svcjax model directory (expected {CONFIG_NAME} and {PARAMS_NAME}/)")
     with open(os.path.join(path, CONFIG_NAME)) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+        # Keys may hold dots (e.g. speaker names), which ConfigDict refuses by default.
+        config = ml_collections.ConfigDict(json.load(f), allow_dotted_keys=True)
     with ocp.StandardCheckpointer() as ckptr:
         params = ckptr.restore(os.path.join(path, PARAMS_NAME))
     return params, config

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-encoder": ("svcjax.convert.content_encoder",
                        "import a ContentVec / HuBERT / HuBERT-Soft checkpoint"),
     "f0": ("svcjax.audio.f0", "F0 and voicing of audio files (crepe, crepe-tiny, dio, harvest, pm)"),
+    "import-sovits": ("svcjax.convert.sovits",
+                      "convert a So-VITS-SVC 4.1 G_*.pth + config.json to a model directory"),
 }
 
 

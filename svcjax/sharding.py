@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
 
@@ -40,7 +40,11 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | Non
         data = n // fsdp
     if data * fsdp != n:
         raise ValueError(f"mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices, have {n}")
-    return jax.make_mesh((data, fsdp), BATCH_AXES, devices=devices)
+    # Auto axes: jit propagates shardings from the inputs (current JAX defaults make_mesh to
+    # Explicit axes, under which e.g. an embedding lookup with batch-sharded ids must name its
+    # output sharding by hand).
+    return jax.make_mesh((data, fsdp), BATCH_AXES, devices=devices,
+                         axis_types=(AxisType.Auto,) * len(BATCH_AXES))
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:

@@ -169,21 +169,50 @@ class ConvTranspose1d(nn.Module):
         else:
             kernel = self.param("kernel_t", kinit, shape, self.param_dtype)
         dtype = self.dtype or x.dtype
-        edge = self.dilation * (self.kernel_size - 1) - self.padding
-        y = lax.conv_general_dilated(
-            x.astype(dtype), jnp.flip(kernel, 0).astype(dtype),
-            window_strides=(1,),
-            padding=[(edge, edge + self.output_padding)],
-            lhs_dilation=(self.stride,),
-            rhs_dilation=(self.dilation,),
-            dimension_numbers=("NWC", "WIO", "NWC"),
-            precision=self.precision,
-        )
+        x, kernel = x.astype(dtype), kernel.astype(dtype)
+        if self.dilation == 1 and self.stride > 1:
+            y = _transposed_conv_polyphase(x, kernel, self.stride, self.padding,
+                                           self.output_padding, self.precision)
+        else:
+            edge = self.dilation * (self.kernel_size - 1) - self.padding
+            y = lax.conv_general_dilated(
+                x, jnp.flip(kernel, 0),
+                window_strides=(1,),
+                padding=[(edge, edge + self.output_padding)],
+                lhs_dilation=(self.stride,),
+                rhs_dilation=(self.dilation,),
+                dimension_numbers=("NWC", "WIO", "NWC"),
+                precision=self.precision,
+            )
         if self.use_bias:
             bias = self.param("bias", self.bias_init or torch_uniform(fan_in), (self.features,),
                               self.param_dtype)
             y = y + bias.astype(dtype)
         return y
+
+
+def _transposed_conv_polyphase(x: Array, kernel: Array, stride: int, padding: int,
+                               output_padding: int, precision: Any) -> Array:
+    """Transposed conv as one stride-1 conv producing ``stride`` phases, then interleaved.
+
+    The full (uncropped) output is ``z[n*s + r] = sum_q x[n - q] w[r + q*s]``: phase ``r`` is an
+    ordinary convolution of ``x`` with every ``s``-th kernel tap. Stacking the phases as output
+    channels computes exactly the transposed conv's multiply-adds, where the zero-inserted
+    (``lhs_dilation``) form spends ``s`` times as many on the inserted zeros.
+    """
+    k, cin, cout = kernel.shape
+    taps = -(-k // stride)
+    w = jnp.pad(kernel, ((0, taps * stride - k), (0, 0), (0, 0)))
+    w = w.reshape(taps, stride, cin, cout)[::-1]  # [q reversed, r]
+    w = w.transpose(0, 2, 1, 3).reshape(taps, cin, stride * cout)
+    z = lax.conv_general_dilated(x, w, window_strides=(1,), padding=[(taps - 1, taps - 1)],
+                                 dimension_numbers=("NWC", "WIO", "NWC"), precision=precision)
+    b, n, _ = z.shape
+    z = z.reshape(b, n * stride, cout)
+    length = (x.shape[1] - 1) * stride - 2 * padding + k + output_padding
+    if padding + length > z.shape[1]:
+        z = jnp.pad(z, ((0, 0), (0, padding + length - z.shape[1]), (0, 0)))
+    return z[:, padding:padding + length]
 
 
 class Conv2d(nn.Module):

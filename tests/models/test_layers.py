@@ -37,21 +37,27 @@ def test_conv1d(k, s, p, d, g, wn):
     _compare(f, m, np.random.RandomState(0).randn(2, 8, 57))
 
 
-@pytest.mark.parametrize("k,u", [(16, 8), (4, 2), (5, 3)])
+@pytest.mark.parametrize("k,u,op", [(16, 8, 0), (4, 2, 0), (5, 3, 0), (3, 4, 0), (7, 3, 2)])
 @pytest.mark.parametrize("wn", [False, True])
-def test_conv_transpose1d(k, u, wn):
+def test_conv_transpose1d(k, u, op, wn):
     torch.manual_seed(0)
     p = (k - u + 1) // 2
-    m = torch.nn.ConvTranspose1d(6, 6, k, u, padding=p)  # square: the layout must be right
+    m = torch.nn.ConvTranspose1d(6, 6, k, u, padding=p, output_padding=op)  # square: layout matters
     if wn:
         m = torch.nn.utils.weight_norm(m)
         with torch.no_grad():
             m.weight_g.mul_(torch.rand_like(m.weight_g) + 0.5)
-    f = layers.ConvTranspose1d(6, k, u, p, weight_norm=wn)
+    f = layers.ConvTranspose1d(6, k, u, p, output_padding=op, weight_norm=wn)
     params, sd = _compare(f, m, np.random.RandomState(1).randn(2, 6, 13))
     back = params_to_state_dict(params)
     for key in sd:
         np.testing.assert_array_equal(back[key], sd[key])
+
+
+def test_conv_transpose1d_dilated_uses_general_path():
+    torch.manual_seed(0)
+    m = torch.nn.ConvTranspose1d(3, 5, 4, 2, padding=1, dilation=2)
+    _compare(layers.ConvTranspose1d(5, 4, 2, 1, dilation=2), m, np.random.RandomState(5).randn(1, 3, 9))
 
 
 @pytest.mark.parametrize("wn", [False, True])
