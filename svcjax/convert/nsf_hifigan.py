@@ -77,10 +77,7 @@ def read_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
 
 def build_generator(config: Mapping[str, Any], *, dtype: Any = None, precision: Any = None):
     """The Flax generator for a vocoder config (mel input, no speaker, frame-rate source)."""
-    from svcjax.models import nsf_hifigan, phase
-
-    # the vocoder's source: exact frame-rate phase accumulation (svcjax.models.phase)
-    nsf_hifigan.SINE_GENERATORS.setdefault("frame_rate", phase.frame_rate_sines)
+    from svcjax.models import nsf_hifigan
 
     return nsf_hifigan.Generator(
         sampling_rate=int(config["sampling_rate"]),
