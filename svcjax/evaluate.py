@@ -476,7 +476,8 @@ def settings_from_config(config, has_diffusion: bool) -> list[tuple[str, dict]]:
         for k in config.diffusion_k:
             for m in config.samplers:
                 sp = 1 if m == "ddpm" else int(config.speedup)
-                out.append((f"diff_k{int(k)}_{m}" + ("" if m == "ddpm" else f"_x{sp}"),
+                tag = m.replace("+", "p")      # TensorBoard tags: dpm-solver++ -> dpm-solverpp
+                out.append((f"diff_k{int(k)}_{tag}" + ("" if m == "ddpm" else f"_x{sp}"),
                             dict(shallow_diffusion=True, k_step=int(k),
                                  method="dpm-solver++" if m == "ddpm" else m, speedup=sp)))
     if not out:

@@ -59,7 +59,7 @@ def test_metric_table_in_one_compiled_pass_per_bucket(tmp_path, converter, clips
     assert [c.speaker for c in clips] == ["alto", "alto"]   # max_clips=2, sorted by path
     metrics = evaluate.run_evaluation(config, tmp_path, converter=converter, clips=clips,
                                       log=lambda m: None)
-    settings = ["sovits", "diff_k4_ddim_x2", "diff_k4_dpm-solver++_x2"]
+    settings = ["sovits", "diff_k4_ddim_x2", "diff_k4_dpm-solverpp_x2"]
     for s in settings:
         for m in ("mel_l1", "mel_l2", "mcd", "f0_rmse_cents", "gpe", "vuv_error", "rtf"):
             assert np.isfinite(metrics[f"{s}/{m}"]), (s, m)
