@@ -16,6 +16,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "build-corpus": ("svcjax.corpus", "build the training corpus (TFDS ArrayRecord) from "
                                       "ROOT/<speaker>/*"),
+    "convert": ("svcjax.pipeline", "convert audio files to a target speaker"),
+    "eval": ("svcjax.evaluate", "evaluate a model on a set of clips (metrics, TensorBoard)"),
+    "import-vocoder": ("svcjax.convert.nsf_hifigan",
+                       "import the NSF-HiFiGAN vocoder ('model' + config.json)"),
     "import-diffusion": ("svcjax.convert.diffusion",
                          "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
     "import-encoder": ("svcjax.convert.content_encoder",

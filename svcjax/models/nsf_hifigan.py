@@ -11,8 +11,10 @@ The source (``SourceModuleHnNSF``: sine harmonics -> ``l_linear`` -> tanh) is a 
 ``sine_mode`` names a function in :data:`SINE_GENERATORS` that turns frame-rate F0 into
 harmonic sines at sample rate. So-VITS-SVC's ``dec`` uses ``"sample_rate"`` (F0 upsampled x512
 by nearest neighbour, phase accumulated per sample, random initial phase for harmonics >= 2).
-The standalone vocoder (mel input, no speaker: ``gin_channels=0``) registers its frame-rate
-variant here and reuses everything else.
+The standalone vocoder (mel input, no speaker: ``gin_channels=0``; :mod:`svcjax.vocoder`) uses
+``"frame_rate"`` (:func:`svcjax.models.phase.frame_rate_sines`: the same phases, summed
+exactly per frame in fixed point, as the reference vocoder does in float64) and reuses
+everything else.
 
 Masks: the reference's decoder has no masks; a clip of T frames is convolved with zero
 padding at its end. Given a frame ``mask``, every activation is zeroed past the clip's end at
@@ -37,6 +39,7 @@ import numpy as np
 from jax import lax
 
 from svcjax.models import noise as noise_lib
+from svcjax.models import phase as phase_lib
 from svcjax.models.layers import Conv1d, ConvTranspose1d, Linear, leaky_relu
 
 Array = jax.Array
@@ -135,7 +138,10 @@ def sample_rate_sines(f0: Array, upp: int, sampling_rate: int, n_harmonics: int,
 
 
 # name -> fn(f0 (B,T), upp, sampling_rate, n_harmonics, init_phase (B,H) or None) -> (B,T*upp,H)
-SINE_GENERATORS: dict[str, Callable[..., Array]] = {"sample_rate": sample_rate_sines}
+SINE_GENERATORS: dict[str, Callable[..., Array]] = {
+    "sample_rate": sample_rate_sines,
+    "frame_rate": phase_lib.frame_rate_sines,    # the standalone NSF-HiFiGAN vocoder
+}
 
 
 def upsample_mask(mask: Array | None, factor: int) -> Array | None:

@@ -1,0 +1,717 @@
+"""End-to-end conversion: sound files in, converted sound files out (``svcjax convert``).
+
+    conv = svcjax.Converter.from_paths("G_800.pth", encoder="checkpoint_best_legacy_500.pt",
+                                        diffusion="model_100000.pt", vocoder="pretrain/nsf_hifigan/model")
+    outs = conv.convert([wav1, wav2], ConvertOptions(speaker="alto", transpose=2))   # 44.1 kHz
+
+What happens to each input (So-VITS-SVC 4.1's ``inference_main.py`` / ``Svc.slice_inference``):
+
+1. loaded at 44.1 kHz mono (any rate, channels, libsndfile/ffmpeg format);
+2. cut at silences (``slice_db``, -40 dB): silent chunks come out as silence of the same
+   length; voiced chunks are optionally cut into ``clip_seconds`` pieces that overlap by
+   ``crossfade_seconds`` and are joined again with a linear crossfade over ``crossfade_keep``
+   of the overlap;
+3. every piece is padded with ``pad_seconds`` of silence each side (the reference's cure for
+   clicks at the ends), then converted: F0 (``f0_method``; transposed by ``transpose``
+   semitones, or predicted by the model with ``auto_f0``), content units (the model's speech
+   encoder at 16 kHz, stretched to the frame rate), volume, the SoVITS generator
+   (``noise_scale``), and optionally shallow diffusion (``k_step`` steps of ``method`` at
+   ``speedup``, from the SoVITS output's mel; ``second_encoding`` re-encodes that output's
+   units first) and the NSF-HiFiGAN vocoder; ``only_diffusion`` skips SoVITS and generates
+   the mel from noise; ``loudness_mix`` < 1 moves the output's loudness envelope towards the
+   input's;
+4. the padding is cut off and the pieces are put back in place.
+
+Pieces from all inputs are converted together: sorted by length, padded to length buckets
+(:mod:`svcjax.buckets`; a new file rarely needs a new compilation), and run in batches of up to
+``batch_size`` (rounded up to a power of two by repeating a row, so batch shapes are few too),
+which each component splits over the local devices.
+
+Not implemented from the reference: cluster / feature-retrieval mixing of units and the
+NSF-HiFiGAN enhancer (``-eh``; the reference disables it with shallow diffusion anyway).
+
+Random draws (SoVITS prior noise, source noise and phases, diffusion noise) come from
+``seed`` (a fixed default, so runs repeat); ``seed=None`` makes every draw zero.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from svcjax import buckets
+from svcjax.audio import features, slicer
+from svcjax.audio import resample as resample_lib
+
+__all__ = ["ConvertOptions", "Converter", "SpeakerMix", "parse_speaker", "load_speaker_mix",
+           "SAMPLING_RATE", "HOP"]
+
+SAMPLING_RATE = 44100
+HOP = 512
+ENCODER_SR = 16000
+# shortest piece converted (shorter voiced bits between silences come out silent)
+MIN_PIECE = 4 * HOP
+
+
+@dataclasses.dataclass
+class ConvertOptions:
+    """Everything ``svcjax convert`` can set (defaults: the reference's CLI defaults)."""
+
+    speaker: Any = None            # name, id, {name: weight}, or a SpeakerMix
+    transpose: float = 0.0         # semitones
+    f0_method: str = "pm"
+    auto_f0: bool = False          # the model's F0 predictor instead of the input's F0
+    noise_scale: float = 0.4
+    k_step: int = 100              # shallow diffusion depth (with a diffusion model)
+    method: str | None = None      # diffusion sampler; None: the diffusion config's
+    speedup: int | None = None     # None: the diffusion config's
+    shallow_diffusion: bool = True  # use the diffusion model when one is loaded
+    only_diffusion: bool = False
+    second_encoding: bool = False
+    loudness_mix: float = 1.0      # 1 keeps the output's loudness envelope, 0 the input's
+    slice_db: float = -40.0
+    pad_seconds: float = 0.5
+    clip_seconds: float = 0.0      # 0: no forced clipping
+    crossfade_seconds: float = 0.0
+    crossfade_keep: float = 0.75
+    seed: int | None = 0
+    batch_size: int = 8
+
+    def check(self) -> None:
+        if self.pad_seconds < 0 or self.clip_seconds < 0 or self.crossfade_seconds < 0:
+            raise ValueError("pad_seconds, clip_seconds and crossfade_seconds must be >= 0")
+        if self.crossfade_seconds and not self.clip_seconds:
+            raise ValueError("crossfade_seconds needs clip_seconds (pieces to crossfade)")
+        if self.clip_seconds and self.crossfade_seconds >= self.clip_seconds:
+            raise ValueError(f"crossfade_seconds ({self.crossfade_seconds}) must be shorter "
+                             f"than clip_seconds ({self.clip_seconds})")
+        if not 0 < self.crossfade_keep <= 1:
+            raise ValueError(f"crossfade_keep must be in (0, 1], got {self.crossfade_keep}")
+        if not 0 <= self.loudness_mix <= 1:
+            raise ValueError(f"loudness_mix must be in [0, 1], got {self.loudness_mix}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.k_step < 1:
+            raise ValueError(f"k_step must be >= 1, got {self.k_step}")
+
+
+# ----------------------------------------------------------------------------- speakers
+
+
+@dataclasses.dataclass
+class SpeakerMix:
+    """Speaker weights that change over an input's duration (the reference's ``spkmix.py``).
+
+    ``tracks``: ``{speaker: [(t0, t1, w0, w1), ...]}`` with times as fractions of the input's
+    length: weight ``w0`` at ``t0`` moving linearly to ``w1`` at ``t1``; each speaker's
+    segments are contiguous and cover ``[0, 1]``. Speakers not listed weigh 0. Weights are
+    normalised per frame (all zero: equal weights).
+    """
+
+    tracks: dict[Any, list[tuple[float, float, float, float]]]
+
+    def __post_init__(self):
+        if not self.tracks:
+            raise ValueError("a speaker mix needs at least one speaker")
+        for spk, segs in self.tracks.items():
+            segs = [tuple(float(v) for v in s) for s in segs]
+            if not segs or any(len(s) != 4 for s in segs):
+                raise ValueError(f"speaker mix track for {spk!r} must be a list of "
+                                 f"[start, end, start_weight, end_weight]")
+            if segs[0][0] != 0.0 or segs[-1][1] != 1.0:
+                raise ValueError(f"speaker mix track for {spk!r} must start at 0 and end at 1")
+            for a, b in zip(segs, segs[1:]):
+                if a[1] != b[0]:
+                    raise ValueError(f"speaker mix track for {spk!r}: segment ending at {a[1]} "
+                                     f"is followed by one starting at {b[0]}")
+            for s in segs:
+                if s[1] <= s[0] or s[2] < 0 or s[3] < 0:
+                    raise ValueError(f"speaker mix track for {spk!r}: bad segment {list(s)} "
+                                     f"(need start < end and weights >= 0)")
+            self.tracks[spk] = segs
+
+    def weights_at(self, pos: np.ndarray, index: Callable[[Any], int], n_spk: int) -> np.ndarray:
+        """``(len(pos), n_spk)`` normalised weights at relative positions ``pos`` in [0, 1]."""
+        pos = np.clip(np.asarray(pos, np.float64), 0.0, 1.0)
+        w = np.zeros((pos.shape[0], n_spk), np.float64)
+        for spk, segs in self.tracks.items():
+            starts = np.array([s[0] for s in segs])
+            k = np.clip(np.searchsorted(starts, pos, side="right") - 1, 0, len(segs) - 1)
+            s = np.asarray(segs)[k]
+            frac = (pos - s[:, 0]) / (s[:, 1] - s[:, 0])
+            w[:, index(spk)] += s[:, 2] + (s[:, 3] - s[:, 2]) * frac
+        total = w.sum(axis=1, keepdims=True)
+        w = np.where(total > 0, w / np.where(total > 0, total, 1.0), 1.0 / n_spk)
+        return w.astype(np.float32)
+
+
+def load_speaker_mix(path: str | os.PathLike) -> SpeakerMix:
+    """A :class:`SpeakerMix` from a JSON file ``{speaker: [[t0, t1, w0, w1], ...]}`` or the
+    reference's ``spkmix.py`` (its ``spk_mix_map = {...}`` literal, read without running it).
+    Speakers are names or integer ids."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"speaker mix file not found: {path!r}")
+    text = open(path, encoding="utf-8").read()
+    try:
+        if path.endswith(".py"):
+            tree = ast.parse(text)
+            value = None
+            for node in tree.body:
+                if isinstance(node, ast.Assign) and any(
+                        isinstance(t, ast.Name) and t.id == "spk_mix_map" for t in node.targets):
+                    value = ast.literal_eval(node.value)
+            if value is None:
+                raise ValueError("no 'spk_mix_map = {...}' assignment")
+        else:
+            value = json.loads(text)
+            value = {(int(k) if k.lstrip("-").isdigit() else k): v for k, v in value.items()}
+    except (ValueError, SyntaxError) as e:
+        raise ValueError(f"cannot read the speaker mix {path!r}: {e}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"speaker mix {path!r} must map speakers to weight tracks")
+    try:
+        return SpeakerMix({k: list(v) for k, v in value.items()})
+    except ValueError as e:
+        raise ValueError(f"speaker mix {path!r}: {e}") from None
+
+
+def parse_speaker(text: str | None) -> Any:
+    """CLI speaker: ``NAME``, an id, ``NAME:w,NAME:w`` (a fixed mix) or a mix file path."""
+    if text is None:
+        return None
+    if os.path.isfile(text) or text.endswith((".json", ".py")):
+        return load_speaker_mix(text)
+    if ":" in text:
+        mix = {}
+        for part in text.split(","):
+            name, _, w = part.rpartition(":")
+            try:
+                mix[name.strip()] = float(w)
+            except ValueError:
+                raise ValueError(f"bad speaker mix {text!r}: expected NAME:weight,NAME:weight"
+                                 ) from None
+        if any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0:
+            raise ValueError(f"speaker mix weights must be >= 0 with a positive sum: {text!r}")
+        total = sum(mix.values())
+        return {k: v / total for k, v in mix.items()}
+    return int(text) if text.isdigit() else text
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+@dataclasses.dataclass
+class _Piece:
+    item: int                 # which input
+    audio: np.ndarray         # padded piece at 44.1 kHz
+    start: int                # where the unpadded piece starts in the input (samples)
+    length: int               # unpadded length
+    pad: int                  # padding samples each side
+    out: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class _Layout:
+    """How an input was cut: chunks in order, each silent (length) or a list of pieces."""
+
+    total: int
+    chunks: list[tuple[bool, int, list[_Piece]]]
+
+
+def _pad_piece(x: np.ndarray, pad: int) -> np.ndarray:
+    """``pad`` zeros each side, and a few more on the right up to whole frames: the output
+    (whole frames) then covers every input sample, aligned sample for sample. (The reference
+    drops the last partial frame and centres the rest, shifting it by up to 256 samples.)"""
+    n = len(x) + 2 * pad
+    extra = -n % HOP
+    return np.pad(np.asarray(x, np.float32), (pad, pad + extra))
+
+
+def _cut(item: int, audio: np.ndarray, opt: ConvertOptions) -> _Layout:
+    sr = SAMPLING_RATE
+    chunks = slicer.slice_on_silence(audio, sr, threshold_db=opt.slice_db)
+    per = int(opt.clip_seconds * sr)
+    overlap = int(opt.crossfade_seconds * sr)
+    pad = int(sr * opt.pad_seconds)
+    out = []
+    for ch in chunks:
+        n = ch.end - ch.start
+        if ch.silent:
+            out.append((True, n, []))
+            continue
+        data = audio[ch.start:ch.end]
+        if per:
+            parts, offsets = [], []
+            for k, s in enumerate(range(0, n, per)):
+                lo = s - overlap if s >= overlap else s
+                parts.append(data[lo:s + per])
+                offsets.append(lo)
+        else:
+            parts, offsets = [data], [0]
+        pieces = [_Piece(item, _pad_piece(p, pad), ch.start + o, len(p), pad)
+                  for p, o in zip(parts, offsets)]
+        out.append((False, n, pieces))
+    return _Layout(len(audio), out)
+
+
+def _assemble(layout: _Layout, opt: ConvertOptions) -> np.ndarray:
+    sr = SAMPLING_RATE
+    overlap = int(opt.crossfade_seconds * sr)
+    parts = []
+    for silent, n, pieces in layout.chunks:
+        if silent:
+            parts.append(np.zeros(n, np.float32))
+            continue
+        outs = [np.asarray(p.out[p.pad:p.pad + p.length], np.float32) for p in pieces]
+        if len(outs) > 1 and overlap:
+            joined = slicer.crossfade_join(outs, overlap, opt.crossfade_keep)
+        else:
+            joined = np.concatenate(outs)
+        parts.append(joined[:n] if len(joined) >= n else np.pad(joined, (0, n - len(joined))))
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
+# ----------------------------------------------------------------------------- the converter
+
+
+def _default_f0(audio, sr, method, lengths):
+    from svcjax.audio.f0 import extract_f0
+
+    return extract_f0(audio, sr, method=method, lengths=lengths)
+
+
+class Converter:
+    """Converts audio with a loaded SoVITS generator (+ content encoder, diffusion, vocoder).
+
+    ``sovits``: :class:`svcjax.inference.SovitsModel` (None with only a diffusion model);
+    ``encoder``: :class:`svcjax.units.ContentEncoder` of the model's ``speech_encoder``;
+    ``diffusion``: :class:`svcjax.diffusion.Diffusion` and ``vocoder``:
+    :class:`svcjax.vocoder.Vocoder` for shallow diffusion / only-diffusion; ``f0_fn``
+    ``(audio (B, L), sr, method, lengths) -> (f0, uv)`` (default :func:`svcjax.extract_f0`).
+    """
+
+    def __init__(self, sovits=None, encoder=None, diffusion=None, vocoder=None, *,
+                 f0_fn: Callable | None = None):
+        if sovits is None and diffusion is None:
+            raise ValueError("a Converter needs a SoVITS model, a diffusion model, or both")
+        if encoder is None:
+            raise ValueError("a Converter needs the content encoder the model was trained with")
+        if diffusion is not None and vocoder is None:
+            raise ValueError("a diffusion model needs the NSF-HiFiGAN vocoder (vocoder=)")
+        self.sovits, self.encoder, self.diffusion, self.vocoder = sovits, encoder, diffusion, vocoder
+        self.f0_fn = f0_fn or _default_f0
+        sr = int(sovits.sampling_rate if sovits is not None else diffusion.config.data.sampling_rate)
+        hop = int(sovits.hop if sovits is not None else diffusion.config.data.block_size)
+        if (sr, hop) != (SAMPLING_RATE, HOP):
+            raise ValueError(f"svcjax converts at 44.1 kHz with hop 512; this model uses {sr} Hz, "
+                             f"hop {hop}")
+        if vocoder is not None and (vocoder.sampling_rate, vocoder.hop_size) != (sr, hop):
+            raise ValueError(f"the vocoder runs at {vocoder.sampling_rate} Hz / hop "
+                             f"{vocoder.hop_size}, the model at {sr} Hz / hop {hop}")
+        cfg = sovits.config if sovits is not None else None
+        mode = None
+        if cfg is not None:
+            mode = cfg.data.get("unit_interpolate_mode", None)
+        elif diffusion is not None:
+            mode = diffusion.config.data.get("unit_interpolate_mode", None)
+        self.unit_mode = mode or "left"
+        self.vol_embedding = bool(sovits is not None and sovits.module.vol_embedding)
+        self.timings: dict[str, float] = {}
+
+    # -- loading ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_paths(cls, model=None, config=None, *, encoder=None, diffusion=None,
+                   diffusion_config=None, vocoder=None, only_diffusion: bool = False):
+        """Load every component from files or model directories (see ``svcjax convert``)."""
+        sovits = diff = voc = None
+        kind = None
+        if not only_diffusion:
+            if model is None:
+                raise ValueError("--model is required (a G_*.pth or an imported model "
+                                 "directory), unless --only-diffusion")
+            from svcjax.inference import load_sovits
+
+            sovits = load_sovits(model, config)
+            kind = sovits.config.model.get("speech_encoder", None) or "vec768l12"
+        if diffusion is not None:
+            from svcjax.diffusion import load_diffusion
+
+            diff = load_diffusion(diffusion, diffusion_config)
+            if kind is None:
+                kind = diff.config.data.get("encoder", None) or "vec768l12"
+            if vocoder is None:
+                raise ValueError("shallow diffusion needs the NSF-HiFiGAN vocoder: pass "
+                                 "--vocoder pretrain/nsf_hifigan/model (or its model directory)")
+            from svcjax.vocoder import load_vocoder
+
+            voc = load_vocoder(vocoder)
+        elif only_diffusion:
+            raise ValueError("--only-diffusion needs --diffusion MODEL")
+        if encoder is None:
+            raise ValueError(f"the model's speech encoder is {kind}: pass its checkpoint with "
+                             f"--encoder (e.g. checkpoint_best_legacy_500.pt for vec768l12)")
+        from svcjax import units
+
+        enc = units.load_content_encoder(encoder, kind=kind)
+        return cls(sovits, enc, diff, voc)
+
+    # -- speakers -----------------------------------------------------------------------------
+
+    @property
+    def speakers(self) -> dict[str, int]:
+        src = self.sovits if self.sovits is not None else self.diffusion
+        return dict(src.speakers)
+
+    @property
+    def n_speakers(self) -> int:
+        return int(self.sovits.n_speakers if self.sovits is not None else
+                   max(self.diffusion.n_spk, 1))
+
+    def speaker_index(self, spk) -> int:
+        if self.sovits is not None:
+            return self.sovits.speaker_index(spk)
+        known = ", ".join(sorted(self.speakers, key=self.speakers.get)) or "(none named)"
+        if isinstance(spk, str):
+            if spk not in self.speakers:
+                raise ValueError(f"speaker {spk!r} not in model; known: {known}")
+            return self.speakers[spk]
+        if isinstance(spk, (int, np.integer)) and 0 <= int(spk) < self.n_speakers:
+            return int(spk)
+        raise ValueError(f"speaker {spk!r} not in model; known: {known}")
+
+    def _default_speaker(self, spk):
+        if spk is not None:
+            return spk
+        if self.n_speakers == 1:
+            return 0
+        known = ", ".join(sorted(self.speakers, key=self.speakers.get))
+        raise ValueError(f"this model has {self.n_speakers} speakers; choose one with "
+                         f"--speaker (known: {known})")
+
+    def _validate_speaker(self, spk) -> None:
+        if isinstance(spk, SpeakerMix):
+            for s in spk.tracks:
+                self.speaker_index(s)
+        elif isinstance(spk, Mapping):
+            for s in spk:
+                self.speaker_index(s)
+        else:
+            self.speaker_index(spk)
+
+    def _speaker_rows(self, spk, pieces: Sequence[_Piece], totals: Sequence[int], t: int):
+        """Per-row speaker argument for SoVITS and the diffusion model."""
+        if isinstance(spk, SpeakerMix):
+            rows = []
+            for p in pieces:
+                pos = (p.start - p.pad + (np.arange(t) + 0.5) * HOP) / max(totals[p.item], 1)
+                rows.append(spk.weights_at(pos, self.speaker_index, self.n_speakers))
+            return np.stack(rows)
+        if isinstance(spk, Mapping):
+            w = np.zeros(self.n_speakers, np.float32)
+            for k, v in spk.items():
+                w[self.speaker_index(k)] += float(v)
+            return np.broadcast_to(w, (len(pieces), t, self.n_speakers)).copy()
+        return [self.speaker_index(spk)] * len(pieces)
+
+    def _diffusion_speaker(self, rows):
+        d = self.diffusion
+        if d.n_spk <= 1:
+            return None
+        if isinstance(rows, np.ndarray) and rows.shape[-1] != d.n_spk:
+            raise ValueError(f"the SoVITS model has {rows.shape[-1]} speakers, the diffusion "
+                             f"model {d.n_spk}: a speaker mix cannot be shared")
+        if not isinstance(rows, np.ndarray) and max(rows) >= d.n_spk:
+            raise ValueError(f"speaker id {max(rows)} is not in the diffusion model "
+                             f"({d.n_spk} speakers)")
+        return rows
+
+    # -- converting ---------------------------------------------------------------------------
+
+    def convert(self, audios: Sequence[np.ndarray], options: ConvertOptions | None = None,
+                *, progress: bool | None = None) -> list[np.ndarray]:
+        """Convert 44.1 kHz mono clips; returns one 44.1 kHz clip per input, same lengths."""
+        opt = options or ConvertOptions()
+        opt.check()
+        if opt.only_diffusion and self.diffusion is None:
+            raise ValueError("only_diffusion needs a diffusion model")
+        if self.sovits is None and not opt.only_diffusion:
+            raise ValueError("this converter has no SoVITS model: use only_diffusion")
+        if opt.auto_f0 and self.sovits is not None and \
+                not self.sovits.module.use_automatic_f0_prediction:
+            raise ValueError("auto_f0 needs a model trained with use_automatic_f0_prediction")
+        spk = self._default_speaker(opt.speaker)
+        self._validate_speaker(spk)
+        audios = [np.asarray(a, np.float32) for a in audios]
+        for i, a in enumerate(audios):
+            if a.ndim != 1 or not np.isfinite(a).all():
+                raise ValueError(f"input {i} must be finite 1-D 44.1 kHz audio, got shape "
+                                 f"{a.shape}")
+        layouts = [_cut(i, a, opt) for i, a in enumerate(audios)]
+        pieces = [p for lay in layouts for _, _, ps in lay.chunks for p in ps]
+        for p in pieces:
+            if len(p.audio) < MIN_PIECE:
+                p.out = np.zeros(len(p.audio), np.float32)
+        todo = sorted((p for p in pieces if p.out is None), key=lambda p: len(p.audio))
+        totals = [len(a) for a in audios]
+        self.timings = {}
+        base = None if opt.seed is None else jax.random.PRNGKey(int(opt.seed))
+        batches = []
+        for bucket in sorted({buckets.bucket_length(len(p.audio) // HOP) for p in todo}):
+            group = [p for p in todo if buckets.bucket_length(len(p.audio) // HOP) == bucket]
+            for i in range(0, len(group), opt.batch_size):
+                batches.append(group[i:i + opt.batch_size])
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(len(p.audio) for p in todo) / SAMPLING_RATE, desc="converting",
+                   disable=None if progress is None else not progress,
+                   bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s of audio "
+                              "[{elapsed}<{remaining}]")
+        for k, batch in enumerate(batches):
+            rng = None if base is None else jax.random.fold_in(base, k)
+            outs = self._run_batch(batch, spk, totals, opt, rng)
+            for p, o in zip(batch, outs):
+                p.out = o
+            bar.update(sum(len(p.audio) for p in batch) / SAMPLING_RATE)
+        bar.close()
+        return [_assemble(lay, opt) for lay in layouts]
+
+    def _time(self, name, t0):
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+        return time.perf_counter()
+
+    def _run_batch(self, batch: Sequence[_Piece], spk, totals, opt: ConvertOptions, rng):
+        n = len(batch)
+        rows = 1 << (n - 1).bit_length()             # batch shapes: powers of two
+        padded = list(batch) + [batch[-1]] * (rows - n)
+        lens = np.array([len(p.audio) for p in padded], np.int64)
+        frames = lens // HOP
+        t = int(frames.max())
+        width = t * HOP
+        audio = np.zeros((rows, width), np.float32)
+        for i, p in enumerate(padded):
+            audio[i, :frames[i] * HOP] = p.audio[:frames[i] * HOP]
+        lens = frames * HOP                          # whole frames only
+        keys = (None,) * 3 if rng is None else tuple(jax.random.split(rng, 3))
+        t0 = time.perf_counter()
+
+        f0, uv = self.f0_fn(audio, SAMPLING_RATE, opt.f0_method, lens)
+        f0 = np.asarray(f0, np.float32)[:, :t] * np.float32(2.0 ** (opt.transpose / 12.0))
+        uv = np.asarray(uv, np.float32)[:, :t]
+        t0 = self._time("f0", t0)
+        units = self._units(audio, lens, frames, t)
+        t0 = self._time("units", t0)
+        spk_rows = self._speaker_rows(spk, padded, totals, t)
+        vol = np.asarray(features.volume(audio))[:, :t] if (self.vol_embedding or
+                                                           opt.only_diffusion) else None
+        if not opt.only_diffusion:
+            wav, f0 = self.sovits.infer(units, f0, uv, speaker=spk_rows, vol=vol,
+                                        noise_scale=opt.noise_scale, predict_f0=opt.auto_f0,
+                                        rng=keys[0], lengths=frames)
+            wav = np.asarray(wav, np.float32)
+            f0 = np.asarray(f0, np.float32)
+            t0 = self._time("sovits", t0)
+        use_diffusion = self.diffusion is not None and (opt.only_diffusion or opt.shallow_diffusion)
+        if use_diffusion:
+            dspk = self._diffusion_speaker(spk_rows)
+            if opt.only_diffusion:
+                mel = self.diffusion.sample(units, f0, vol, speaker=dspk, start_mel=None,
+                                            method=opt.method, speedup=opt.speedup,
+                                            rng=keys[1], lengths=frames)
+            else:
+                start = np.asarray(self.vocoder.mel(wav, lengths=lens))[:, :t]
+                if vol is None:
+                    vol = np.asarray(features.volume(wav))[:, :t]
+                if opt.second_encoding:
+                    units = self._units(wav, lens, frames, t)
+                mel = self.diffusion.sample(units, f0, vol, speaker=dspk, start_mel=start,
+                                            k_step=opt.k_step, method=opt.method,
+                                            speedup=opt.speedup, rng=keys[1], lengths=frames)
+            t0 = self._time("diffusion", t0)
+            # the reference vocodes with the interpolated F0 (voiced everywhere), as here
+            wav = self.vocoder(mel, f0, lengths=frames)
+            t0 = self._time("vocoder", t0)
+        if opt.loudness_mix != 1.0:
+            wav = np.asarray(features.mix_loudness_envelope(
+                audio, SAMPLING_RATE, wav, SAMPLING_RATE, opt.loudness_mix,
+                source_lengths=lens, converted_lengths=lens))
+            t0 = self._time("loudness", t0)
+        return [wav[i, :frames[i] * HOP] for i in range(n)]
+
+    def _units(self, audio, lens, frames, t):
+        wav16 = np.asarray(resample_lib.resample(audio, SAMPLING_RATE, ENCODER_SR))
+        lens16 = np.array([resample_lib.resampled_length(int(n), SAMPLING_RATE, ENCODER_SR)
+                           for n in lens])
+        u = self.encoder.frames(wav16, [int(f) for f in frames], lengths=lens16,
+                                mode=self.unit_mode)
+        return np.asarray(u, np.float32)[:, :t]
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def convert_files(converter: Converter, inputs: Sequence[str], outputs: Sequence[str],
+                  options: ConvertOptions, *, subtype: str = "PCM_16",
+                  progress: bool | None = None, log=print) -> tuple[list[str], list[str]]:
+    """Load, convert and write files atomically; returns (written, failed-with-reasons).
+
+    Unreadable, corrupt, empty or silent inputs are skipped with a message; the rest are
+    still converted and written.
+    """
+    from svcjax.audio import io
+
+    audios, keep, failed = [], [], []
+    for path, out in zip(inputs, outputs):
+        try:
+            wav, _ = io.load_audio(path, sr=SAMPLING_RATE)
+        except (io.AudioFileError, FileNotFoundError) as e:
+            failed.append(f"skipped: {e}")
+            log(f"svcjax convert: skipped: {e}")
+            continue
+        if len(wav) < MIN_PIECE:
+            msg = f"skipped: audio file {path!r} is too short ({len(wav)} samples at 44.1 kHz)"
+            failed.append(msg)
+            log(f"svcjax convert: {msg}")
+            continue
+        audios.append(wav)
+        keep.append(out)
+    written = []
+    if audios:
+        results = converter.convert(audios, options, progress=progress)
+        for out, wav in zip(keep, results):
+            io.save_audio(out, wav, SAMPLING_RATE, subtype=subtype)
+            written.append(out)
+    return written, failed
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _output_paths(inputs: Sequence[str], out: str, fmt: str | None) -> list[str]:
+    ext = os.path.splitext(out)[1].lower()
+    if ext in (".wav", ".flac"):
+        if len(inputs) != 1:
+            raise ValueError(f"-o {out!r} names one file but {len(inputs)} inputs were given; "
+                             "pass a directory")
+        if fmt and f".{fmt}" != ext:
+            raise ValueError(f"-o {out!r} does not match --format {fmt}")
+        return [out]
+    if ext:
+        raise ValueError(f"cannot write {out!r}: the output must be a .wav/.flac file or a "
+                         "directory")
+    fmt = fmt or "wav"
+    paths = [os.path.join(out, os.path.splitext(os.path.basename(p))[0] + f".{fmt}")
+             for p in inputs]
+    dup = {p for p in paths if paths.count(p) > 1}
+    if dup:
+        raise ValueError(f"several inputs would be written to {sorted(dup)[0]!r} (same file "
+                         "name); convert them in separate calls")
+    return paths
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "convert", help="convert singing/speech to a target speaker (So-VITS-SVC 4.1)",
+        description="Convert audio files to a target speaker with a So-VITS-SVC 4.1 model, "
+                    "optionally refined by shallow diffusion and the NSF-HiFiGAN vocoder. "
+                    "Many inputs are converted together in padded, device-sharded batches.")
+    p.add_argument("inputs", nargs="+", help="audio files (any rate, channels, format)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output .wav/.flac (one input) or directory")
+    p.add_argument("-m", "--model", help="G_*.pth or an imported model directory")
+    p.add_argument("-c", "--config", help="the model's config.json (default: beside G_*.pth)")
+    p.add_argument("-s", "--speaker", help="target speaker name or id (or NAME:w,NAME:w)")
+    p.add_argument("--speaker-mix", help="speaker weights over time: a JSON file "
+                   "{name: [[t0, t1, w0, w1], ...]} or the reference's spkmix.py, or "
+                   "NAME:w,NAME:w")
+    p.add_argument("-e", "--encoder", help="content encoder checkpoint or model dir (its kind "
+                   "comes from the model config's speech_encoder)")
+    p.add_argument("-t", "--transpose", type=float, default=0.0, help="semitones (default 0)")
+    p.add_argument("--f0-method", default="pm", choices=("pm", "dio", "harvest", "crepe",
+                                                          "crepe-tiny"),
+                   help="F0 tracker (default pm, as the reference)")
+    p.add_argument("-a", "--auto-f0", action="store_true",
+                   help="let the model predict F0 (speech; detunes singing)")
+    p.add_argument("-n", "--noise-scale", type=float, default=0.4)
+    p.add_argument("--diffusion", help="shallow-diffusion model_*.pt or model dir")
+    p.add_argument("--diffusion-config", help="its config.yaml (default: beside it)")
+    p.add_argument("-k", "--k-step", type=int, default=100, help="shallow diffusion steps")
+    p.add_argument("--method", help="sampler: ddim, pndm, dpm-solver, dpm-solver++, unipc "
+                   "(default: the diffusion config's)")
+    p.add_argument("--speedup", type=int, help="sampler speedup (default: the config's)")
+    p.add_argument("--only-diffusion", action="store_true",
+                   help="no SoVITS: the diffusion model generates the mel from noise")
+    p.add_argument("--second-encoding", action="store_true",
+                   help="re-encode the SoVITS output's units before shallow diffusion")
+    p.add_argument("--vocoder", help="NSF-HiFiGAN 'model' file (config.json beside it) or "
+                   "model dir (needed with --diffusion)")
+    p.add_argument("--loudness-mix", type=float, default=1.0,
+                   help="1 keeps the output loudness envelope, 0 imposes the input's")
+    p.add_argument("--slice-db", type=float, default=-40.0, help="silence threshold (dB)")
+    p.add_argument("--pad-seconds", type=float, default=0.5)
+    p.add_argument("--clip", type=float, default=0.0,
+                   help="force pieces of this many seconds (0: cut at silences only)")
+    p.add_argument("--crossfade", type=float, default=0.0,
+                   help="seconds of overlap between forced pieces, crossfaded")
+    p.add_argument("--crossfade-keep", type=float, default=0.75,
+                   help="share of the overlap that is crossfaded (the rest is cut)")
+    p.add_argument("--format", choices=("wav", "flac"), help="output format for a directory")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
+    p.add_argument("--deterministic", action="store_true", help="every random draw zero")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--cache-dir", help="JAX compilation cache (default $SVCJAX_CACHE or "
+                   "~/.cache/svcjax/jax)")
+    p.set_defaults(func=_run)
+    return p
+
+
+def _run(args) -> int:
+    import sys
+
+    from svcjax import compilation_cache
+
+    compilation_cache.enable(args.cache_dir)
+    outputs = _output_paths(args.inputs, args.output, args.format)
+    if args.speaker_mix and args.speaker:
+        raise ValueError("pass either --speaker or --speaker-mix")
+    speaker = parse_speaker(args.speaker_mix or args.speaker)
+    opts = ConvertOptions(
+        speaker=speaker, transpose=args.transpose, f0_method=args.f0_method,
+        auto_f0=args.auto_f0, noise_scale=args.noise_scale, k_step=args.k_step,
+        method=args.method, speedup=args.speedup, only_diffusion=args.only_diffusion,
+        second_encoding=args.second_encoding, loudness_mix=args.loudness_mix,
+        slice_db=args.slice_db, pad_seconds=args.pad_seconds, clip_seconds=args.clip,
+        crossfade_seconds=args.crossfade, crossfade_keep=args.crossfade_keep,
+        seed=None if args.deterministic else args.seed, batch_size=args.batch_size)
+    opts.check()
+    for path in args.inputs:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"input not found: {path!r}")
+    t0 = time.perf_counter()
+    conv = Converter.from_paths(args.model, args.config, encoder=args.encoder,
+                                diffusion=args.diffusion, diffusion_config=args.diffusion_config,
+                                vocoder=args.vocoder, only_diffusion=args.only_diffusion)
+    t1 = time.perf_counter()
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    written, failed = convert_files(conv, args.inputs, outputs, opts,
+                                    progress=False if args.no_progress else None, log=log)
+    t2 = time.perf_counter()
+    for w in written:
+        print(w)
+    seconds = 0.0
+    if written:
+        import soundfile as sf
+        seconds = sum(sf.info(w).duration for w in written)
+    rtf = f", {(t2 - t1) / seconds:.3f} s per second of audio" if seconds else ""
+    log(f"svcjax convert: {len(written)} file(s) written, {len(failed)} skipped; loading "
+        f"{t1 - t0:.1f} s, converting {t2 - t1:.1f} s{rtf}")
+    return 1 if failed else 0

@@ -1,0 +1,45 @@
+"""The persistent compilation cache: a second process compiles nothing new."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+SCRIPT = """
+import sys, numpy as np
+from svcjax import compilation_cache
+compilation_cache.enable()
+import jax
+from jax._src import monitoring
+hits = []
+monitoring.register_event_listener(lambda name, **kw: hits.append(name))
+from svcjax import vocoder
+d = np.load(sys.argv[1])
+voc = vocoder.load_vocoder(sys.argv[2])
+voc(d["mel"][:1], d["f0"][:1])
+print("HITS", sum(1 for h in hits if h == "/jax/compilation_cache/cache_hits"))
+print("MISSES", sum(1 for h in hits if h == "/jax/compilation_cache/cache_misses"))
+"""
+
+
+def _run(cache, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SVCJAX_CACHE=str(cache))
+    fix = ROOT / "tests" / "fixtures" / "vocoder"
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(fix / "vocoder.npz"),
+                        str(fix / "model")], capture_output=True, text=True, env=env,
+                       timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = dict(line.split() for line in r.stdout.splitlines() if line[:4] in ("HITS", "MISS"))
+    return int(out["HITS"]), int(out["MISSES"])
+
+
+def test_second_process_loads_every_program_from_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    hits1, misses1 = _run(cache, tmp_path)
+    files = sorted(p.name for p in cache.rglob("*") if p.is_file())
+    assert misses1 > 0 and files                     # first run compiles and stores
+    hits2, misses2 = _run(cache, tmp_path)
+    assert misses2 == 0 and hits2 >= misses1         # second run compiles nothing new
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == files

@@ -1,0 +1,170 @@
+"""`svcjax convert` end to end with tiny random-weight models saved in the real formats.
+
+SoVITS (configs/sovits_44k.py:variant=test, model dir), a tiny vec768l12 content encoder
+(model dir), a tiny shallow-diffusion model (model dir), the NSF-HiFiGAN vocoder fixture
+(the reference's 'model' + config.json) and DIO F0, on the shared real-voice clips.
+"""
+
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+
+from svcjax import cli, pipeline
+from svcjax.audio import io
+from tests import tiny_models
+
+ROOT = Path(__file__).parent.parent
+FIX = Path(__file__).parent / "fixtures"
+VOICES = FIX / "voices"
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    return tiny_models.make_model_dirs(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("in")
+    a, sr_a = io.load_audio(VOICES / "slt_16k.wav")
+    io.save_audio(d / "slt.wav", a[: int(1.5 * sr_a)], sr_a)
+    b, sr_b = io.load_audio(VOICES / "rms_22k_stereo.wav", mono=False)
+    sf.write(d / "rms.flac", b[:, : int(1.45 * sr_b)].T, sr_b)  # stereo 22.05 kHz, same bucket
+    return [d / "slt.wav", d / "rms.flac"]
+
+
+def _len44(path):
+    info = sf.info(path)
+    return int(np.ceil(info.frames * 44100 / info.samplerate))
+
+
+@pytest.fixture(scope="module")
+def conv(model_dirs):
+    return pipeline.Converter.from_paths(
+        model_dirs / "sovits", encoder=model_dirs / "encoder",
+        diffusion=model_dirs / "diffusion", vocoder=FIX / "vocoder" / "model")
+
+
+def _options(**kw):
+    return pipeline.ConvertOptions(**{**dict(
+        speaker=pipeline.parse_speaker("alto:0.3,tenor:0.7"), f0_method="dio", transpose=3,
+        loudness_mix=0.5, k_step=4, method="ddim", speedup=2), **kw})
+
+
+def test_convert_files_with_shallow_diffusion_compiles_once_per_bucket(tmp_path, conv, inputs):
+    opt = _options()
+    sovits_before = conv.sovits.trace_count
+    outs = [str(tmp_path / "out" / f"{p.stem}.flac") for p in inputs]
+    written, failed = pipeline.convert_files(conv, [str(p) for p in inputs], outs, opt,
+                                             progress=False)
+    assert written == outs and not failed
+    for src, out in zip(inputs, outs):
+        y, sr = io.load_audio(out, allow_silent=True)
+        assert sr == 44100 and len(y) == _len44(src)
+        assert np.isfinite(y).all() and np.abs(y).max() > 1e-3
+    # both inputs share a length bucket: one batch of 2, each component compiled once
+    # (SoVITS programs are shared by every model of the same architecture: count the change)
+    counts = (conv.sovits.trace_count, dict(conv.diffusion.traces), conv.vocoder.trace_count,
+              conv.encoder.trace_count)
+    assert counts[0] - sovits_before <= 1 and sum(counts[1].values()) == 1 and counts[2] == 1
+    clips = [io.load_audio(p, sr=44100)[0] for p in inputs]
+    again = conv.convert([c[: len(c) - 1000] for c in clips], opt, progress=False)
+    assert (conv.sovits.trace_count, dict(conv.diffusion.traces), conv.vocoder.trace_count,
+            conv.encoder.trace_count) == counts       # shorter clips, same bucket: no retrace
+    assert [len(x) for x in again] == [len(c) - 1000 for c in clips]
+    first = conv.convert(clips, opt, progress=False)
+    np.testing.assert_array_equal(first[1], conv.convert(clips, opt, progress=False)[1])
+
+
+@pytest.fixture
+def restore_compilation_cache():
+    """The CLI turns JAX's persistent cache on for the process; turn it off again after."""
+    yield
+    from jax._src import compilation_cache as cc
+
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    cc.reset_cache()
+
+
+def test_cli_convert_one_file(tmp_path, model_dirs, inputs, capsys, restore_compilation_cache):
+    out = tmp_path / "one.wav"
+    argv = ["convert", str(inputs[0]), "-o", str(out), "--model", str(model_dirs / "sovits"),
+            "--encoder", str(model_dirs / "encoder"), "--speaker", "tenor", "--auto-f0",
+            "--f0-method", "dio", "--clip", "0.7", "--crossfade", "0.1", "--pad-seconds", "0.2",
+            "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    y, sr = io.load_audio(out, allow_silent=True)
+    assert sr == 44100 and len(y) == _len44(inputs[0]) and np.isfinite(y).all()
+    assert any((tmp_path / "cache").iterdir())          # the persistent compilation cache
+    assert str(out) in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_clear_sentence(tmp_path, model_dirs, inputs, capsys,
+                                          restore_compilation_cache):
+    base = ["--model", str(model_dirs / "sovits"), "--encoder", str(model_dirs / "encoder"),
+            "--f0-method", "dio", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+    assert cli.main(["convert", str(inputs[0]), "-o", str(tmp_path / "a.wav"), "--speaker",
+                     "bob", *base]) == 1
+    err = capsys.readouterr().err
+    assert "'bob' not in model; known: alto, tenor" in err and "Traceback" not in err
+    assert cli.main(["convert", str(inputs[0]), "-o", str(tmp_path / "a.wav"), "--speaker",
+                     "alto", "--model", str(tmp_path / "G_9.pth"), "--encoder", "x"]) == 1
+    assert "G_9.pth" in capsys.readouterr().err
+    assert cli.main(["convert", str(inputs[0]), "-o", str(tmp_path / "a.wav"), "--speaker",
+                     "alto", "--diffusion", str(model_dirs / "diffusion"), *base]) == 1
+    assert "--vocoder" in capsys.readouterr().err
+    assert cli.main(["convert", str(inputs[0]), "-o", str(tmp_path / "a.wav"),
+                     "--model", str(model_dirs / "sovits"), "--speaker", "alto"]) == 1
+    assert "--encoder" in capsys.readouterr().err
+
+
+def test_silent_and_corrupt_inputs_are_skipped(tmp_path, conv, inputs):
+    silent = tmp_path / "silent.wav"
+    io.save_audio(silent, np.zeros(20000, np.float32), 44100)
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(b"fLaC not really")
+    msgs = []
+    names = ("slt.wav", "silent.wav", "rms.wav", "bad.wav")
+    outs = [str(tmp_path / "o" / n) for n in names]
+    written, failed = pipeline.convert_files(
+        conv, [str(inputs[0]), str(silent), str(inputs[1]), str(bad)], outs, _options(),
+        progress=False, log=msgs.append)
+    assert written == [outs[0], outs[2]] and len(failed) == 2 and len(msgs) == 2
+    assert "silent" in failed[0] and "bad.flac" in failed[1]
+    assert sorted(os.listdir(tmp_path / "o")) == ["rms.wav", "slt.wav"]
+
+
+def test_only_diffusion_and_second_encoding(conv, inputs):
+    clips = [io.load_audio(p, sr=44100)[0] for p in inputs]
+    only = pipeline.Converter(None, conv.encoder, conv.diffusion, conv.vocoder)
+    assert only.speakers == {"spk0": 0, "spk1": 1}
+    out = only.convert(clips, _options(speaker=1, only_diffusion=True, method="dpm-solver++",
+                                       speedup=250, loudness_mix=1.0), progress=False)
+    assert [len(x) for x in out] == [len(c) for c in clips]
+    assert all(np.isfinite(x).all() and np.abs(x).max() > 1e-4 for x in out)
+    with pytest.raises(ValueError, match="no SoVITS model"):
+        only.convert(clips, _options(speaker=1))
+    seen = []
+    frames = conv.encoder.frames
+
+    def spy(wav16, *a, **k):           # what the content encoder is given
+        seen.append(np.array(wav16))
+        return frames(wav16, *a, **k)
+
+    before = conv.encoder.trace_count
+    conv.encoder.frames = spy
+    try:
+        conv.convert(clips, _options(second_encoding=True), progress=False)
+        assert len(seen) == 2            # the input, then the SoVITS output before diffusion
+        conv.convert(clips, _options(), progress=False)
+        assert len(seen) == 3
+    finally:
+        del conv.encoder.frames
+    assert conv.encoder.trace_count == before     # the output is encoded with the same program
+    assert seen[0].shape == seen[1].shape and np.abs(seen[0] - seen[1]).max() > 1e-2
+    np.testing.assert_array_equal(seen[0], seen[2])

@@ -1,0 +1,137 @@
+"""eval.py / svcjax.evaluate.run_evaluation: the metric table in one compiled pass per bucket.
+
+Tiny random-weight SoVITS, content encoder, shallow-diffusion model (tests/tiny_models.py)
+and the NSF-HiFiGAN vocoder fixture; DIO F0.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from svcjax import evaluate, pipeline
+from svcjax.audio import io
+from tests import tiny_models
+
+ROOT = Path(__file__).parent.parent
+FIX = Path(__file__).parent / "fixtures"
+SR = 44100
+
+
+@pytest.fixture(scope="module")
+def converter(tmp_path_factory):
+    d = tiny_models.make_model_dirs(tmp_path_factory.mktemp("models"))
+    return pipeline.Converter.from_paths(d / "sovits", encoder=d / "encoder",
+                                         diffusion=d / "diffusion", vocoder=tiny_models.VOCODER)
+
+
+@pytest.fixture(scope="module")
+def clips_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("evalset")
+    for spk, name, sec in (("alto", "slt_16k.wav", 1.5), ("alto", "rms_16k.wav", 1.45),
+                           ("tenor", "kal_16k.wav", 1.2)):
+        wav, sr = io.load_audio(FIX / "voices" / name)
+        (d / spk).mkdir(exist_ok=True)
+        io.save_audio(d / spk / name, wav[: int(sec * sr)], sr)
+    return d
+
+
+def _config(clips_dir, **over):
+    sys.path.insert(0, str(ROOT))
+    from configs import eval as eval_config
+
+    c = eval_config.get_config("variant=test")
+    c.data.path = str(clips_dir)
+    c.speakers = ("tenor",)
+    for k, v in over.items():
+        setattr(c, k, v)
+    return c
+
+
+def test_metric_table_in_one_compiled_pass_per_bucket(tmp_path, converter, clips_dir):
+    config = _config(clips_dir)
+    clips = evaluate.load_eval_set(config.data)
+    assert [c.speaker for c in clips] == ["alto", "alto"]   # max_clips=2, sorted by path
+    metrics = evaluate.run_evaluation(config, tmp_path, converter=converter, clips=clips,
+                                      log=lambda m: None)
+    settings = ["sovits", "diff_k4_ddim_x2", "diff_k4_dpm-solverpp_x2"]
+    for s in settings:
+        for m in ("mel_l1", "mel_l2", "mcd", "f0_rmse_cents", "gpe", "vuv_error", "rtf"):
+            assert np.isfinite(metrics[f"{s}/{m}"]), (s, m)
+            assert f"{s}/tenor/{m}" in metrics
+    on_disk = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert on_disk.keys() == metrics.keys()
+    assert all(isinstance(v, (int, float)) or v is None for v in on_disk.values())
+    rows = list(csv.DictReader(open(tmp_path / "eval" / "clips.csv")))
+    assert len(rows) == 2 * len(settings)
+    table = list(csv.DictReader(open(tmp_path / "eval" / "metrics.csv")))
+    assert [r["setting"] for r in table] == settings
+    events = list((tmp_path / "eval" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 10000    # scalars, audio and mel images
+
+    # compiled once per (bucket, batch): a second evaluation traces nothing new
+    diff, voc = converter.diffusion, converter.vocoder
+    traces = (dict(diff.traces), voc.trace_count)
+    assert sum(traces[0].values()) == 2 and traces[1] == 1   # both clips share one bucket
+    assert converter.sovits.trace_count >= 1
+    evaluate.run_evaluation(config, tmp_path / "again", converter=converter, clips=clips,
+                            log=lambda m: None)
+    assert (dict(diff.traces), voc.trace_count) == traces
+
+
+def test_ablation_is_a_config_override_and_errors_are_clear(tmp_path, converter, clips_dir):
+    config = _config(clips_dir, sovits_only=False, samplers=("ddim",), metrics=("mel",))
+    metrics = evaluate.run_evaluation(config, tmp_path, converter=converter,
+                                      log=lambda m: None)
+    assert sorted(k for k in metrics if k.count("/") == 1) == \
+        ["diff_k4_ddim_x2/mel_l1", "diff_k4_ddim_x2/mel_l2"]
+    config = evaluate.apply_overrides(config, ["diffusion_k=(2,4)", "samplers=('ddpm',)"])
+    assert [s for s, _ in evaluate.settings_from_config(config, True)] == \
+        ["diff_k2_ddpm", "diff_k4_ddpm"]
+    config = evaluate.apply_overrides(_config(clips_dir), ["diffusion_k=[8]",
+                                                           "data.max_clips=1", "speedup=4"])
+    assert config.diffusion_k == (8,) and config.data.max_clips == 1 and config.speedup == 4
+    with pytest.raises(ValueError, match="no field"):
+        evaluate.apply_overrides(config, ["nope=1"])
+    with pytest.raises(ValueError, match="unknown metrics"):
+        evaluate.run_evaluation(_config(clips_dir, metrics=("pesq",)), tmp_path,
+                                converter=converter)
+    with pytest.raises(FileNotFoundError, match="evaluation folder"):
+        evaluate.load_eval_set(type("D", (), {"get": lambda s, k, d=None: {
+            "kind": "folder", "path": str(tmp_path / "none")}.get(k, d)})())
+    with pytest.raises(ValueError, match="speaker 'bob'"):
+        evaluate.run_evaluation(_config(clips_dir, speakers=("bob",)), tmp_path,
+                                converter=converter)
+
+
+def test_eval_py_entry_point_reports_a_missing_model_clearly(tmp_path, clips_dir):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SVCJAX_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--config",
+                        str(ROOT / "configs" / "eval.py") + ":variant=test", "--workdir",
+                        str(tmp_path), f"--config.data.path={clips_dir}",
+                        f"--config.model={tmp_path / 'G_missing.pth'}"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0
+    assert "G_missing.pth" in r.stderr and "does not exist" in r.stderr
+
+
+def test_eval_set_from_a_tfds_corpus_split(tmp_path):
+    from svcjax import corpus
+    from tests.data import conftest as data_conftest, fakes
+
+    raw = data_conftest.make_raw_corpus(str(tmp_path / "raw"))
+    data_dir = str(tmp_path / "built")
+    corpus.build_corpus(raw, data_dir, fakes.svcjax_featurizer(), data_conftest.BUILD,
+                        log=lambda m: None)
+    data = type("D", (), {"get": lambda s, k, d=None: {
+        "kind": "tfds", "path": data_dir, "split": "validation", "max_clips": 0}.get(k, d)})()
+    clips = evaluate.load_eval_set(data)
+    assert len(clips) >= 2 and {c.speaker for c in clips} == {"alto", "tenor"}
+    for c in clips:
+        assert c.audio.dtype == np.float32 and 0.05 < np.abs(c.audio).max() <= 1.0
+        assert c.seconds > 0.3 and "/" in c.name
