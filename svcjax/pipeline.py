@@ -652,7 +652,8 @@ def add_parser(subparsers):
     p.add_argument("--second-encoding", action="store_true",
                    help="re-encode the SoVITS output's units before shallow diffusion")
     p.add_argument("--vocoder", help="NSF-HiFiGAN 'model' file (config.json beside it) or "
-                   "model dir (needed with --diffusion)")
+                   "model dir (needed with --diffusion); 'griffin-lim' inverts the mel without "
+                   "a vocoder (lower quality, no weights needed)")
     p.add_argument("--loudness-mix", type=float, default=1.0,
                    help="1 keeps the output loudness envelope, 0 imposes the input's")
     p.add_argument("--slice-db", type=float, default=-40.0, help="silence threshold (dB)")

@@ -256,6 +256,7 @@ def load_content_encoder(path: str | os.PathLike, kind: str | None = None, **kwa
     path = os.fspath(path)
     if checkpoint.is_model_dir(path):
         params, config = checkpoint.load_model_dir(path)
+        kwargs.setdefault("pretrained", bool(config.get("pretrained", True)))
         return ContentEncoder(params, _kind_config(config, kind), source=path, **kwargs)
     from svcjax.convert.content_encoder import import_encoder
     params, config = import_encoder(path, kind)

@@ -29,7 +29,9 @@ import numpy as np
 
 from svcjax import buckets, checkpoint, sharding
 
-__all__ = ["Vocoder", "load_vocoder", "vocode"]
+__all__ = ["Vocoder", "GriffinLimVocoder", "load_vocoder", "vocode", "GRIFFIN_LIM"]
+
+GRIFFIN_LIM = "griffin-lim"
 
 
 def vocode(module, params, mel, f0, mask=None, rng=None):
@@ -121,9 +123,74 @@ class Vocoder:
         return wav[0] if unbatched else wav
 
 
+class GriffinLimVocoder:
+    """A vocoder without weights, for when no NSF-HiFiGAN file is at hand (``make demo``).
+
+    Inverts the same 128-bin log-mel as :class:`Vocoder` (``mel()`` is the identical
+    analysis): the mel filterbank is inverted by non-negative least squares, then
+    ``n_iter`` Griffin-Lim iterations (librosa, on the CPU) estimate a phase. It ignores
+    ``f0`` and ``rng``; the sound is phasey and buzzy next to NSF-HiFiGAN, but it is a faithful
+    rendering of the mel, so shallow diffusion can be heard and measured without a
+    pretrained vocoder. ``load_vocoder("griffin-lim")`` returns one.
+    """
+
+    pretrained = False
+
+    def __init__(self, *, sampling_rate: int = 44100, hop_size: int = 512, n_fft: int = 2048,
+                 num_mels: int = 128, fmin: float = 40.0, fmax: float = 16000.0,
+                 n_iter: int = 32):
+        import ml_collections
+
+        self.sampling_rate, self.hop_size, self.num_mels = sampling_rate, hop_size, num_mels
+        self.n_iter = int(n_iter)
+        self.config = ml_collections.ConfigDict(dict(
+            sampling_rate=sampling_rate, hop_size=hop_size, n_fft=n_fft, win_size=n_fft,
+            num_mels=num_mels, fmin=fmin, fmax=fmax, kind=GRIFFIN_LIM))
+        self.trace_count = 0
+
+    def __repr__(self) -> str:
+        return f"GriffinLimVocoder(n_iter={self.n_iter}, no weights)"
+
+    mel = Vocoder.mel
+
+    def __call__(self, mel, f0=None, rng: jax.Array | None = None, lengths=None) -> np.ndarray:
+        """Waveform ``(B, T * hop)`` of ``mel`` ``(B, T, num_mels)`` (``(T, C)`` -> ``(T * hop,)``);
+        ``f0`` and ``rng`` are accepted for the :class:`Vocoder` signature and unused."""
+        import librosa
+
+        mel = np.asarray(mel, np.float32)
+        unbatched = mel.ndim == 2
+        if unbatched:
+            mel = mel[None]
+        if mel.ndim != 3 or mel.shape[-1] != self.num_mels or mel.shape[1] == 0:
+            raise ValueError(f"mel must be (B, T, {self.num_mels}) with T > 0, got shape "
+                             f"{np.shape(mel)}")
+        if not np.isfinite(mel).all():
+            raise ValueError("mel must be finite")
+        b, t, _ = mel.shape
+        lengths = np.full((b,), t) if lengths is None else np.asarray(lengths).reshape(-1)
+        c, hop = self.config, self.hop_size
+        # The analysis frame t is centred on sample t * hop + (n_fft / 2 - (n_fft - hop) / 2)
+        # (reflect padding of (win - hop) / 2, no centring); librosa centres frame t on t * hop.
+        delay = c.n_fft // 2 - (c.n_fft - hop + 1) // 2
+        out = np.zeros((b, t * hop), np.float32)
+        for i in range(b):
+            n = int(lengths[i])
+            magnitude = librosa.feature.inverse.mel_to_stft(
+                np.exp(mel[i, :n].T.astype(np.float64)), sr=self.sampling_rate,
+                n_fft=c.n_fft, power=1.0, fmin=c.fmin, fmax=c.fmax)
+            wav = librosa.griffinlim(magnitude, n_iter=self.n_iter, hop_length=hop,
+                                     win_length=c.n_fft, n_fft=c.n_fft, center=True,
+                                     random_state=0)     # (n - 1) * hop samples
+            m = min(len(wav), n * hop - delay)
+            out[i, delay:delay + m] = wav[:m]
+        return out[0] if unbatched else out
+
+
 def load_vocoder(path: str | os.PathLike, config: str | os.PathLike | None = None, *,
-                 dtype: Any = None, devices=None) -> Vocoder:
-    """Load the NSF-HiFiGAN vocoder.
+                 dtype: Any = None, devices=None) -> Vocoder | GriffinLimVocoder:
+    """Load the NSF-HiFiGAN vocoder (``"griffin-lim"``: the weightless
+    :class:`GriffinLimVocoder` instead).
 
     ``path``: the reference's ``model`` file (``{'generator': state_dict}``) with its
     ``config`` (default: ``config.json`` beside it), or an svcjax model directory written by
@@ -132,6 +199,8 @@ def load_vocoder(path: str | os.PathLike, config: str | os.PathLike | None = Non
     from svcjax.convert import nsf_hifigan as convert
 
     path = os.fspath(path)
+    if path == GRIFFIN_LIM:
+        return GriffinLimVocoder()
     if os.path.isdir(path):
         if config is not None:
             raise ValueError(f"{path} is a model directory; it carries its own config")
