@@ -12,6 +12,8 @@ Gradients flow back through the stacking to each named parameter, so training is
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
@@ -19,7 +21,25 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["stack_layers", "scan_layers"]
+__all__ = ["stack_layers", "scan_layers", "unrolled"]
+
+_STATE = threading.local()
+
+
+@contextlib.contextmanager
+def unrolled(enabled: bool = True):
+    """Within this context (while tracing), :func:`scan_layers` unrolls its loop fully.
+
+    Training steps use it: XLA's CPU backend runs the reverse pass of a layer scan ~10x
+    slower than the same layers unrolled (the text encoder's gradient: 1.0 s -> 0.1 s), at
+    the cost of compiling each layer separately. Inference keeps the compact scan.
+    """
+    before = getattr(_STATE, "unrolled", False)
+    _STATE.unrolled = bool(enabled)
+    try:
+        yield
+    finally:
+        _STATE.unrolled = before
 
 
 def stack_layers(params: Mapping[str, Any], groups: Mapping[str, str],
@@ -47,5 +67,6 @@ def scan_layers(layer: nn.Module, stacked: Mapping[str, Any], x: Any, *args,
         out = layer.apply({"params": params}, carry, *args, *more, rngs=rngs, **kwargs)
         return out, None
 
-    out, _ = lax.scan(body, x, (stacked, xs, jnp.arange(n)), reverse=reverse)
+    unroll = n if getattr(_STATE, "unrolled", False) else 1
+    out, _ = lax.scan(body, x, (stacked, xs, jnp.arange(n)), reverse=reverse, unroll=unroll)
     return out

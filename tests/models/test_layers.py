@@ -98,3 +98,38 @@ def test_mismatch_lists_every_problem():
     msg = str(e.value)
     assert "G_0.pth" in msg and "missing (1): bias\n" in msg and "unexpected (1): extra.weight" in msg
     assert "wrong shape (1): weight" in msg
+
+
+@pytest.mark.parametrize("shape", [
+    (2, 100, 16, 64, 41, 4, (20, 20), 1, 4),    # the scale discriminator's grouped layers
+    (3, 57, 8, 8, 5, 1, (4, 4), 2, 8),           # depthwise, dilated
+    (2, 33, 12, 12, 4, 3, (1, 2), 3, 2),         # asymmetric padding, stride and dilation
+    (1, 40, 6, 9, 3, 2, (0, 1), 1, 1),           # groups=1 (the polyphase transposed conv)
+])
+def test_grouped_conv1d_gradients_equal_autodiff(shape):
+    from svcjax.models.layers import _conv1d, grouped_conv1d
+
+    b, t, c, o, k, s, pad, d, g = shape
+    rs = np.random.RandomState(0)
+    x = jnp.asarray(rs.randn(b, t, c).astype(np.float32))
+    w = jnp.asarray(rs.randn(k, c // g, o).astype(np.float32))
+    hi = jax.lax.Precision.HIGHEST
+    ours = jax.grad(lambda x, w: jnp.sum(jnp.sin(grouped_conv1d(x, w, s, pad, d, g, hi))),
+                    (0, 1))(x, w)
+    ref = jax.grad(lambda x, w: jnp.sum(jnp.sin(_conv1d(x, w, s, pad, d, g, hi))), (0, 1))(x, w)
+    for a, r in zip(ours, ref):
+        np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5 * float(jnp.abs(r).max()))
+
+
+def test_conv2d_k_by_1_kernel_equals_the_2d_convolution():
+    from svcjax.models.layers import Conv2d
+
+    x = jnp.asarray(np.random.RandomState(1).randn(2, 40, 3, 8).astype(np.float32))
+    m = Conv2d(16, (5, 1), (3, 1), padding=(2, 0), precision="highest")
+    p = m.init(jax.random.PRNGKey(0), x)
+    y = m.apply(p, x)
+    k = p["params"]["kernel"]
+    ref = jax.lax.conv_general_dilated(x, k, (3, 1), [(2, 2), (0, 0)],
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                       precision="highest") + p["params"]["bias"]
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
