@@ -30,7 +30,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo: demo-tools $(STAMP)
-	$(PY) -m svcjax.demo
+	$(PY) -m svcjax.demo --workdir $(DEMO_DIR)
 
 # The real voices the demo corpus is made from (Debian packages), installed when missing.
 demo-tools:

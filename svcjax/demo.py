@@ -1,0 +1,261 @@
+"""``make demo``: the whole svcjax job on a fresh machine, on CPU, in about a quarter of an hour.
+
+    python -m svcjax.demo [--workdir /tmp/svcjax_demo] [--encoder checkpoint_best_legacy_500.pt]
+                          [--vocoder pretrain/nsf_hifigan/model] [--sovits-steps N] ...
+
+1. **Voices**: a small multi-speaker corpus from the real voices Debian ships (flite and
+   festival, made sung-like with sox: ``data/demo_corpus.py``); one clip per speaker is held
+   out for evaluation.
+2. **Corpus**: ``svcjax build-corpus`` into a TFDS ArrayRecord dataset: content units, F0
+   (dio), volume, mels. No pretrained ContentVec exists offline, so unless ``--encoder`` names
+   one, a randomly initialised vec768l12 encoder is saved and used (its units carry acoustic
+   but no linguistic content; say so when you listen).
+3. **Training**: the tiny So-VITS-SVC generator (GAN, ``configs/sovits_44k.py:variant=tiny``)
+   and a small shallow-diffusion score network (``configs/diffusion_44k.py:variant=shallow``,
+   narrowed) for 200 and 1500 steps, with Orbax checkpoints and TensorBoard logs; both
+   are exported in the reference's own file formats (``G_*.pth``, ``model_*.pt``).
+4. **Conversion**: a held-out clip to another speaker, SoVITS alone and with shallow
+   diffusion (DPM-Solver++), written as wav files.
+5. **Evaluation**: ``eval.py``'s runner on the held-out clips: mel distance, MCD, F0 RMSE /
+   GPE / V-UV error against the source, real-time factor, into JSON, CSV and TensorBoard.
+
+Without ``--vocoder`` the diffusion mel is turned into audio by the weightless Griffin-Lim
+fallback (:class:`svcjax.vocoder.GriffinLimVocoder`): NSF-HiFiGAN weights are a user file.
+A few CPU minutes of training make a voice that is recognisably pitched and timed like the
+source but buzzy; the point is the complete, real path, every stage of which scales to
+real data and accelerators. Re-running resumes: finished stages are skipped, training
+continues from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = ("flite", "text2wave", "sox")
+
+
+def _say(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def _check_tools() -> None:
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        raise SystemExit(f"svcjax.demo: {', '.join(missing)} not found; the demo corpus is "
+                         "made with Debian's flite, festival and sox (`make demo-tools` "
+                         "installs them)")
+
+
+def make_voices(workdir: Path, per_speaker: int) -> tuple[Path, Path]:
+    """Synthesize the corpus; hard-link all but one clip per speaker into ``train/`` and the
+    held-out ones into ``heldout/``. Returns (train root, held-out root)."""
+    script = REPO / "data" / "demo_corpus.py"
+    if not script.exists():
+        raise SystemExit(f"svcjax.demo: {script} not found; run the demo from a checkout of "
+                         "svcjax (`make demo`)")
+    raw = workdir / "voices"
+    subprocess.run([sys.executable, str(script), str(raw), "--per-speaker", str(per_speaker)],
+                   check=True)
+    train, held = workdir / "train", workdir / "heldout"
+    for spk_dir in sorted(p for p in raw.iterdir() if p.is_dir()):
+        files = sorted(p for p in spk_dir.iterdir() if p.is_file())
+        for i, f in enumerate(files):
+            dst = (held if i == 0 else train) / spk_dir.name / f.name
+            if not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.link(f, dst)
+    return train, held
+
+
+def content_encoder(workdir: Path, encoder: str | None) -> tuple[str, bool]:
+    """The encoder file or directory to use, and whether it is pretrained."""
+    if encoder:
+        if not os.path.exists(encoder):
+            raise SystemExit(f"svcjax.demo: content encoder {encoder!r} not found")
+        return encoder, True
+    path = workdir / "models" / "encoder_random"
+    from svcjax import checkpoint
+
+    if not checkpoint.is_model_dir(path):
+        import svcjax
+
+        _say("no pretrained ContentVec is available offline: using a RANDOMLY INITIALISED "
+             "vec768l12 encoder (pass --encoder checkpoint_best_legacy_500.pt for real units)")
+        enc = svcjax.init_content_encoder("vec768l12", rng=0)
+        cfg = enc.config.copy_and_resolve_references()
+        cfg.pretrained = False
+        checkpoint.save_model_dir(path, enc.params, cfg)
+    return str(path), False
+
+
+def build_corpus(train_root: Path, data_dir: Path, encoder: str) -> dict:
+    from svcjax import corpus, featurizer
+
+    feat = featurizer.Featurizer.from_config(dict(encoder=encoder, f0_method="dio"))
+    corpus.build_corpus(train_root, data_dir, feat, dict(val_per_speaker=1), log=_say)
+    return corpus.load_metadata(data_dir)
+
+
+def sovits_config(data_dir: Path, speakers: dict, steps: int, batch: int):
+    from configs import sovits_44k
+
+    c = sovits_44k.get_config("variant=tiny")
+    c.spk = dict(speakers)
+    c.model.n_speakers = len(speakers)
+    c.data.data_dir = str(data_dir)
+    c.data.crop_frames = 64
+    # A quarter-width discriminator (1/16 of its FLOPs; the full one is most of a CPU step):
+    # the demo trains for minutes, not days.
+    c.discriminator.width_div = 4
+    c.train.update(num_steps=steps, batch_size=batch, eval_interval=max(steps // 2, 1),
+                   keep_ckpts=2, log_every=10)
+    return c
+
+
+def diffusion_config(data_dir: Path, speakers: dict, steps: int, batch: int, k_step_max: int):
+    from configs import diffusion_44k
+
+    c = diffusion_44k.get_config(f"variant=shallow,k_step_max={k_step_max}")
+    c.spk = dict(speakers)
+    c.model.n_spk = len(speakers)
+    c.model.update(n_layers=6, n_chans=128, n_hidden=128)
+    c.data.data_dir = str(data_dir)
+    c.data.duration = 1.0
+    c.train.update(num_steps=steps, batch_size=batch, interval_val=max(steps // 2, 1),
+                   log_every=10)
+    return c
+
+
+def train_and_export(config, run_dir: Path, out_dir: Path, what: str) -> list[str]:
+    from svcjax import trainer
+
+    _say(f"training the {what} for {config.train.num_steps} steps in {run_dir} "
+         "(re-running resumes)")
+    t0 = time.perf_counter()
+    result = trainer.train(config, str(run_dir))
+    if result.preempted:
+        raise SystemExit(f"svcjax.demo: {what} training was interrupted at step "
+                         f"{result.step}; run the demo again to resume")
+    _say(f"{what}: step {result.step} in {time.perf_counter() - t0:.0f} s; last losses: "
+         + ", ".join(f"{k}={v:.3g}" for k, v in sorted(result.metrics.items())
+                     if k.startswith("loss")))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    return trainer.export_run(str(run_dir), str(out_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m svcjax.demo", description=__doc__.split("\n")[0])
+    p.add_argument("--workdir", default=os.environ.get("DEMO_DIR", "/tmp/svcjax_demo"))
+    p.add_argument("--encoder", help="a ContentVec / HuBERT checkpoint (vec768l12); default: "
+                                     "a random-initialised encoder")
+    p.add_argument("--vocoder", help="NSF-HiFiGAN 'model' file (config.json beside it); "
+                                     "default: the Griffin-Lim fallback")
+    p.add_argument("--per-speaker", type=int, default=24, help="clips per speaker")
+    p.add_argument("--sovits-steps", type=int, default=200)
+    p.add_argument("--diffusion-steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=4, help="generator batch")
+    p.add_argument("--diffusion-batch-size", type=int, default=8)
+    p.add_argument("--k-step", type=int, default=100, help="shallow diffusion depth")
+    args = p.parse_args(argv)
+    _check_tools()
+    sys.path.insert(0, str(REPO))            # configs/ and data/ live in the checkout
+    work = Path(args.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    _say(f"1/5 voices -> {work / 'voices'}")
+    train_root, held_root = make_voices(work, args.per_speaker)
+
+    _say("2/5 corpus (TFDS ArrayRecord): units, F0 (dio), volume, mels")
+    encoder, pretrained = content_encoder(work, args.encoder)
+    data_dir = work / "data"
+    meta = build_corpus(train_root, data_dir, encoder)
+    speakers = dict(meta["speakers"])
+    _say(f"speakers: {', '.join(speakers)}")
+
+    _say("3/5 training")
+    sov_files = train_and_export(
+        sovits_config(data_dir, speakers, args.sovits_steps, args.batch_size),
+        work / "runs" / "sovits", work / "models" / "sovits", "tiny So-VITS-SVC generator")
+    dif_files = train_and_export(
+        diffusion_config(data_dir, speakers, args.diffusion_steps, args.diffusion_batch_size,
+                         args.k_step),
+        work / "runs" / "diffusion", work / "models" / "diffusion",
+        "shallow-diffusion score network")
+    g_pth = next(f for f in sov_files if os.path.basename(f).startswith("G_"))
+    d_pt = next(f for f in dif_files if f.endswith(".pt"))
+
+    _say("4/5 conversion")
+    from svcjax import evaluate, pipeline
+    from svcjax.audio import io
+
+    vocoder = args.vocoder or "griffin-lim"
+    if not args.vocoder:
+        _say("no NSF-HiFiGAN weights offline: the diffusion mel is rendered with the "
+             "Griffin-Lim fallback (pass --vocoder pretrain/nsf_hifigan/model)")
+    conv = pipeline.Converter.from_paths(g_pth, encoder=encoder, diffusion=d_pt,
+                                         vocoder=vocoder)
+    names = list(speakers)
+    source_spk = names[0]
+    target = names[-1]
+    src = sorted((held_root / source_spk).iterdir())[0]
+    out_dir = work / "converted"
+    out_dir.mkdir(exist_ok=True)
+    outputs = {}
+    for tag, shallow in (("sovits", False), (f"diffusion_k{args.k_step}", True)):
+        opt = pipeline.ConvertOptions(speaker=target, f0_method="dio", k_step=args.k_step,
+                                      method="dpm-solver++", speedup=10,
+                                      shallow_diffusion=shallow)
+        out = out_dir / f"{src.stem}_to_{target}_{tag}.wav"
+        written, failed = pipeline.convert_files(conv, [str(src)], [str(out)], opt,
+                                                 progress=False, log=_say)
+        if failed:
+            raise SystemExit(f"svcjax.demo: conversion failed: {failed}")
+        outputs[tag] = out
+    wav, _ = io.load_audio(str(src), sr=44100)
+    io.save_audio(str(out_dir / f"{src.stem}_source.wav"), wav, 44100)
+
+    _say("5/5 evaluation (eval.py's runner) on the held-out clips")
+    from configs import eval as eval_config
+
+    ec = eval_config.get_config("variant=full")
+    ec.speakers = (target,)
+    ec.diffusion_k = (args.k_step,)
+    ec.samplers = ("dpm-solver++",)
+    ec.metrics = ("mel", "mcd", "f0", "rtf")
+    ec.audio_samples = 1
+    ec.data.path = str(held_root)
+    eval_dir = work / "eval_run"
+    metrics = evaluate.run_evaluation(ec, eval_dir, converter=conv, log=_say)
+
+    _say(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
+    print()
+    print(f"  source clip        {out_dir / (src.stem + '_source.wav')}  ({source_spk})")
+    for tag, out in outputs.items():
+        print(f"  converted ({tag:<14}) {out}  (-> {target})")
+    print(f"  metrics            {eval_dir / evaluate.EVAL_DIR / 'metrics.csv'}")
+    print(f"  models             {work / 'models'}  (G_*.pth, model_*.pt: the reference's "
+          "formats)")
+    print(f"  TensorBoard        tensorboard --logdir {work}")
+    keys = [k for k in sorted(metrics) if k.count("/") == 1 and
+            k.split("/")[1] in ("mel_l1", "mcd", "f0_rmse_cents", "gpe", "vuv_error", "rtf")]
+    if keys:
+        print()
+        for k in keys:
+            print(f"  {k:<40} {metrics[k]:.4g}")
+    if not pretrained:
+        print("\n  (units from a random-initialised content encoder: pass --encoder for "
+              "real ContentVec units)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
