@@ -123,41 +123,12 @@ def build_diffusion(variant, ref, n_spk=2):
     """The template Unit2Mel with random weights (the reference's own with ``ref``)."""
     import importlib.util
 
-    from configs.diffusion_44k import get_config
-    from svcjax.convert.torch_params import state_dict_to_params
-    from svcjax.diffusion import Diffusion
-    from svcjax.models.unit2mel import build_model
-
     spec = importlib.util.spec_from_file_location(
         "bench_diffusion", os.path.join(ROOT, "bench", "diffusion.py"))
     bench_diffusion = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_diffusion)
-    config = get_config(f"variant={variant},n_spk={n_spk}")
-    shapes = bench_diffusion._shapes(build_model(config), config, n_spk)
-    ref_model = None
-    if ref:
-        import torch
-        from make_diffusion import _import_reference
-
-        unit2mel = _import_reference(ref)
-        m = config.model
-        torch.manual_seed(0)
-        ref_model = unit2mel.Unit2Mel(config.data.encoder_out_channels, n_spk, m.use_pitch_aug,
-                                      128, m.n_layers, m.n_chans, m.n_hidden, m.timesteps,
-                                      m.k_step_max)
-        with torch.no_grad():
-            torch.nn.init.normal_(ref_model.decoder.denoise_fn.output_projection.weight,
-                                  std=0.02)
-        ref_model.eval()
-        sd = {k: v.numpy() for k, v in ref_model.state_dict().items()}
-        prefix = "decoder.denoise_fn."
-        params = state_dict_to_params(sd, shapes, rename=lambda k: (
-            "denoise_fn." + k[len(prefix):]) if k.startswith(prefix) else (
-            None if k.startswith("decoder.") else k))
-    else:
-        r = np.random.RandomState(0)
-        params = jax.tree.map(lambda s: (0.02 * r.randn(*s.shape)).astype(np.float32), shapes)
-    return Diffusion(params, config), ref_model
+    _, diff, ref_model = bench_diffusion.build_models(variant, ref, n_spk)
+    return diff, ref_model
 
 
 def main():

@@ -52,28 +52,17 @@ def _shapes(model, config, n_spk):
         jnp.zeros((b,))))["params"]
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ref", default=None, help="So-VITS-SVC checkout (reference timings)")
-    ap.add_argument("--variant", default="full", choices=["full", "test"])
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--k-step", type=int, default=100)
-    ap.add_argument("--methods", default="dpm-solver++:10",
-                    help="comma-separated method:speedup (e.g. ddim:10,pndm:10,unipc:10,ddpm:1)")
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
-
-    n_spk = 2
-    config = get_config(f"variant={args.variant},n_spk={n_spk}")
-    model = build_model(config)
-    shapes = _shapes(model, config, n_spk)
+def build_models(variant, ref=None, n_spk=2):
+    """``(config, Diffusion, reference Unit2Mel or None)``: the template Unit2Mel with random
+    weights; with ``ref`` the reference builds it and svcjax imports its state_dict."""
+    config = get_config(f"variant={variant},n_spk={n_spk}")
+    shapes = _shapes(build_model(config), config, n_spk)
     ref_model = None
-    if args.ref:
+    if ref:
         import torch
         sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
         from make_diffusion import _import_reference
-        unit2mel = _import_reference(args.ref)
+        unit2mel = _import_reference(ref)
         m = config.model
         torch.manual_seed(0)
         ref_model = unit2mel.Unit2Mel(config.data.encoder_out_channels, n_spk, m.use_pitch_aug, 128,
@@ -89,7 +78,23 @@ def main():
     else:
         rs = np.random.RandomState(0)
         params = jax.tree.map(lambda s: (0.02 * rs.randn(*s.shape)).astype(np.float32), shapes)
-    diff = Diffusion(params, config)
+    return config, Diffusion(params, config), ref_model
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ref", default=None, help="So-VITS-SVC checkout (reference timings)")
+    ap.add_argument("--variant", default="full", choices=["full", "test"])
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--k-step", type=int, default=100)
+    ap.add_argument("--methods", default="dpm-solver++:10",
+                    help="comma-separated method:speedup (e.g. ddim:10,pndm:10,unipc:10,ddpm:1)")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    n_spk = 2
+    config, diff, ref_model = build_models(args.variant, args.ref, n_spk)
 
     b, t = args.batch, int(round(args.seconds * 44100 / 512))
     rs = np.random.RandomState(1)

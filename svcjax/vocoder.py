@@ -40,6 +40,19 @@ def vocode(module, params, mel, f0, mask=None, rng=None):
     return module.apply({"params": params}, mel, f0, None, mask, rngs=rngs)
 
 
+def _batched_mel(mel, num_mels: int) -> tuple[np.ndarray, bool]:
+    """``(B, T, num_mels)`` float32 of a batched or unbatched ``(T, num_mels)`` mel, and
+    whether it was unbatched; one error for any other shape."""
+    mel = np.asarray(mel, np.float32)
+    unbatched = mel.ndim == 2
+    if unbatched:
+        mel = mel[None]
+    if mel.ndim != 3 or mel.shape[-1] != num_mels or mel.shape[1] == 0:
+        raise ValueError(f"mel must be (B, T, {num_mels}) with T > 0, got shape "
+                         f"{np.shape(mel)}")
+    return mel, unbatched
+
+
 class Vocoder:
     """A loaded NSF-HiFiGAN vocoder: ``config`` (ConfigDict), ``params``, ``trace_count``."""
 
@@ -78,13 +91,7 @@ class Vocoder:
         """Waveform ``(B, T * hop)`` (NumPy, zero past each clip's length) of ``mel``
         ``(B, T, num_mels)`` and ``f0`` ``(B, T)`` Hz (0 = unvoiced); unbatched ``(T, C)`` /
         ``(T,)`` give ``(T * hop,)``. ``lengths`` ``(B,)`` valid frames per clip."""
-        mel = np.asarray(mel, np.float32)
-        unbatched = mel.ndim == 2
-        if unbatched:
-            mel = mel[None]
-        if mel.ndim != 3 or mel.shape[-1] != self.num_mels or mel.shape[1] == 0:
-            raise ValueError(f"mel must be (B, T, {self.num_mels}) with T > 0, got shape "
-                             f"{np.shape(mel)}")
+        mel, unbatched = _batched_mel(mel, self.num_mels)
         b, t, _ = mel.shape
         f0 = np.asarray(f0, np.float32)
         if unbatched and f0.ndim == 1:
@@ -158,13 +165,7 @@ class GriffinLimVocoder:
         ``f0`` and ``rng`` are accepted for the :class:`Vocoder` signature and unused."""
         import librosa
 
-        mel = np.asarray(mel, np.float32)
-        unbatched = mel.ndim == 2
-        if unbatched:
-            mel = mel[None]
-        if mel.ndim != 3 or mel.shape[-1] != self.num_mels or mel.shape[1] == 0:
-            raise ValueError(f"mel must be (B, T, {self.num_mels}) with T > 0, got shape "
-                             f"{np.shape(mel)}")
+        mel, unbatched = _batched_mel(mel, self.num_mels)
         if not np.isfinite(mel).all():
             raise ValueError("mel must be finite")
         b, t, _ = mel.shape
