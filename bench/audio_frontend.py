@@ -1,6 +1,6 @@
 """Audio front-end speed, side by side with the PyTorch reference, and resampling quality.
 
-    python bench/audio_frontend.py --ref /work/main/.ref/so-vits-svc [--batch 8 --seconds 10]
+    python bench/audio_frontend.py --ref .ref/so-vits-svc [--batch 8 --seconds 10]
 
 Times each svcjax function (jit-compiled, warmed up; median of --repeats) on a (B, L) batch
 of 44.1 kHz audio built from the committed voice clips, and the reference's function on the

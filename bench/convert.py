@@ -1,6 +1,6 @@
 """Conversion speed: vocoder, shallow diffusion and end to end, side by side with the reference.
 
-    python bench/convert.py --ref /work/main/.ref/so-vits-svc            # the figures
+    python bench/convert.py --ref .ref/so-vits-svc            # the figures
     python bench/convert.py --seconds 2 --batches 1 --variant test       # a quick smoke run
 
 On ``--seconds`` of audio (10 by default: 861 frames) and each batch size in ``--batches``

@@ -1,6 +1,6 @@
 """Shallow-diffusion sampling speed, side by side with the PyTorch reference.
 
-    python bench/diffusion.py --ref /work/main/.ref/so-vits-svc [--batch 4 --seconds 5]
+    python bench/diffusion.py --ref .ref/so-vits-svc [--batch 4 --seconds 5]
 
 Builds the template Unit2Mel (20 layers x 512 channels; ``--variant test`` for the tiny one)
 with random weights - the reference's own when ``--ref`` is given, imported into svcjax - and

@@ -2,7 +2,7 @@
 
     python bench/input_pipeline.py                          # builds a corpus from the test voices
     python bench/input_pipeline.py --corpus DATA_DIR        # an existing svc_corpus
-    python bench/input_pipeline.py --ref /work/main/.ref/so-vits-svc   # + the PyTorch loader
+    python bench/input_pipeline.py --ref .ref/so-vits-svc   # + the PyTorch loader
 
 Prints seconds and rates (audio seconds per second, batches per second) and, with ``--ref``,
 the reference's ``TextAudioSpeakerLoader`` + ``TextAudioCollate`` (batch 6, 790-frame crops)

@@ -1,7 +1,7 @@
 """So-VITS-SVC 4.1 generator inference: svcjax (jit) vs the PyTorch reference, same CPU.
 
     python bench/sovits_infer.py                                   # svcjax only
-    python bench/sovits_infer.py --ref /work/main/.ref/so-vits-svc  # side by side
+    python bench/sovits_infer.py --ref .ref/so-vits-svc  # side by side
 
 Template config (192 hidden, 768 filter, 6 layers, HiFiGAN 512 channels) with random weights,
 10 s of audio (861 frames at 44.1 kHz / 512), batch 1 and 8, the reference's default noise

@@ -1,6 +1,6 @@
 """Training-step speed, side by side with the PyTorch reference.
 
-    python bench/train_step.py --ref /work/main/.ref/so-vits-svc
+    python bench/train_step.py --ref .ref/so-vits-svc
     python bench/train_step.py --model sovits --batch 2 --frames 100      # svcjax only
     python bench/train_step.py --model diffusion --variant full --batch 48 --frames 172
 

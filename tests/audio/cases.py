@@ -1,8 +1,8 @@
 """Inputs shared by the audio tests and tests/fixtures/make_audio.py, and the reference loader.
 
-The reference (So-VITS-SVC 4.1-Stable) is imported by path from ``$SVCJAX_REF`` or
-/work/main/.ref/so-vits-svc, with stub modules for imports its audio code does not use
-(faiss, sklearn, torchaudio, rich). It is never copied into this repository.
+The reference (So-VITS-SVC 4.1-Stable) is imported by path from ``$SVCJAX_REF`` or, by
+default, ``.ref/so-vits-svc`` in the checkout, with stub modules for imports its audio code does
+not use (faiss, sklearn, torchaudio, rich). It is never copied into this repository.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import soundfile as sf
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VOICES = os.path.join(ROOT, "tests", "fixtures", "voices")
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "audio", "reference.npz")
-DEFAULT_REF = "/work/main/.ref/so-vits-svc"
+DEFAULT_REF = os.environ.get("SVCJAX_REF") or os.path.join(ROOT, ".ref", "so-vits-svc")
 
 # vocoder-mel cases of the fixture: (keyshift, speed, clip length or None for the whole clip)
 VOCODER_CASES = [(0.0, 1.0, None), (2.7, 1.0, None), (-4.3, 1.0, None), (0.0, 1.25, None),

@@ -12,7 +12,8 @@ from svcjax.convert import torch_pickle
 
 FIX = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures",
                    "sovits")
-REF = os.environ.get("SVCJAX_REF") or "/work/main/.ref/so-vits-svc"
+REF = os.environ.get("SVCJAX_REF") or os.path.join(os.path.dirname(os.path.dirname(FIX)), "..",
+                                                  ".ref", "so-vits-svc")
 
 
 def _load(case):
