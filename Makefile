@@ -23,10 +23,11 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The suite CI runs (tests marked slow are left out; `make test-all` runs them too).
-test: $(STAMP)
+# demo-tools: the F0-accuracy and demo-corpus tests sing with the same Debian voices as the demo.
+test: demo-tools $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
 
-test-all: $(STAMP)
+test-all: demo-tools $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo: demo-tools $(STAMP)
