@@ -20,6 +20,7 @@ increment, a chirp over the first 11.6 ms; here it is a constant phase offset).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -139,9 +140,13 @@ class GriffinLimVocoder:
     ``f0`` and ``rng``; the sound is phasey and buzzy next to NSF-HiFiGAN, but it is a faithful
     rendering of the mel, so shallow diffusion can be heard and measured without a
     pretrained vocoder. ``load_vocoder("griffin-lim")`` returns one.
+
+    It never clips: a clip whose waveform would peak above ``peak_limit`` (0.99 of full
+    scale) is scaled down as a whole to that peak, with a logged warning giving the gain.
     """
 
     pretrained = False
+    peak_limit = 0.99
 
     def __init__(self, *, sampling_rate: int = 44100, hop_size: int = 512, n_fft: int = 2048,
                  num_mels: int = 128, fmin: float = 40.0, fmax: float = 16000.0,
@@ -185,6 +190,12 @@ class GriffinLimVocoder:
                                      random_state=0)     # (n - 1) * hop samples
             m = min(len(wav), n * hop - delay)
             out[i, delay:delay + m] = wav[:m]
+            peak = float(np.abs(out[i]).max())
+            if peak > self.peak_limit:   # a mel louder than full scale: scale, never clip
+                out[i] *= self.peak_limit / peak
+                logging.warning("griffin-lim: clip %d peaked at %.2f of full scale; scaled by "
+                                "%.1f dB to %.2f instead of clipping", i, peak,
+                                20 * np.log10(self.peak_limit / peak), self.peak_limit)
         return out[0] if unbatched else out
 
 

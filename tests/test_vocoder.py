@@ -117,3 +117,22 @@ def test_griffin_lim_fallback_inverts_the_vocoder_mel_in_place():
     assert np.abs(back - mel)[loud].mean() < 0.3
     with pytest.raises(ValueError, match="mel must be"):
         gl(np.zeros((1, 10, 80)), np.zeros((1, 10)))
+
+
+def test_griffin_lim_fallback_never_clips(caplog):
+    """A mel louder than full scale (an undertrained score network's) is scaled, not clipped:
+    peak 0.99, the waveform's shape kept, a warning with the gain."""
+    gl = vocoder.load_vocoder("griffin-lim")
+    sr = 44100
+    n = np.arange(sr)
+    quiet = 0.3 * np.sin(2 * np.pi * 220 * n / sr).astype(np.float32)
+    mel = np.array(gl.mel(np.stack([quiet, quiet])))
+    mel[1] += np.log(20.0)                        # the second clip 20x louder: ~6x full scale
+    with caplog.at_level("WARNING"):
+        y = gl(mel)
+    assert np.abs(y[0]).max() < 0.99              # the quiet clip is untouched
+    assert np.abs(y[1]).max() == pytest.approx(0.99, rel=1e-6)
+    assert (np.abs(y[1]) >= 0.99 - 1e-6).mean() < 1e-3   # no run of clipped samples
+    corr = np.corrcoef(y[0], y[1])[0, 1]          # same waveform, only scaled
+    assert corr > 0.99, corr
+    assert "clip 1 peaked at" in caplog.text and "instead of clipping" in caplog.text
