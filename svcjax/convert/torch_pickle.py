@@ -511,8 +511,10 @@ def load(path: str | os.PathLike) -> Any:
                 return _load_zip(zf, path)
         with open(path, "rb") as f:
             return _load_legacy(f, path)
-    except TorchFileError:
-        raise
+    except TorchFileError as e:
+        if str(e).startswith(path):
+            raise
+        raise TorchFileError(f"{path}: {e}") from None  # a check deep in the pickle
     except (OSError, MemoryError) as e:
         raise TorchFileError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e})") from None
     except Exception as e:  # noqa: BLE001 - corrupt data surfaces as many exception types

@@ -4,6 +4,7 @@ never runs code from them: every global outside the allowlist is refused."""
 import argparse
 import collections
 import os
+import re
 import sys
 import types
 
@@ -198,9 +199,12 @@ def test_records_stay_inert_under_build_and_reduce():
     (b"\x80\x02" + malicious._g("copy_reg", "_reconstructor") + b".", "copyreg._reconstructor"),
     (b"\x80\x02" + malicious._g("__builtin__", "apply") + b".", "builtins.apply"),
 ])
-def test_allowlisted_callables_take_data_only(data, needle):
+def test_allowlisted_callables_take_data_only(tmp_path, data, needle):
     with pytest.raises(torch_pickle.TorchFileError, match=needle):
         _loads(data)
+    path = malicious.write_legacy(tmp_path / "odd.pth", main=data)  # named in the message
+    with pytest.raises(torch_pickle.TorchFileError, match=f"^{re.escape(path)}: .*{needle}"):
+        torch_pickle.load(path)
 
 
 def test_python2_names_map_to_builtins():
