@@ -132,8 +132,9 @@ def test_wrong_kind_of_checkpoint(work, cmd, wrong, needle):
     shutil.copy(wrong, path)
     res = harness.run(_commands(out)[cmd](path), cwd=work)
     line = _check(res, out, needle)
-    harness.record(AREA, f"{os.path.basename(wrong)} given to {cmd.split()[-1]}",
-                   f"svcjax {cmd}", "handled", line)
+    what = {VOCODER: "vocoder model", DISC_D: "discriminator D_0.pth",
+            SOVITS_G: "generator G_1.pth"}[wrong]
+    harness.record(AREA, f"{what} given to {cmd.split()[-1]}", f"svcjax {cmd}", "handled", line)
 
 
 @pytest.fixture(scope="module")
