@@ -86,3 +86,61 @@ def test_broken_files_give_one_sentence_in_every_loader(tmp_path, loader, case):
     with pytest.raises(ValueError) as err:
         LOADERS[loader](path)
     _one_sentence(err.value, path)
+
+
+def test_damaged_model_dir_is_one_sentence(tmp_path):
+    import numpy as np
+
+    from svcjax import checkpoint
+
+    d = checkpoint.save_model_dir(tmp_path / "m", {"w": np.arange(4096, dtype=np.float32),
+                                                   "b": np.ones(3, np.float32)}, {"kind": "x"})
+    params, cfg = checkpoint.load_model_dir(d)
+    assert cfg.kind == "x" and params["w"][-1] == 4095
+    shards = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs
+              if os.path.basename(r) == "d"]
+    with open(max(shards, key=os.path.getsize), "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(checkpoint.ModelDirError, match="the model directory is damaged") as err:
+        checkpoint.load_model_dir(d)
+    _one_sentence(err.value, d)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        f.write("[1, 2]")
+    with pytest.raises(checkpoint.ModelDirError, match="holds list, not a config object"):
+        checkpoint.load_model_dir(d)
+
+
+def test_closed_event_loop_noise_is_dropped_and_nothing_else(monkeypatch):
+    """A failed Orbax restore leaves TensorStore callbacks that hit the closed event loop;
+    their RuntimeErrors reach sys.unraisablehook, which drops exactly those."""
+    import asyncio
+    import sys
+    import types
+
+    from svcjax import checkpoint
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    monkeypatch.setattr(checkpoint, "_QUIET_HOOK_SET", False)
+    checkpoint._quiet_closed_loop_callbacks()
+
+    def unraisable(exc):
+        return types.SimpleNamespace(exc_type=type(exc), exc_value=exc,
+                                     exc_traceback=exc.__traceback__, err_msg=None, object=None)
+
+    loop = asyncio.new_event_loop()
+    loop.close()
+    try:
+        loop.call_soon_threadsafe(lambda: None)
+    except RuntimeError as e:
+        closed = e
+    sys.unraisablehook(unraisable(closed))
+    assert seen == []
+    try:
+        raise RuntimeError("Event loop is closed")  # same words, raised elsewhere: kept
+    except RuntimeError as e:
+        other = e
+    sys.unraisablehook(unraisable(other))
+    sys.unraisablehook(unraisable(ValueError("x")))
+    assert [u.exc_value for u in seen] == [other, seen[1].exc_value]
+    assert isinstance(seen[1].exc_value, ValueError)
