@@ -102,12 +102,65 @@ def load_model_dir(path: str | os.PathLike) -> tuple[Any, ml_collections.ConfigD
     if not is_model_dir(path):
         raise ModelDirError(
             f"{path} is not an svcjax model directory (expected {CONFIG_NAME} and {PARAMS_NAME}/)")
-    with open(os.path.join(path, CONFIG_NAME)) as f:
-        # Keys may hold dots (e.g. speaker names), which ConfigDict refuses by default.
-        config = ml_collections.ConfigDict(json.load(f), allow_dotted_keys=True)
-    with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(os.path.join(path, PARAMS_NAME))
+    cfg_path = os.path.join(path, CONFIG_NAME)
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelDirError(f"{cfg_path} cannot be read as JSON ({_one_line(e)}); the model "
+                            "directory is damaged, import or export it again") from None
+    if not isinstance(raw, dict):
+        raise ModelDirError(f"{cfg_path} holds {type(raw).__name__}, not a config object; the "
+                            "model directory is damaged, import or export it again")
+    # Keys may hold dots (e.g. speaker names), which ConfigDict refuses by default.
+    config = ml_collections.ConfigDict(raw, allow_dotted_keys=True)
+    _quiet_closed_loop_callbacks()
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(os.path.join(path, PARAMS_NAME))
+    except Exception as e:  # noqa: BLE001 - Orbax/TensorStore report damage in many types
+        raise ModelDirError(f"{path}: the model directory is damaged, its parameters cannot be "
+                            f"read ({_one_line(e)}); import or export it again") from None
     return params, config
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+_QUIET_HOOK_SET = False
+
+
+def _quiet_closed_loop_callbacks() -> None:
+    """Drop the "Event loop is closed" noise of a failed Orbax restore.
+
+    When one array of a restore fails, Orbax's event loop ends while TensorStore still has
+    reads in flight; each of them later calls ``loop.call_soon_threadsafe`` on the closed loop
+    from a TensorStore thread, and Python prints every resulting ``RuntimeError`` as an
+    unraisable exception (dozens of tracebacks after the real error). This filter drops
+    exactly those (a ``RuntimeError('Event loop is closed')`` raised in asyncio's
+    ``_check_closed``) and passes everything else to the previous hook. Installed once.
+    """
+    global _QUIET_HOOK_SET
+    if _QUIET_HOOK_SET:
+        return
+    import sys
+
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        tb = unraisable.exc_traceback
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+                and tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"):
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    _QUIET_HOOK_SET = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +229,7 @@ class TrainCheckpointer:
         step = self.latest_step() if step is None else int(step)
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        _quiet_closed_loop_callbacks()
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
             items["data"] = _data_restore(data_iterator)

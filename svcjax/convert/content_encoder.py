@@ -101,7 +101,10 @@ def read_encoder_file(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarra
     if safetensors_reader.is_safetensors(path):
         obj: Any = safetensors_reader.load(path)
     else:
-        obj = torch_pickle.load(path)
+        try:
+            obj = torch_pickle.load(path)
+        except torch_pickle.TorchFileError as e:  # names the file and what is wrong with it
+            raise ContentEncoderFileError(f"cannot read the content encoder: {e}") from None
     return _identify(obj, path)
 
 

@@ -216,7 +216,10 @@ def import_checkpoint(model_path: str | os.PathLike, config_path: str | os.PathL
                 f"no config.yaml beside {model_path}; pass the diffusion config.yaml explicitly")
     config_path = os.fspath(config_path)
     config = config_from_yaml(read_config(config_path), config_path)
-    ckpt = torch_pickle.load(model_path)
+    try:
+        ckpt = torch_pickle.load(model_path)
+    except torch_pickle.TorchFileError as e:  # names the file and what is wrong with it
+        raise torch_pickle.TorchFileError(f"cannot read the diffusion checkpoint: {e}") from None
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("model"), Mapping):
         raise CheckpointMismatchError(
             f"{model_path}: expected a diffusion checkpoint {{'global_step', 'model'}}, got "

@@ -123,8 +123,8 @@ def load_vocoder_checkpoint(model_path: str | os.PathLike,
     config = read_config(config_path)
     try:
         ckpt = torch_pickle.load(model_path)
-    except Exception as e:  # corrupt or not a torch.save file
-        raise ValueError(f"cannot read {model_path!r} as a PyTorch checkpoint: {e}") from None
+    except torch_pickle.TorchFileError as e:  # names the file and what is wrong with it
+        raise torch_pickle.TorchFileError(f"cannot read the vocoder checkpoint: {e}") from None
     sd = _state_dict(ckpt, model_path)
     params = state_dict_to_params(sd, param_shapes(config),
                                   what=f"NSF-HiFiGAN vocoder {model_path!r}")

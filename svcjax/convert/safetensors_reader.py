@@ -73,6 +73,8 @@ def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
             dtype = np.dtype(_DTYPES[info["dtype"]])
             shape = tuple(int(s) for s in info["shape"])
             begin, end = (int(o) for o in info["data_offsets"])
+            if any(s < 0 for s in shape):
+                raise ValueError("negative dimension")
         except (KeyError, TypeError, ValueError):
             raise SafetensorsError(f"{path}: tensor {name!r} has an unsupported or malformed "
                                    f"entry {info!r}") from None

@@ -100,12 +100,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         obj = torch_pickle.load(path)
-    except Exception as e:  # a clear sentence instead of a pickle traceback
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({e})") from None
+    except torch_pickle.TorchFileError as e:  # names the file and what is wrong with it
+        raise torch_pickle.TorchFileError(f"cannot read the generator checkpoint: {e}") from None
     sd = obj.get("model", obj) if isinstance(obj, Mapping) else None
     if not isinstance(sd, Mapping) or not any(isinstance(v, np.ndarray) for v in sd.values()):
-        raise ValueError(f"{path} holds no generator state_dict (expected a dict with 'model' "
-                         "mapping tensor names to tensors, as train.py saves G_*.pth)")
+        from svcjax.convert.content_encoder import _describe
+
+        raise ValueError(f"{path} is {_describe(obj)}, not a So-VITS-SVC generator checkpoint "
+                         "(expected a dict with 'model' mapping tensor names to tensors, as "
+                         "train.py saves G_*.pth)")
     out = {}
     for k, v in sd.items():
         if not isinstance(v, np.ndarray):
@@ -114,8 +117,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         out[k] = v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) or \
             v.dtype.name == "bfloat16" else v
     if "emb_g.weight" not in out or "pre.weight" not in out:
-        raise ValueError(f"{path} is not a So-VITS-SVC generator checkpoint (no emb_g.weight / "
-                         "pre.weight; a D_*.pth or a diffusion/vocoder file?)")
+        from svcjax.convert.content_encoder import _describe
+
+        raise ValueError(f"{path} is {_describe(obj)}, not a So-VITS-SVC generator checkpoint "
+                         "(no emb_g.weight / pre.weight)")
     return out
 
 

@@ -262,8 +262,8 @@ def load_crepe(weights: str | os.PathLike | None = None,
 
     try:
         sd = torch_pickle.load(path)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
-        raise CrepeWeightsError(f"cannot read CREPE weights {path!r}: {e}") from None
+    except torch_pickle.TorchFileError as e:  # names the file and what is wrong with it
+        raise CrepeWeightsError(f"cannot read CREPE weights: {e}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     found = _capacity_of(sd)

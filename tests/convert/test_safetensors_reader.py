@@ -45,3 +45,11 @@ def test_errors(tmp_path):
         safetensors_reader.load(short)
     with pytest.raises(FileNotFoundError):
         safetensors_reader.load(tmp_path / "none.safetensors")
+
+
+def test_negative_dimensions_are_malformed(tmp_path):
+    header = b'{"w":{"dtype":"F32","shape":[-1,-2],"data_offsets":[0,8]}}'
+    neg = tmp_path / "neg.safetensors"
+    neg.write_bytes(len(header).to_bytes(8, "little") + header + b"\x00" * 8)
+    with pytest.raises(safetensors_reader.SafetensorsError, match="malformed entry"):
+        safetensors_reader.load(neg)
