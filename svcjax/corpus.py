@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -482,7 +483,8 @@ def plan_layout(files: Sequence[dict], speakers: Sequence[str], val_per_speaker:
             split[r] = "validation" if r in val else "train"
         if n_val < int(val_per_speaker):
             notes.append(f"speaker {spk!r} has {len(usable)} usable file"
-                         f"{'s' if len(usable) != 1 else ''} of {len(fs)}: {n_val} in "
+                         f"{'s' if len(usable) != 1 else ''} of {len(fs)}"
+                         + (f" ({_kinds(bad)})" if bad else "") + f": {n_val} in "
                          f"validation (val_per_speaker={val_per_speaker}), "
                          f"{len(usable) - n_val} in train")
     if not kept:
@@ -618,7 +620,14 @@ def build_corpus(root: str | os.PathLike, data_dir: str | os.PathLike,
         return None
     # Speakers and splits are decided on every host alike once all files are featurized;
     # host 0 run by hand writes the shards of the hosts that have not (from the shared cache).
-    layout = plan_layout(files, speakers, int(cfg.val_per_speaker), int(cfg.split_seed))
+    try:
+        layout = plan_layout(files, speakers, int(cfg.val_per_speaker), int(cfg.split_seed))
+    except ValueError:
+        if index == 0 and not keep_work:  # nothing usable: no work worth keeping
+            shutil.rmtree(base, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                base.parent.rmdir()  # DATA_DIR/svc_corpus, when it holds nothing else
+        raise
     writers = [index] if distributed or index != 0 else list(range(count))
     shares = assign_hosts(sources, count)
     for i in writers:

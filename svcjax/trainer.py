@@ -312,6 +312,8 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
     abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                             abstract, state_sharding)
 
+    if primary:
+        _remove_unfinished_saves(os.path.join(workdir, "checkpoints"))
     ckpt = TrainCheckpointer(os.path.join(workdir, "checkpoints"),
                              save_every=int(tcfg.checkpoint_every),
                              keep=int(tcfg.keep_checkpoints),
@@ -417,6 +419,26 @@ def _loop(task, config, mesh, data, ckpt, writer, bar, preempt, state, state_sha
         ckpt.save(step, state, data.iterator, config, force=True)
     return TrainResult(step=step, preempted=preempted, metrics=last, workdir=workdir,
                        compiles=trace_count[0])
+
+
+# Orbax writes a step to "<step>.orbax-checkpoint-tmp[-<time>]" and renames it on commit.
+_UNFINISHED = ".orbax-checkpoint-tmp"
+
+
+def _remove_unfinished_saves(directory: str) -> None:
+    """Delete the temporary folders of checkpoint saves a killed run left half-written (they
+    are never restored: the newest committed step is). Runs on process 0 before the run's
+    own checkpointer exists, so no save of this run is in flight."""
+    import shutil
+
+    if not os.path.isdir(directory):
+        return
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if _UNFINISHED in name and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            _log(True, f"removed {path}: a checkpoint save that was interrupted (the run "
+                       f"resumes from the newest finished checkpoint)")
 
 
 def _seed(config) -> int:
