@@ -677,6 +677,7 @@ def _write_host(index: int, count: int, share: Sequence[Source], host_dir: Path,
 
 def _run_id(sources, speakers, featurizer, cfg, count) -> str:
     blob = json.dumps(dict(
+        layout=2,  # speakers and splits decided after featurizing (older work dirs differ)
         files=[(s.relpath, s.size, s.mtime_ns, s.split) for s in sources],
         speakers=list(speakers), featurizer=featurizer.fingerprint, count=count,
         config={k: v for k, v in cfg.to_dict().items() if k not in ("load_workers", "chunk_clips")},

@@ -16,7 +16,8 @@ summaries and the data. :func:`train` does the rest, the same for every task:
   GAN, every 100k steps for diffusion), optional global-norm gradient clipping;
 * :class:`svcjax.checkpoint.TrainCheckpointer` (Orbax; state + data-iterator position +
   config; every N steps, keep N, async); SIGTERM or a TPU preemption notice saves and stops;
-  a run in a workdir that has checkpoints resumes from the newest;
+  a run in a workdir that has checkpoints resumes from the newest finished one (the
+  half-written save of a killed run is removed first);
 * :class:`svcjax.metric_writer.MetricWriter`: TensorBoard + ``metrics.jsonl``, losses,
   learning rate, gradient / parameter norms every step, steps/s and audio-seconds/s,
   validation audio and mel images every ``train.eval_every`` steps, a progress bar, and a
