@@ -5,7 +5,9 @@
     python train.py --config configs/diffusion_44k.py --workdir /tmp/diff \
         --config.data.data_dir=DATA_DIR
 
-Rerunning the same command in the same workdir resumes from its newest checkpoint. Fine-tune
+Rerunning the same command in the same workdir resumes from its newest checkpoint. The
+corpus's speakers must have the ids of the config's ``spk`` map (checked before step 1; the
+error prints the ``--config.spk='{...}'`` to use). Fine-tune
 from a reference base model with ``--config.init_from=G_0.pth`` (``D_0.pth`` beside it is
 picked up; or ``--config.init_discriminator_from=...``). Multi-host: on TPU pods and SLURM
 the processes find each other; elsewhere add ``--coordinator HOST:PORT --num_processes N

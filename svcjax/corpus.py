@@ -6,11 +6,15 @@ Each file is loaded at any rate and channel count, silence-trimmed (40 dB), peak
 resampled to 44.1 kHz and loudness-normalised to peak 1 as the reference's ``resample.py``
 does, sliced on silence when longer than ``max_seconds``, and stored as 16-bit audio cut to
 whole 512-sample hops together with its features (:mod:`svcjax.featurizer`). Clips under
-0.3 s, silent and unreadable files are skipped and reported by name; they never stop a build.
+0.3 s, silent and unreadable files, and clips whose features come out non-finite are skipped
+and reported by name; they never stop a build. A WAV file shorter than its header says
+(truncated) is used as far as it goes and reported as truncated.
 
 Speakers are the folder names, numbered in sorted order (the speaker map is in the dataset's
-metadata). The validation split takes ``val_per_speaker`` files per speaker (chosen with a
-fixed seed), the rest is ``train``.
+metadata). A speaker folder none of whose files gives a usable clip is left out (not given an
+id) with a warning that counts its files by reason; a build with no usable speaker fails. The
+validation split takes ``val_per_speaker`` of each speaker's usable files (chosen with a fixed
+seed), always leaving at least one for ``train``; the rest is ``train``.
 
 Multi-host: every process lists the same ROOT, takes its share of the files (balanced by
 size), featurizes them on its local devices and writes its own TFDS shards; process 0 then
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -51,7 +56,7 @@ HOP = featurizer_lib.HOP
 
 __all__ = ["DATASET_NAME", "VERSION", "default_config", "Source", "scan_sources",
            "assign_hosts", "prepare_file", "build_corpus", "merge_hosts", "dataset_dir",
-           "load_metadata", "builder_class"]
+           "load_metadata", "builder_class", "plan_layout", "wav_truncation", "format_report"]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -106,6 +111,9 @@ def scan_sources(root: str | os.PathLike, val_per_speaker: int = 2, seed: int = 
                 if name.startswith(".") or Path(name).suffix.lower() not in AUDIO_EXTENSIONS:
                     continue
                 files.append(Path(dirpath) / name)
+        if not files:
+            skipped.append(dict(file=spk_dir.name + "/", reason="speaker folder without "
+                                f"audio files ({'/'.join(AUDIO_EXTENSIONS)})"))
         if files:
             by_speaker[spk_dir.name] = []
             rel = sorted(f.relative_to(root).as_posix() for f in files)
@@ -120,9 +128,12 @@ def scan_sources(root: str | os.PathLike, val_per_speaker: int = 2, seed: int = 
                     speaker=spk_dir.name, relpath=r, path=str(root / r), size=st.st_size,
                     mtime_ns=st.st_mtime_ns, split="validation" if r in val else "train"))
     if not by_speaker:
+        stray = sum(s["reason"] == "not inside a speaker folder" for s in skipped)
         raise FileNotFoundError(
             f"no audio under {str(root)!r}: expected ROOT/<speaker>/*"
-            f"{{{','.join(AUDIO_EXTENSIONS)}}}")
+            f"{{{','.join(AUDIO_EXTENSIONS)}}}"
+            + (f" ({stray} audio file{'s are' if stray > 1 else ' is'} directly under ROOT, "
+               f"outside any speaker folder)" if stray else ""))
     speakers = sorted(by_speaker)
     sources = [s for spk in speakers for s in by_speaker[spk]]
     return sources, speakers, skipped
@@ -180,6 +191,47 @@ def slice_long(x: np.ndarray, max_seconds: float) -> list[np.ndarray]:
     return pieces
 
 
+def wav_truncation(path: str | os.PathLike) -> str | None:
+    """For a RIFF/WAVE file whose ``data`` chunk is shorter than its header says: what is
+    missing (``'truncated: the header says 2.95 s, the file holds 1.48 s'``); else None.
+
+    Streaming writers that leave the size unknown (0 or 0xFFFFFFFF) are not truncated.
+    """
+    import struct
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            pos, rate, block = 12, 0, 0
+            while pos + 8 <= size:
+                f.seek(pos)
+                cid, n = struct.unpack("<4sI", f.read(8))
+                if cid == b"fmt " and n >= 16:
+                    fmt = f.read(16)
+                    if len(fmt) == 16:
+                        _, _, rate, _, block = struct.unpack("<HHIIH", fmt[:14])
+                if cid == b"data":
+                    have = size - pos - 8
+                    if n in (0, 0xFFFFFFFF) or n <= have:
+                        return None
+                    if rate and block:
+                        return (f"truncated: the header says {n / block / rate:.2f} s, the file "
+                                f"holds {have / block / rate:.2f} s (used as far as it goes)")
+                    return (f"truncated: the header says {n} bytes of audio, the file holds "
+                            f"{have} (used as far as it goes)")
+                pos += 8 + n + (n & 1)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def _is_note(reason: str) -> bool:
+    """Reasons that describe a file that was still used (not a skip)."""
+    return reason.startswith("truncated")
+
+
 def prepare_file(path: str, config: ml_collections.ConfigDict | Mapping | None = None
                  ) -> tuple[list[np.ndarray], list[str]]:
     """Load, clean and slice one file: (int16 clips of whole hops, skip reasons).
@@ -187,7 +239,8 @@ def prepare_file(path: str, config: ml_collections.ConfigDict | Mapping | None =
     The reference's ``resample.py`` chain (:func:`svcjax.audio.prepare.prepare_training_audio`:
     trim at ``top_db``, peak-limit, resample to 44.1 kHz, normalise to peak 1), then
     :func:`slice_long` and ``int16(x * 32767)``. A file that cannot be used (unreadable,
-    corrupt, empty, silent) and pieces under ``min_seconds`` come back as reasons.
+    corrupt, empty, silent) and pieces under ``min_seconds`` come back as reasons; a
+    truncated WAV file (:func:`wav_truncation`) is used and its reason starts "truncated".
     """
     from svcjax.audio.io import AudioFileError, load_audio
     from svcjax.audio.prepare import prepare_training_audio, to_int16
@@ -207,6 +260,9 @@ def prepare_file(path: str, config: ml_collections.ConfigDict | Mapping | None =
         return [], [f"silent: {e}" if "silent" in str(e) else f"unusable: {e}"]
     pieces = slice_long(x, float(cfg.max_seconds))
     clips, reasons = [], []
+    truncated = wav_truncation(path)
+    if truncated:
+        reasons.append(truncated)
     for i, piece in enumerate(pieces):
         seconds = len(piece) / SAMPLE_RATE
         if seconds < cfg.min_seconds or len(piece) < HOP:
@@ -322,12 +378,20 @@ def _featurize_chunk(chunk, featurizer, cache_dir: Path, fp: str, log) -> None:
             owner.append((j, k))
     feats = featurizer(clips, keys) if clips else []
     per_file: list[list[dict]] = [[] for _ in chunk]
+    extra: list[list[str]] = [[] for _ in chunk]
     for (j, k), f in zip(owner, feats):
-        per_file[j].append(dict(audio=chunk[j][1][k], **f))
-    for (src, _, reasons), file_feats in zip(chunk, per_file):
+        clip = dict(audio=chunk[j][1][k], **f)
+        problem = featurizer_lib.clip_problem(clip)
+        if problem:  # never store a clip the trainer cannot use
+            what = "clip" if len(chunk[j][1]) == 1 else f"slice {k}"
+            extra[j].append(f"unusable features: {what}: {problem}")
+            continue
+        per_file[j].append(clip)
+    for (src, _, reasons), more, file_feats in zip(chunk, extra, per_file):
+        reasons = list(reasons) + more
         _write_cache(_cache_path(cache_dir, src), src, fp, file_feats, reasons)
         for r in reasons:
-            log(f"  skipped {src.relpath}: {r}")
+            log(f"  {'warning' if _is_note(r) else 'skipped'} {src.relpath}: {r}")
 
 
 def iter_examples(sources: Sequence[Source], split: str, cache_dir: str | os.PathLike,
@@ -343,19 +407,108 @@ def iter_examples(sources: Sequence[Source], split: str, cache_dir: str | os.Pat
             yield key, dict(clip, speaker=spk_id[src.speaker], source=key)
 
 
-def _cache_summary(sources: Sequence[Source], cache_dir: Path) -> tuple[dict, list[dict]]:
-    counts: dict[str, dict] = {}
-    skipped = []
+def _file_summary(sources: Sequence[Source], cache_dir: Path) -> list[dict]:
+    """Per file of ``sources`` (featurized): speaker, clips, frames and reasons."""
+    out = []
     for src in sources:
         with np.load(_cache_path(cache_dir, src)) as z:
             meta = json.loads(str(z["meta"]))
             frames = sum(int(z[f"{i}/audio"].shape[0]) for i in range(meta["clips"])) // HOP
-        c = counts.setdefault(src.split, dict(files=0, clips=0, seconds=0.0))
-        c["files"] += meta["clips"] > 0
-        c["clips"] += meta["clips"]
-        c["seconds"] += frames * HOP / SAMPLE_RATE
-        skipped += [dict(file=src.relpath, reason=r) for r in meta["skipped"]]
-    return counts, skipped
+        out.append(dict(file=src.relpath, speaker=src.speaker, clips=int(meta["clips"]),
+                        frames=int(frames), reasons=list(meta["skipped"])))
+    return out
+
+
+def _reason_kind(reason: str) -> str:
+    if "too short" in reason:
+        return "too short"
+    if reason.startswith("unusable features"):
+        return "unusable features"
+    return reason.split(":", 1)[0]
+
+
+def _first(names: Sequence[str], n: int = 3) -> str:
+    names = list(names)
+    more = f", ... and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def _kinds(items: Sequence[tuple[str, str]]) -> str:
+    """'2 unreadable (a.wav, b.wav), 1 too short (c.wav)' from (file, reason) pairs."""
+    by: dict[str, list[str]] = {}
+    for name, reason in items:
+        by.setdefault(_reason_kind(reason), []).append(name)
+    return ", ".join(f"{len(v)} {k} ({_first(v)})" for k, v in by.items())
+
+
+@dataclasses.dataclass
+class Layout:
+    """What the corpus holds, decided once every file is featurized."""
+    speakers: list[str]            # speakers with a usable clip; id = position
+    split: dict[str, str]          # relpath of every usable file -> "train" / "validation"
+    dropped: dict[str, str]        # speaker left out -> why (with counts)
+    notes: list[str]               # warnings for the report
+
+
+def plan_layout(files: Sequence[dict], speakers: Sequence[str], val_per_speaker: int,
+                seed: int) -> Layout:
+    """Speakers and splits from the featurized files (:func:`_file_summary` entries).
+
+    A file is usable when it gave at least one clip. A speaker without a usable file is left
+    out (no id); each other speaker gets ``min(val_per_speaker, usable - 1)`` validation
+    files, chosen with ``seed`` as :func:`scan_sources` chooses them (the same files when all
+    are usable), so ``train`` always holds every kept speaker. No usable file at all is a
+    ``ValueError`` with the counts per speaker.
+    """
+    by_spk: dict[str, list[dict]] = {s: [] for s in speakers}
+    for f in files:
+        by_spk[f["speaker"]].append(f)
+    kept, split, dropped, notes, per_speaker = [], {}, {}, [], []
+    for spk in speakers:
+        fs = by_spk[spk]
+        usable = sorted(f["file"] for f in fs if f["clips"] > 0)
+        bad = [(f["file"], (f["reasons"] or ["no clips"])[0]) for f in fs if f["clips"] == 0]
+        per_speaker.append(f"{spk}: {len(usable)} of {len(fs)} usable"
+                           + (f" ({_kinds(bad)})" if bad else ""))
+        if not usable:
+            dropped[spk] = (f"none of its {len(fs)} file{'s' if len(fs) != 1 else ''} gave a "
+                            f"usable clip: {_kinds(bad)}")
+            continue
+        kept.append(spk)
+        order = usable[:]
+        random.Random(f"{seed}:{spk}").shuffle(order)
+        n_val = max(0, min(int(val_per_speaker), len(usable) - 1))
+        val = set(order[:n_val])
+        for r in usable:
+            split[r] = "validation" if r in val else "train"
+        if n_val < int(val_per_speaker):
+            notes.append(f"speaker {spk!r} has {len(usable)} usable file"
+                         f"{'s' if len(usable) != 1 else ''} of {len(fs)}"
+                         + (f" ({_kinds(bad)})" if bad else "") + f": {n_val} in "
+                         f"validation (val_per_speaker={val_per_speaker}), "
+                         f"{len(usable) - n_val} in train")
+    if not kept:
+        raise ValueError("no usable clips in the corpus: every file was skipped (files usable "
+                         "per speaker: " + "; ".join(per_speaker) + ")")
+    for spk, why in dropped.items():
+        notes.insert(0, f"speaker {spk!r} left out of the corpus: {why}")
+    return Layout(kept, split, dropped, notes)
+
+
+def _counts(files: Sequence[dict], layout: Layout) -> tuple[dict, dict]:
+    """(clips/files/seconds per split, clips per speaker and split) of the usable files."""
+    counts: dict[str, dict] = {}
+    per_spk: dict[str, dict] = {s: {"train": 0, "validation": 0} for s in layout.speakers}
+    for f in files:
+        split = layout.split.get(f["file"])
+        if split is None:
+            continue
+        c = counts.setdefault(split, dict(files=0, clips=0, seconds=0.0))
+        c["files"] += 1
+        c["clips"] += f["clips"]
+        c["seconds"] += f["frames"] * HOP / SAMPLE_RATE
+        per_spk[f["speaker"]][split] += f["clips"]
+    return counts, per_spk
 
 
 # -- the TFDS builder ------------------------------------------------------------------------
@@ -449,33 +602,44 @@ def build_corpus(root: str | os.PathLike, data_dir: str | os.PathLike,
     host_dir = _host_dir(work, index, count)
     log(f"host {index}/{count}: {len(mine)} of {len(sources)} files, "
         f"{len(speakers)} speakers -> {host_dir}")
-    if not (host_dir / "report.json").exists():
-        featurize_sources(mine, featurizer, cache_dir, cfg, log)
-        counts, skipped = _cache_summary(mine, cache_dir)
-        metadata = _metadata(speakers, featurizer, cfg)
-        plan = HostPlan(sources=mine, cache_dir=str(cache_dir), speakers=speakers,
-                        spec=featurizer.spec(), metadata=metadata,
-                        splits=[s for s in ("train", "validation")
-                                if counts.get(s, {}).get("clips", 0)])
-        host_dir.mkdir(parents=True, exist_ok=True)
-        if plan.splits:
-            _build_host(plan, host_dir)
-        _write_json(host_dir / "report.json", dict(
-            index=index, count=count, counts=counts, skipped=skipped, splits=plan.splits))
-    else:
+    if (host_dir / "report.json").exists():
         log(f"host {index}/{count}: already written")
+    elif not (host_dir / "featurized.json").exists():
+        featurize_sources(mine, featurizer, cache_dir, cfg, log)
+        host_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(host_dir / "featurized.json", dict(files=_file_summary(mine, cache_dir)))
     if distributed:
         from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("svc_corpus: hosts featurized")
+    files = _all_files(work, count)
+    if files is None:
+        missing = [i for i in range(count)
+                   if not (_host_dir(work, i, count) / "featurized.json").exists()]
+        log(f"waiting for host(s) {', '.join(map(str, missing))} of {count} to featurize "
+            f"their files; run them, then re-run process 0 to finish")
+        return None
+    # Speakers and splits are decided on every host alike once all files are featurized;
+    # host 0 run by hand writes the shards of the hosts that have not (from the shared cache).
+    try:
+        layout = plan_layout(files, speakers, int(cfg.val_per_speaker), int(cfg.split_seed))
+    except ValueError:
+        if index == 0 and not keep_work:  # nothing usable: no work worth keeping
+            shutil.rmtree(base, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                base.parent.rmdir()  # DATA_DIR/svc_corpus, when it holds nothing else
+        raise
+    writers = [index] if distributed or index != 0 else list(range(count))
+    shares = assign_hosts(sources, count)
+    for i in writers:
+        hdir = _host_dir(work, i, count)
+        if not (hdir / "report.json").exists():
+            _write_host(i, count, shares[i], hdir, layout, cache_dir, featurizer, cfg)
+    if distributed:
         multihost_utils.sync_global_devices("svc_corpus: hosts written")
     if index != 0:
         if distributed:
             multihost_utils.sync_global_devices("svc_corpus: merged")
             return final
-        return None
-    missing = [i for i in range(count) if not (_host_dir(work, i, count) / "report.json").exists()]
-    if missing:
-        log(f"waiting for host(s) {', '.join(map(str, missing))} of {count}; run them, then "
-            f"re-run process 0 to merge")
         return None
     out = merge_hosts(work, count, data_dir, featurizer, speakers, cfg, scan_skips, log=log)
     if not keep_work:
@@ -485,8 +649,35 @@ def build_corpus(root: str | os.PathLike, data_dir: str | os.PathLike,
     return out
 
 
+def _all_files(work: Path, count: int) -> list[dict] | None:
+    """Every host's featurized files, or None while a host has not featurized its share."""
+    files = []
+    for i in range(count):
+        path = _host_dir(work, i, count) / "featurized.json"
+        if not path.exists():
+            return None
+        files += json.loads(path.read_text())["files"]
+    return files
+
+
+def _write_host(index: int, count: int, share: Sequence[Source], host_dir: Path,
+                layout: Layout, cache_dir: Path, featurizer, cfg) -> None:
+    """One host's TFDS dataset (its usable files, final speaker ids) and its report.json."""
+    mine = [dataclasses.replace(s, split=layout.split[s.relpath]) for s in share
+            if s.relpath in layout.split]
+    splits = [sp for sp in ("train", "validation") if any(s.split == sp for s in mine)]
+    plan = HostPlan(sources=mine, cache_dir=str(cache_dir), speakers=list(layout.speakers),
+                    spec=featurizer.spec(), metadata=_metadata(layout.speakers, featurizer, cfg),
+                    splits=splits)
+    host_dir.mkdir(parents=True, exist_ok=True)
+    if plan.splits:
+        _build_host(plan, host_dir)
+    _write_json(host_dir / "report.json", dict(index=index, count=count, splits=splits))
+
+
 def _run_id(sources, speakers, featurizer, cfg, count) -> str:
     blob = json.dumps(dict(
+        layout=2,  # speakers and splits decided after featurizing (older work dirs differ)
         files=[(s.relpath, s.size, s.mtime_ns, s.split) for s in sources],
         speakers=list(speakers), featurizer=featurizer.fingerprint, count=count,
         config={k: v for k, v in cfg.to_dict().items() if k not in ("load_workers", "chunk_clips")},
@@ -520,8 +711,12 @@ def merge_hosts(work: str | os.PathLike, count: int, data_dir: str | os.PathLike
     tmp.mkdir(parents=True)
     reports = [json.loads((_host_dir(work, i, count) / "report.json").read_text())
                for i in range(count)]
+    featurized = _all_files(work, count)
+    if featurized is None:
+        raise FileNotFoundError(f"a host of {count} has not featurized its files under {work}")
+    layout = plan_layout(featurized, speakers, int(config.val_per_speaker), int(config.split_seed))
+    counts, per_speaker = _counts(featurized, layout)
     split_infos = []
-    counts: dict[str, dict] = {}
     for split in ("train", "validation"):
         shards: list[tuple[Path, int]] = []
         num_bytes = 0
@@ -533,12 +728,6 @@ def merge_hosts(work: str | os.PathLike, count: int, data_dir: str | os.PathLike
             files = info.filename_template.sharded_filepaths(len(info.shard_lengths))
             shards += [(Path(f), n) for f, n in zip(files, info.shard_lengths)]
             num_bytes += info.num_bytes
-        for rep in reports:
-            c = rep["counts"].get(split)
-            if c:
-                acc = counts.setdefault(split, dict(files=0, clips=0, seconds=0.0))
-                for k in acc:
-                    acc[k] += c[k]
         if not shards:
             continue
         template = tfds.core.naming.ShardedFileTemplate(
@@ -554,16 +743,22 @@ def merge_hosts(work: str | os.PathLike, count: int, data_dir: str | os.PathLike
         shutil.rmtree(tmp, ignore_errors=True)
         raise ValueError("no usable clips in the corpus: every file was skipped (see the "
                          "messages above)")
-    skipped = list(scan_skips) + [s for rep in reports for s in rep["skipped"]]
+    skipped = list(scan_skips) + [dict(file=f["file"], reason=r) for f in featurized
+                                  for r in f["reasons"] if not _is_note(r)]
     skipped.sort(key=lambda s: s["file"])
-    metadata = _metadata(speakers, featurizer, config)
-    metadata.update(counts=counts, skipped=skipped, hosts=count)
-    plan = HostPlan(sources=[], cache_dir="", speakers=list(speakers), spec=featurizer.spec(),
+    warnings = sorted((dict(file=f["file"], warning=r) for f in featurized for r in f["reasons"]
+                       if _is_note(r)), key=lambda w: w["file"])
+    metadata = _metadata(layout.speakers, featurizer, config)
+    metadata.update(counts=counts, speaker_counts=per_speaker, skipped=skipped,
+                    warnings=warnings, dropped_speakers=layout.dropped, notes=layout.notes,
+                    hosts=count)
+    plan = HostPlan(sources=[], cache_dir="", speakers=list(layout.speakers),
+                    spec=featurizer.spec(),
                     splits=[s.name for s in split_infos], metadata=metadata)
     builder = builder_class()(data_dir=str(tmp.parent / "_merge_info"), plan=plan)
     builder.info.set_splits(tfds.core.SplitDict(split_infos))
     builder.info.write_to_directory(str(tmp))
-    (tmp / "build_report.txt").write_text(format_report(metadata))
+    (tmp / "build_report.txt").write_text(format_report(metadata, full=True))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -581,16 +776,35 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def format_report(metadata: dict) -> str:
-    """Human-readable summary: clips per split, speakers, and every skipped file and why."""
+def format_report(metadata: dict, full: bool = False) -> str:
+    """Human-readable summary: clips per split and speaker, speakers left out, warnings, and
+    the skipped files counted by reason with the first few names (``full``: every skipped
+    and truncated file and why, as ``build_report.txt`` has it)."""
     lines = [f"svc_corpus: {len(metadata['speakers'])} speakers "
              f"({', '.join(metadata['speakers'])})"]
     for split, c in sorted(metadata.get("counts", {}).items()):
         lines.append(f"  {split}: {c['clips']} clips from {c['files']} files, "
                      f"{c['seconds'] / 60:.1f} min")
+    per = metadata.get("speaker_counts") or {}
+    if per:
+        lines.append("  clips per speaker (train/validation): " + ", ".join(
+            f"{s} {c['train']}/{c['validation']}" for s, c in per.items()))
+    for note in metadata.get("notes", []):
+        lines.append(f"  warning: {note}")
+    warnings = metadata.get("warnings", [])
+    if warnings:
+        lines.append(f"  warning: {len(warnings)} truncated file"
+                     f"{'s' if len(warnings) != 1 else ''} (shorter than the WAV header says; "
+                     f"used as far as they go): {_first([w['file'] for w in warnings], 5)}")
     skipped = metadata.get("skipped", [])
-    lines.append(f"  skipped: {len(skipped)}")
-    lines += [f"    {s['file']}: {s['reason']}" for s in skipped]
+    by_file: dict[str, str] = {}
+    for s in skipped:
+        by_file.setdefault(s["file"], s["reason"])
+    lines.append(f"  skipped: {len(skipped)}"
+                 + (f" ({_kinds(list(by_file.items()))})" if skipped else ""))
+    if full:
+        lines += [f"    {s['file']}: {s['reason']}" for s in skipped]
+        lines += [f"    {w['file']}: {w['warning']}" for w in warnings]
     return "\n".join(lines) + "\n"
 
 

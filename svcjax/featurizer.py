@@ -53,7 +53,47 @@ HOP = 512
 ALL_FEATURES = ("units", "f0", "volume", "mel", "aug")
 
 __all__ = ["SAMPLE_RATE", "HOP", "ALL_FEATURES", "default_config", "Featurizer",
-           "FeatureSpec"]
+           "FeatureSpec", "clip_problem"]
+
+# Features with one row per hop frame (the others: audio, 512 samples a frame, and scalars).
+PER_FRAME = ("units", "f0", "uv", "volume", "mel", "aug_mel", "aug_vol")
+
+
+def clip_problem(clip: Mapping[str, Any]) -> str | None:
+    """What makes one clip's features unusable for training, or None when they are fine.
+
+    The frame count is ``f0``'s (else the first per-frame feature's, else ``len(audio) //
+    512``); every per-frame feature must have that many rows, ``audio`` (when present)
+    ``512`` samples per frame, and every floating-point value must be finite. The answer
+    names the feature, e.g. ``'f0 has 3 NaN values'`` or ``'units has 120 frames, f0 121'``.
+    """
+    present = [n for n in PER_FRAME if n in clip]
+    ref = "f0" if "f0" in clip else (present[0] if present else None)
+    if ref is not None:
+        n = int(np.shape(clip[ref])[0]) if np.ndim(clip[ref]) else -1
+    elif "audio" in clip:
+        n = int(np.shape(clip["audio"])[0]) // HOP
+    else:
+        return None
+    for name in present:
+        shape = np.shape(clip[name])
+        if not shape or shape[0] != n:
+            got = f"{shape[0]} frames" if shape else "no frame axis"
+            return f"{name} has {got}, {ref} {n}"
+    if "audio" in clip and ref is not None:
+        samples = int(np.shape(clip["audio"])[0]) if np.ndim(clip["audio"]) else -1
+        if samples != n * HOP:
+            return f"audio has {samples} samples, {ref} {n} frames ({n * HOP} samples)"
+    for name, value in clip.items():
+        a = np.asarray(value)
+        if a.dtype.kind != "f" or a.size == 0:
+            continue
+        bad = ~np.isfinite(a)
+        if bad.any():
+            nan = int(np.isnan(a).sum())
+            what = f"{nan} NaN" if nan == int(bad.sum()) else f"{int(bad.sum())} NaN/inf"
+            return f"{name} has {what} value{'s' if int(bad.sum()) > 1 else ''}"
+    return None
 
 
 def default_config() -> ml_collections.ConfigDict:

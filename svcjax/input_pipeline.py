@@ -29,6 +29,14 @@ augmentation is used: ``mel`` <- ``aug_mel``, ``volume`` <- ``aug_vol``, ``f0`` 
 
 Every batch also has ``valid`` (B,): 1 for real examples, 0 for the padding rows that fill
 the last batch of a finite (evaluation) pass.
+
+Unusable records are skipped, not trained on: a record with a NaN/inf feature or features
+whose frame counts disagree (:func:`svcjax.featurizer.clip_problem`) is left out of every
+batch and reported once per process by its source (``svcjax train: skipping record
+tenor/a.wav#0 of the train split: f0 has 3 NaN values``). A split none of whose records is
+usable stops with a ``ValueError`` (after two passes' worth of rejected draws).
+
+:func:`check_speakers` compares the corpus's speaker map with the config's before training.
 """
 
 from __future__ import annotations
@@ -46,7 +54,8 @@ HOP = 512
 SAMPLE_RATE = 44100
 
 __all__ = ["default_config", "data_source", "make_loader", "GlobalBatches",
-           "GeneratorCrop", "DiffusionCrop", "batch_spec"]
+           "GeneratorCrop", "DiffusionCrop", "UsableRecords", "batch_spec", "corpus_speakers",
+           "check_speakers"]
 
 # Features each kind of batch needs from the dataset.
 _NEEDS = {
@@ -135,6 +144,92 @@ def _window(x: np.ndarray, start: int, stop: int, length: int, scale: float = 1.
     if scale != 1.0:
         view *= np.float32(scale)
     return out
+
+
+def corpus_speakers(data_dir: str | Path) -> dict[str, int]:
+    """The built corpus's speaker map (name -> id), from its ``metadata.json`` (else its
+    ``speaker`` class labels)."""
+    import json
+    path = _resolve_dir(data_dir)
+    meta = path / "metadata.json"
+    if meta.exists():
+        spk = json.loads(meta.read_text()).get("speakers")
+        if isinstance(spk, dict):
+            return {str(k): int(v) for k, v in spk.items()}
+    import tensorflow_datasets as tfds
+    names = tfds.builder_from_directory(str(path)).info.features["speaker"].names
+    return {n: i for i, n in enumerate(names)}
+
+
+def _fmt_map(m: dict) -> str:
+    return "{" + ", ".join(f'"{k}": {v}' for k, v in sorted(m.items(), key=lambda kv: kv[1])) + "}"
+
+
+def check_speakers(config_spk, data_dir: str | Path, n_model: int | None = None,
+                   model_field: str = "model.n_speakers") -> list[str]:
+    """Stop (``ValueError`` naming both lists) unless every corpus speaker has the same id in
+    the config's ``spk`` map, and every id fits the model's ``n_model`` speakers; returns
+    warnings (config speakers with no clips in the corpus).
+
+    The model learns speaker *ids*: a corpus id the config names differently (or not at all)
+    would train one voice under another's name, so this is checked before step 1.
+    """
+    corpus = corpus_speakers(data_dir)
+    cfg = {str(k): int(v) for k, v in dict(config_spk or {}).items()}
+    wrong = {k: v for k, v in corpus.items() if cfg.get(k) != v}
+    fix = f"--config.spk='{_fmt_map(corpus)}'"
+    if wrong:
+        raise ValueError(
+            f"the corpus's speakers differ from the config's speaker map: corpus "
+            f"{_fmt_map(corpus)}, config.spk {_fmt_map(cfg)}; train with {fix} (ids as in "
+            f"the corpus)")
+    need = max(cfg.values()) + 1 if cfg else 0
+    if n_model is not None and need > int(n_model):
+        raise ValueError(f"config.spk {_fmt_map(cfg)} needs {need} speakers but "
+                         f"{model_field}={n_model}; set --config.{model_field}={need} or "
+                         f"train with {fix}")
+    extra = sorted(set(cfg) - set(corpus))
+    if extra:
+        return [f"config.spk names {', '.join(extra)}, which the corpus has no clips of "
+                f"(corpus speakers: {', '.join(sorted(corpus, key=corpus.get))}); "
+                f"their embeddings stay untrained"]
+    return []
+
+
+class UsableRecords(grain.transforms.Filter):
+    """grain Filter: drop records :func:`svcjax.featurizer.clip_problem` finds unusable
+    (NaN/inf features, frame counts that disagree), reporting each once (to stderr).
+
+    ``limit`` rejected draws in a row (two passes over the split) mean nothing is usable:
+    a ``ValueError`` names the split and the first rejected record.
+    """
+
+    def __init__(self, split: str, limit: int):
+        self.split, self.limit = split, max(1, int(limit))
+        self.reported: set[str] = set()
+        self.in_a_row = 0
+        self.first = ""
+
+    def filter(self, ex: dict) -> bool:
+        from svcjax.featurizer import clip_problem
+        problem = clip_problem({k: v for k, v in ex.items() if k not in ("speaker", "source")})
+        if problem is None:
+            self.in_a_row = 0
+            return True
+        src = ex.get("source", b"?")
+        name = src.decode() if isinstance(src, bytes) else str(src)
+        if name not in self.reported:
+            self.reported.add(name)
+            import sys
+            print(f"svcjax train: skipping record {name} of the {self.split} split: {problem}",
+                  file=sys.stderr, flush=True)
+        self.first = self.first or f"{name}: {problem}"
+        self.in_a_row += 1
+        if self.in_a_row >= self.limit:
+            raise ValueError(f"no usable record in the {self.split} split ({self.in_a_row} "
+                             f"draws in a row were unusable, e.g. {self.first}); rebuild the "
+                             f"corpus with `svcjax build-corpus --overwrite`")
+        return False
 
 
 @dataclasses.dataclass
@@ -267,7 +362,8 @@ def make_loader(config: ml_collections.ConfigDict, *, source=None,
                              bool(cfg.vol_aug))
     else:
         crop = DiffusionCrop(int(cfg.crop_frames), cfg.crop, float(cfg.aug_prob))
-    ops = [crop, grain.transforms.Batch(local, drop_remainder=bool(cfg.drop_remainder))]
+    ops = [UsableRecords(str(cfg.split), 2 * len(source)), crop,
+           grain.transforms.Batch(local, drop_remainder=bool(cfg.drop_remainder))]
     if not cfg.drop_remainder:
         ops.append(_PadBatch(local))
     return grain.DataLoader(

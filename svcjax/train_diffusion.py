@@ -151,9 +151,11 @@ class DiffusionTask(Task):
         if self._data_fn is not None:
             return self._data_fn(mesh)
         from svcjax import input_pipeline
-        from svcjax.train_sovits import _num_records, _pipeline_config, _val_batch
+        from svcjax.train_sovits import (_check_speakers, _num_records, _pipeline_config,
+                                         _val_batch)
 
         icfg = _pipeline_config(self.config, "diffusion", self.tcfg)
+        _check_speakers(self.config, icfg, self.n_spk, "model.n_spk")
         icfg.crop_frames = self.crop_frames
         aug = bool(_ref(self.config.get("train"), "pitch_aug", default=True)) and bool(
             getattr(self.model, "use_pitch_aug", False))

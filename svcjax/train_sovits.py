@@ -279,6 +279,8 @@ class SovitsTask(Task):
         from svcjax import input_pipeline
 
         icfg = _pipeline_config(self.config, "generator", self.tcfg)
+        _check_speakers(self.config, icfg, int(self.config.model.n_speakers),
+                        "model.n_speakers")
         icfg.segment_frames = self.seg_frames
         icfg.vol_aug = bool(self.tcfg.get("vol_aug", False))
         loader = input_pipeline.make_loader(icfg)
@@ -321,6 +323,19 @@ def _pipeline_config(config, kind: str, tcfg):
     if seed is not None:
         icfg.seed = int(seed)
     return icfg
+
+
+def _check_speakers(config, icfg, n_model: int, field: str) -> None:
+    """Stop before step 1 when the corpus's speakers are not the config's ``spk`` map
+    (:func:`svcjax.input_pipeline.check_speakers`); note config speakers without clips."""
+    from svcjax import input_pipeline
+
+    if not icfg.data_dir:
+        return  # make_loader says what is missing
+    spk = config.get("spk") or {}
+    spk = spk.to_dict() if hasattr(spk, "to_dict") else dict(spk)
+    for note in input_pipeline.check_speakers(spk, icfg.data_dir, n_model, field):
+        _note(f"warning: {note}")
 
 
 def _num_records(icfg) -> int:

@@ -16,7 +16,8 @@ summaries and the data. :func:`train` does the rest, the same for every task:
   GAN, every 100k steps for diffusion), optional global-norm gradient clipping;
 * :class:`svcjax.checkpoint.TrainCheckpointer` (Orbax; state + data-iterator position +
   config; every N steps, keep N, async); SIGTERM or a TPU preemption notice saves and stops;
-  a run in a workdir that has checkpoints resumes from the newest;
+  a run in a workdir that has checkpoints resumes from the newest finished one (the
+  half-written save of a killed run is removed first);
 * :class:`svcjax.metric_writer.MetricWriter`: TensorBoard + ``metrics.jsonl``, losses,
   learning rate, gradient / parameter norms every step, steps/s and audio-seconds/s,
   validation audio and mel images every ``train.eval_every`` steps, a progress bar, and a
@@ -312,6 +313,8 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
     abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                             abstract, state_sharding)
 
+    if primary:
+        _remove_unfinished_saves(os.path.join(workdir, "checkpoints"))
     ckpt = TrainCheckpointer(os.path.join(workdir, "checkpoints"),
                              save_every=int(tcfg.checkpoint_every),
                              keep=int(tcfg.keep_checkpoints),
@@ -417,6 +420,26 @@ def _loop(task, config, mesh, data, ckpt, writer, bar, preempt, state, state_sha
         ckpt.save(step, state, data.iterator, config, force=True)
     return TrainResult(step=step, preempted=preempted, metrics=last, workdir=workdir,
                        compiles=trace_count[0])
+
+
+# Orbax writes a step to "<step>.orbax-checkpoint-tmp[-<time>]" and renames it on commit.
+_UNFINISHED = ".orbax-checkpoint-tmp"
+
+
+def _remove_unfinished_saves(directory: str) -> None:
+    """Delete the temporary folders of checkpoint saves a killed run left half-written (they
+    are never restored: the newest committed step is). Runs on process 0 before the run's
+    own checkpointer exists, so no save of this run is in flight."""
+    import shutil
+
+    if not os.path.isdir(directory):
+        return
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if _UNFINISHED in name and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            _log(True, f"removed {path}: a checkpoint save that was interrupted (the run "
+                       f"resumes from the newest finished checkpoint)")
 
 
 def _seed(config) -> int:

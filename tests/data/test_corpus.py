@@ -264,3 +264,68 @@ def test_build_corpus_command(raw_corpus, tmp_path, capsys):
     ex = _examples(corpus.dataset_dir(tmp_path / "o"))
     assert len(ex) == 9 and set(next(iter(ex.values()))[1]) == {
         "audio", "speaker", "source", "volume", "mel"}
+
+
+def test_wav_truncation(tmp_path):
+    whole = open(os.path.join(VOICES, "kal_16k.wav"), "rb").read()
+    assert corpus.wav_truncation(os.path.join(VOICES, "kal_16k.wav")) is None
+    (tmp_path / "cut.wav").write_bytes(whole[: len(whole) // 2])
+    msg = corpus.wav_truncation(tmp_path / "cut.wav")
+    info = sf.info(os.path.join(VOICES, "kal_16k.wav"))
+    assert msg == (f"truncated: the header says {info.frames / info.samplerate:.2f} s, the "
+                   f"file holds {(len(whole) // 2 - 44) / 2 / 16000:.2f} s (used as far as it "
+                   f"goes)")
+    # a streaming writer's unknown size (0xFFFFFFFF) is not a truncation; nor is a FLAC
+    data = whole.index(b"data")
+    streamed = whole[:data + 4] + b"\xff\xff\xff\xff" + whole[data + 8: len(whole) // 2]
+    (tmp_path / "stream.wav").write_bytes(streamed)
+    assert corpus.wav_truncation(tmp_path / "stream.wav") is None
+    assert corpus.wav_truncation(tmp_path / "missing.wav") is None
+    clips, reasons = corpus.prepare_file(str(tmp_path / "cut.wav"))
+    assert len(clips) == 1 and reasons == [msg]
+
+
+def _files(spec):
+    """plan_layout input from {speaker: [clips per file]}."""
+    return [dict(file=f"{spk}/{i}.wav", speaker=spk, clips=c, frames=100 * c,
+                 reasons=[] if c else ["unreadable: broken"])
+            for spk, counts in spec.items() for i, c in enumerate(counts)]
+
+
+def test_plan_layout_rules(raw_corpus):
+    # every file usable: the validation files are the ones scan_sources picked
+    sources, speakers, _ = corpus.scan_sources(raw_corpus, val_per_speaker=1, seed=3)
+    files = [dict(file=s.relpath, speaker=s.speaker, clips=1, frames=10, reasons=[])
+             for s in sources]
+    layout = corpus.plan_layout(files, speakers, 1, 3)
+    assert layout.split == {s.relpath: s.split for s in sources} and not layout.dropped
+    # a speaker with one usable file trains on it; one with none is left out (no id)
+    spec = {"alto": [1, 2, 1], "bass": [0, 0], "tenor": [0, 1, 0]}
+    layout = corpus.plan_layout(_files(spec), sorted(spec), 2, 0)
+    assert layout.speakers == ["alto", "tenor"]
+    assert layout.split["tenor/1.wav"] == "train" and len(layout.split) == 4
+    assert sorted(layout.split[f"alto/{i}.wav"] for i in range(3)) == [
+        "train", "validation", "validation"]
+    assert layout.dropped == {"bass": "none of its 2 files gave a usable clip: 2 unreadable "
+                                      "(bass/0.wav, bass/1.wav)"}
+    assert layout.notes[0].startswith("speaker 'bass' left out of the corpus")
+    assert layout.notes[1] == ("speaker 'tenor' has 1 usable file of 3 (2 unreadable "
+                               "(tenor/0.wav, tenor/2.wav)): 0 in validation "
+                               "(val_per_speaker=2), 1 in train")
+    with pytest.raises(ValueError, match=r"no usable clips in the corpus: every file was "
+                                         r"skipped \(files usable per speaker: bass: 0 of 2 "
+                                         r"usable \(2 unreadable"):
+        corpus.plan_layout(_files({"bass": [0, 0]}), ["bass"], 2, 0)
+
+
+def test_format_report_counts_skips_by_reason():
+    skipped = [dict(file=f"a/{i}.wav", reason="unreadable: x") for i in range(5)]
+    skipped.append(dict(file="b/s.wav", reason="clip too short: 0.10 s < 0.3 s"))
+    meta = dict(speakers={"a": 0}, counts={"train": dict(clips=3, files=2, seconds=60.0)},
+                skipped=skipped, warnings=[dict(file="a/t.wav", warning="truncated: ...")])
+    short = corpus.format_report(meta)
+    assert ("skipped: 6 (5 unreadable (a/0.wav, a/1.wav, a/2.wav, ... and 2 more), 1 too short "
+            "(b/s.wav))") in short
+    assert "1 truncated file" in short and "a/4.wav" not in short
+    full = corpus.format_report(meta, full=True)
+    assert "    a/4.wav: unreadable: x" in full and "    a/t.wav: truncated: ..." in full

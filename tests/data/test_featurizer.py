@@ -69,3 +69,28 @@ def test_fingerprint_tracks_what_changes_values():
     assert a.fingerprint == fakes.featurizer(batch_size=16).fingerprint
     assert a.fingerprint != fakes.featurizer(aug_keyshift=3.0).fingerprint
     assert a.fingerprint != fakes.featurizer(f0_method="harvest").fingerprint
+
+
+def test_clip_problem_names_non_finite_and_misaligned_features():
+    n = 10
+    good = dict(audio=np.zeros(n * 512, np.int16), units=np.zeros((n, 4), np.float16),
+                f0=np.full(n, 200.0, np.float32), uv=np.ones(n, np.float32),
+                volume=np.ones(n, np.float32), mel=np.zeros((n, 8), np.float32),
+                aug_keyshift=np.float32(1.0))
+    assert featurizer_lib.clip_problem(good) is None
+    bad = dict(good, f0=good["f0"].copy())
+    bad["f0"][[2, 5]] = np.nan
+    assert featurizer_lib.clip_problem(bad) == "f0 has 2 NaN values"
+    bad = dict(good, mel=good["mel"].copy())
+    bad["mel"][0, 0] = np.inf
+    assert featurizer_lib.clip_problem(bad) == "mel has 1 NaN/inf value"
+    assert featurizer_lib.clip_problem(dict(good, aug_keyshift=np.float32("nan"))) == \
+        "aug_keyshift has 1 NaN value"
+    assert featurizer_lib.clip_problem(dict(good, units=good["units"][:7])) == \
+        "units has 7 frames, f0 10"
+    assert featurizer_lib.clip_problem(dict(good, audio=good["audio"][:-1])) == \
+        "audio has 5119 samples, f0 10 frames (5120 samples)"
+    # without f0 the first per-frame feature sets the count
+    no_f0 = {k: v for k, v in good.items() if k not in ("f0", "uv")}
+    assert featurizer_lib.clip_problem(dict(no_f0, mel=good["mel"][:3])) == \
+        "mel has 3 frames, units 10"

@@ -213,3 +213,46 @@ def test_orbax_checkpoint_round_trip(tmp_path):
         got = jax.device_get(next(fresh))
         for k in want:
             np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_unusable_records_are_skipped_named_once_and_all_bad_stops(capsys):
+    bad = list(SOURCE)
+    bad[3] = dict(SOURCE[3], f0=np.where(np.arange(60) == 4, np.nan, SOURCE[3]["f0"]))
+    bad[5] = dict(SOURCE[5], units=SOURCE[5]["units"][:20])
+    loader = ip.make_loader(_cfg(shuffle=False, batch_size=2), source=bad, process_index=0,
+                            process_count=1)
+    it = iter(loader)
+    seen = [r for _ in range(15) for r in _record(next(it))]  # 3 passes over 10 good records
+    assert sorted(set(seen)) == [i for i in range(12) if i not in (3, 5)]
+    err = capsys.readouterr().err
+    assert err.count("skipping record spk/3.wav#0 of the train split: f0 has 1 NaN value") == 1
+    assert err.count("skipping record spk/5.wav#0 of the train split: units has 20 frames, "
+                     "f0 33") == 1
+    nan = [dict(ex, volume=np.full_like(ex["volume"], np.nan)) for ex in SOURCE]
+    loader = ip.make_loader(_cfg(batch_size=2), source=nan, process_index=0, process_count=1)
+    with pytest.raises(ValueError, match=r"no usable record in the train split \(24 draws in "
+                                         r"a row were unusable, e\.g\. spk/\d+\.wav#0: volume"):
+        next(iter(loader))
+
+
+def test_check_speakers(tmp_path):
+    import json
+    folder = tmp_path / "svc_corpus" / "1.0.0"
+    folder.mkdir(parents=True)
+    (folder / "dataset_info.json").write_text("{}")
+    (folder / "metadata.json").write_text(json.dumps({"speakers": {"alto": 0, "tenor": 1}}))
+    assert ip.corpus_speakers(tmp_path) == {"alto": 0, "tenor": 1}
+    assert ip.check_speakers({"alto": 0, "tenor": 1}, tmp_path, 2) == []
+    notes = ip.check_speakers({"alto": 0, "tenor": 1, "bass": 2}, tmp_path, 3)
+    assert notes and "config.spk names bass, which the corpus has no clips of" in notes[0]
+    with pytest.raises(ValueError) as e:
+        ip.check_speakers({"tenor": 0, "alto": 1}, tmp_path, 2)
+    assert str(e.value) == (
+        "the corpus's speakers differ from the config's speaker map: corpus "
+        '{"alto": 0, "tenor": 1}, config.spk {"tenor": 0, "alto": 1}; train with '
+        '--config.spk=\'{"alto": 0, "tenor": 1}\' (ids as in the corpus)')
+    with pytest.raises(ValueError, match="corpus .* config.spk {}"):
+        ip.check_speakers({}, tmp_path, 2)
+    with pytest.raises(ValueError, match=r"needs 2 speakers but model.n_speakers=1; set "
+                                         r"--config.model.n_speakers=2"):
+        ip.check_speakers({"alto": 0, "tenor": 1}, tmp_path, 1)
