@@ -353,6 +353,42 @@ def remove_stale_temps(path) -> list[str]:
     return removed
 
 
+class _GuardedFile:
+    """An unbuffered file for libsndfile's virtual I/O whose write errors (disk full, file
+    too large, I/O error) are kept and re-raised by :class:`AudioWriter` as the
+    ``OSError`` they are (an exception inside the C callback would only be printed)."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            try:
+                n = self.raw.write(view[done:])
+            except OSError as e:
+                self.error = self.error or e
+                return done
+            if not n:
+                return done
+            done += n
+        return done
+
+    def seek(self, offset, whence=0):
+        return self.raw.seek(offset, whence)
+
+    def tell(self):
+        return self.raw.tell()
+
+    def read(self, n=-1):
+        return self.raw.read(n)
+
+    def readinto(self, buf):
+        return self.raw.readinto(buf)
+
+
 class AudioWriter:
     """Write one audio file block by block, atomically.
 
@@ -378,7 +414,7 @@ class AudioWriter:
         self._clip = subtype.upper().startswith("PCM")
         self.make_dirs = make_dirs
         self.tmp: Path | None = None
-        self._raw = self._sf = None
+        self._raw = self._sf = self._guard = None
         self.frames = 0
 
     def open(self) -> "AudioWriter":
@@ -387,15 +423,29 @@ class AudioWriter:
         if self.make_dirs:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temp_path(self.path)
-        self._raw = open(self.tmp, "xb")
+        self._raw = open(self.tmp, "xb", buffering=0)
+        self._guard = _GuardedFile(self._raw)
         try:
             _lock(self._raw.fileno())
-            self._sf = sf.SoundFile(self._raw, "w", samplerate=self.sr, channels=1,
-                                    format=self.fmt, subtype=self.subtype)
+            self._sf = self._io(lambda: sf.SoundFile(
+                self._guard, "w", samplerate=self.sr, channels=1, format=self.fmt,
+                subtype=self.subtype))
         except BaseException:
             self.abort()
             raise
         return self
+
+    def _io(self, call):
+        """Run a libsndfile call; a write error the guard kept is raised as itself."""
+        try:
+            result = call()
+        except Exception:
+            if self._guard.error is not None:
+                raise self._guard.error from None
+            raise
+        if self._guard.error is not None:
+            raise self._guard.error
+        return result
 
     def write(self, block) -> None:
         data = np.asarray(block, np.float32).reshape(-1)
@@ -403,7 +453,7 @@ class AudioWriter:
             raise ValueError(f"audio for {str(self.path)!r} contains NaN or infinite samples")
         if self._clip:
             data = np.clip(data, -1.0, 1.0)
-        self._sf.write(data)
+        self._io(lambda: self._sf.write(data))
         self.frames += len(data)
 
     def commit(self) -> Path:
@@ -411,9 +461,8 @@ class AudioWriter:
         if self.frames == 0:
             raise ValueError(f"audio for {str(self.path)!r} has no samples")
         try:
-            self._sf.close()
+            self._io(self._sf.close)
             self._sf = None
-            self._raw.flush()
             os.fsync(self._raw.fileno())
             os.replace(self.tmp, self.path)
             self.tmp = None
