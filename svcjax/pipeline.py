@@ -31,13 +31,22 @@ which each component splits over the local devices. As soon as a window is done 
 are handed on in order; :func:`convert_files` appends them to the output file (written to a
 temporary name and renamed into place when the file is complete) and forgets them.
 
-Memory: besides the models and compiled programs, :func:`convert_files` holds the input being
-converted, decoded to 44.1 kHz mono float32 (10.6 MB per minute; it is read and resampled
-block by block, so no other copy of it exists), plus one window of pieces (their padded
-inputs and outputs: ``WINDOW_SECONDS`` plus the longest silence-delimited chunk, times
-about 3 x 176 kB per second) and the batch being run. Nothing else grows with the length of
-a file or the number of files. A voiced stretch with no pause of 0.3 s is one piece unless
-``clip_seconds`` (``--clip``) cuts it.
+Memory: besides the models and compiled programs, :func:`convert_files` holds the inputs whose
+pieces are in the current window (for a long file, that file alone) decoded to 44.1 kHz mono
+float32, 10.6 MB per minute: they are read, averaged and resampled block by block, and the
+silence slicer works a few thousand frames at a time, so no second copy of a file exists.
+Beyond that: one window of pieces (their padded inputs and outputs: ``WINDOW_SECONDS`` plus
+the longest silence-delimited chunk, about 3 x 176 kB per second of audio) and the batch
+being run. Nothing else grows with the length of a file or the number of files, so peak
+memory is a constant plus 10.6 MB per minute of the longest input. A voiced stretch with no
+pause of 0.3 s is one chunk unless ``clip_seconds`` (``--clip``) cuts it into pieces.
+
+Outputs: :func:`convert_files` (and ``svcjax convert``) refuses, before any work, an output
+that is one of the inputs or (``--overwrite`` not given) any file that exists, and one whose
+folder cannot be created or written; each output is streamed into a hidden, locked
+temporary file ``.NAME.<hex>.tmp`` beside it and renamed into place when complete, so a
+crash leaves no partial output, and a later run removes such files when their writer is
+gone. A file whose write fails (disk full) is reported and the others are still written.
 
 Not implemented from the reference: cluster / feature-retrieval mixing of units and the
 NSF-HiFiGAN enhancer (``-eh``; the reference disables it with shallow diffusion anyway).
@@ -302,23 +311,6 @@ def _chunk_output(pieces: Sequence[_Piece], n: int, opt: ConvertOptions) -> np.n
         joined = np.concatenate(outs)
     joined = joined[:n] if len(joined) >= n else np.pad(joined, (0, n - len(joined)))
     return joined.astype(np.float32, copy=False)
-
-
-def _assemble(layout: _Layout, opt: ConvertOptions) -> np.ndarray:
-    sr = SAMPLING_RATE
-    overlap = int(opt.crossfade_seconds * sr)
-    parts = []
-    for silent, n, pieces in layout.chunks:
-        if silent:
-            parts.append(np.zeros(n, np.float32))
-            continue
-        outs = [np.asarray(p.out[p.pad:p.pad + p.length], np.float32) for p in pieces]
-        if len(outs) > 1 and overlap:
-            joined = slicer.crossfade_join(outs, overlap, opt.crossfade_keep)
-        else:
-            joined = np.concatenate(outs)
-        parts.append(joined[:n] if len(joined) >= n else np.pad(joined, (0, n - len(joined))))
-    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
 # ----------------------------------------------------------------------------- the converter
