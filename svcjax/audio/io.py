@@ -383,10 +383,18 @@ class _GuardedFile:
         return self.raw.tell()
 
     def read(self, n=-1):
-        return self.raw.read(n)
+        try:
+            return self.raw.read(n)
+        except OSError as e:
+            self.error = self.error or e
+            return b""
 
     def readinto(self, buf):
-        return self.raw.readinto(buf)
+        try:
+            return self.raw.readinto(buf)
+        except OSError as e:
+            self.error = self.error or e
+            return 0
 
 
 class AudioWriter:
@@ -423,7 +431,7 @@ class AudioWriter:
         if self.make_dirs:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temp_path(self.path)
-        self._raw = open(self.tmp, "xb", buffering=0)
+        self._raw = open(self.tmp, "xb+", buffering=0)
         self._guard = _GuardedFile(self._raw)
         try:
             _lock(self._raw.fileno())
