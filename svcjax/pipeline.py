@@ -740,7 +740,9 @@ def _prepare_output_dirs(outputs: Sequence[str], log) -> None:
 def convert_files(converter: Converter, inputs: Sequence[str], outputs: Sequence[str],
                   options: ConvertOptions, *, subtype: str = "PCM_16",
                   progress: bool | None = None, log=print,
-                  overwrite: bool | None = None) -> tuple[list[str], list[str]]:
+                  overwrite: bool | None = None,
+                  on_written: Callable[[str], Any] | None = None
+                  ) -> tuple[list[str], list[str]]:
     """Load, convert and write files; returns (written, failed-with-reasons).
 
     Outputs are checked first (:func:`check_outputs`; ``overwrite=None`` replaces existing
@@ -750,7 +752,8 @@ def convert_files(converter: Converter, inputs: Sequence[str], outputs: Sequence
     streamed into a hidden temporary file that is renamed into place when complete (see
     the module's notes on memory). Unreadable, corrupt, empty or silent inputs are skipped
     with a message, and so is an output whose write fails (disk full, ...): its temporary
-    file is removed and the other files are still converted and written.
+    file is removed and the other files are still converted and written. ``on_written`` is
+    called with each output's path as soon as it is in place.
     """
     from svcjax.audio import io
 
@@ -813,13 +816,17 @@ def convert_files(converter: Converter, inputs: Sequence[str], outputs: Sequence
                     w.write(block)
                 else:
                     writers.pop(k).commit()
-                    written.append(outputs[k])
             except (OSError, ValueError) as e:
                 w = writers.pop(k, None)
                 if w is not None:
                     w.abort()
                 cancelled.add(k)
                 skip(f"could not write {outputs[k]!r}: {_reason(e)}; no partial file was left")
+                continue
+            if kind == "done":
+                written.append(outputs[k])
+                if on_written is not None:
+                    on_written(outputs[k])
     finally:
         bar.close()
         for w in writers.values():
@@ -949,10 +956,9 @@ def _run(args) -> int:
     t1 = time.perf_counter()
     written, failed = convert_files(conv, args.inputs, outputs, opts,
                                     progress=False if args.no_progress else None, log=log,
-                                    overwrite=args.overwrite)
+                                    overwrite=args.overwrite,
+                                    on_written=lambda w: print(w, flush=True))
     t2 = time.perf_counter()
-    for w in written:
-        print(w)
     seconds = 0.0
     if written:
         import soundfile as sf
