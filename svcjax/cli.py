@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
@@ -45,21 +46,62 @@ def _build(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace
     return parser, parser.parse_args(argv)
 
 
+# Errors that are the user's to fix (bad input, missing file, ...): their message is the
+# sentence. Anything else is reported as unexpected, still in one line.
+_EXPECTED = (OSError, ValueError, KeyError, ImportError, FloatingPointError)
+
+
+def error_message(e: BaseException) -> str:
+    """One line for an exception: its own message for expected errors (``[Errno N]``
+    prefixes dropped), its type and first line for anything else."""
+    if isinstance(e, KeyError) and e.args:
+        text = str(e.args[0])
+    elif isinstance(e, OSError) and e.strerror:
+        text = e.strerror[0].lower() + e.strerror[1:]
+        if e.filename is not None:
+            text = f"{os.fsdecode(e.filename)!r}: {text}"
+            if e.filename2 is not None:
+                text += f" ({os.fsdecode(e.filename2)!r})"
+    elif isinstance(e, MemoryError):
+        text = "out of memory" + (f" ({e})" if str(e) else "")
+    else:
+        text = str(e)
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    text = lines[0] if lines else type(e).__name__
+    if len(text) > 400:
+        text = text[:397] + "..."
+    if not isinstance(e, _EXPECTED + (MemoryError,)):
+        text = (f"unexpected {type(e).__name__}: {text} (set SVCJAX_DEBUG=1 for the "
+                f"traceback)")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every failure ends in one line ``svcjax COMMAND: error: ...`` on
+    stderr and a non-zero status (130 when interrupted); ``SVCJAX_DEBUG=1`` re-raises
+    instead, for the traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser, args = _build(argv)
+    try:
+        parser, args = _build(argv)
+    except ImportError as e:      # a command's module (or its dependency) cannot load
+        if os.environ.get("SVCJAX_DEBUG"):
+            raise
+        print(f"svcjax {argv[0]}: error: {error_message(e)}", file=sys.stderr)
+        return 1
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if not argv else 2
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
-        # Users get one clear sentence, not a traceback (set SVCJAX_DEBUG=1 for one).
-        import os
+    except KeyboardInterrupt:
         if os.environ.get("SVCJAX_DEBUG"):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"svcjax {args.command}: error: {msg}", file=sys.stderr)
+        print(f"svcjax {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 (users get one clear sentence, not a traceback)
+        if os.environ.get("SVCJAX_DEBUG"):
+            raise
+        print(f"svcjax {args.command}: error: {error_message(e)}", file=sys.stderr)
         return 1
 
 

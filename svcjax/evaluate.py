@@ -366,14 +366,25 @@ def dnsmos(audio, sr: int) -> dict[str, float]:
 
 def summarize(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] | None = None
               ) -> dict[str, float]:
-    """Mean of each numeric metric over rows (NaNs left out; NaN when none is finite)."""
+    """Mean of each numeric metric over rows, with missing values counted, never NaN.
+
+    A row's non-finite value (an F0 metric of a clip with no frame voiced in both signals)
+    is left out of the mean and counted in ``{metric}_missing``; a metric no row has a value
+    for is left out of the summary. Counts (keys ending in ``_missing``) are summed.
+    """
     keys = keys or sorted({k for r in rows for k, v in r.items()
                            if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)})
-    out = {}
+    out: dict[str, float] = {}
     for k in keys:
-        vals = np.asarray([float(r[k]) for r in rows if k in r], np.float64)
-        vals = vals[np.isfinite(vals)]
-        out[k] = float(vals.mean()) if vals.size else float("nan")
+        raw = np.asarray([float(r[k]) for r in rows if k in r and r[k] is not None], np.float64)
+        vals = raw[np.isfinite(raw)]
+        if k.endswith("_missing"):
+            out[k] = out.get(k, 0.0) + float(vals.sum())
+            continue
+        if vals.size:
+            out[k] = float(vals.mean())
+        if raw.size > vals.size:
+            out[f"{k}_missing"] = out.get(f"{k}_missing", 0.0) + float(raw.size - vals.size)
     return out
 
 
@@ -643,7 +654,12 @@ def run_evaluation(config, workdir: str | os.PathLike, *, converter=None, clips=
             for c, o in list(zip(clips, outs))[:int(config.audio_samples)]:
                 samples.append((f"{sname}/{spk}/{c.name}", o))
             log(f"eval: {sname} -> {spk}: " + ", ".join(
-                f"{k} {v:.4g}" for k, v in summary.items()))
+                f"{k} {v:.4g}" for k, v in summary.items() if not k.endswith("_missing")))
+            for k, v in summary.items():
+                if k.endswith("_missing"):
+                    log(f"eval: {sname} -> {spk}: {k[:-len('_missing')]} missing for "
+                        f"{int(v)} of {len(per_clip)} clip(s) (no frame voiced in both the "
+                        f"source and the output)")
 
     flat: dict[str, float] = {}
     for t in table:

@@ -22,10 +22,31 @@ What happens to each input (So-VITS-SVC 4.1's ``inference_main.py`` / ``Svc.slic
    input's;
 4. the padding is cut off and the pieces are put back in place.
 
-Pieces from all inputs are converted together: sorted by length, padded to length buckets
+Pieces stream through the converter in windows of about :data:`WINDOW_SECONDS` of audio,
+taken in file order (whole silence-delimited chunks, so a window may span several short files
+or be part of a long one): a window's pieces are sorted by length, padded to length buckets
 (:mod:`svcjax.buckets`; a new file rarely needs a new compilation), and run in batches of up to
 ``batch_size`` (rounded up to a power of two by repeating a row, so batch shapes are few too),
-which each component splits over the local devices.
+which each component splits over the local devices. As soon as a window is done its chunks
+are handed on in order; :func:`convert_files` appends them to the output file (written to a
+temporary name and renamed into place when the file is complete) and forgets them.
+
+Memory: besides the models and compiled programs, :func:`convert_files` holds the inputs whose
+pieces are in the current window (for a long file, that file alone) decoded to 44.1 kHz mono
+float32, 10.6 MB per minute: they are read, averaged and resampled block by block, and the
+silence slicer works a few thousand frames at a time, so no second copy of a file exists.
+Beyond that: one window of pieces (their padded inputs and outputs: ``WINDOW_SECONDS`` plus
+the longest silence-delimited chunk, about 3 x 176 kB per second of audio) and the batch
+being run. Nothing else grows with the length of a file or the number of files, so peak
+memory is a constant plus 10.6 MB per minute of the longest input. A voiced stretch with no
+pause of 0.3 s is one chunk unless ``clip_seconds`` (``--clip``) cuts it into pieces.
+
+Outputs: :func:`convert_files` (and ``svcjax convert``) refuses, before any work, an output
+that is one of the inputs or (``--overwrite`` not given) any file that exists, and one whose
+folder cannot be created or written; each output is streamed into a hidden, locked
+temporary file ``.NAME.<hex>.tmp`` beside it and renamed into place when complete, so a
+crash leaves no partial output, and a later run removes such files when their writer is
+gone. A file whose write fails (disk full) is reported and the others are still written.
 
 Not implemented from the reference: cluster / feature-retrieval mixing of units and the
 NSF-HiFiGAN enhancer (``-eh``; the reference disables it with shallow diffusion anyway).
@@ -58,6 +79,10 @@ HOP = 512
 ENCODER_SR = 16000
 # shortest piece converted (shorter voiced bits between silences come out silent)
 MIN_PIECE = 4 * HOP
+# audio (seconds, unpadded) gathered into one window of pieces before running its batches
+WINDOW_SECONDS = 120.0
+# silence is written in blocks of this many samples
+_ZERO_BLOCK = 1 << 18
 
 
 @dataclasses.dataclass
@@ -210,12 +235,18 @@ def parse_speaker(text: str | None) -> Any:
 
 @dataclasses.dataclass
 class _Piece:
-    item: int                 # which input
-    audio: np.ndarray         # padded piece at 44.1 kHz
+    item: Any                 # which input
+    audio: np.ndarray | None  # padded piece at 44.1 kHz (None until its window is run)
     start: int                # where the unpadded piece starts in the input (samples)
     length: int               # unpadded length
     pad: int                  # padding samples each side
     out: np.ndarray | None = None
+    total: int = 0            # length of the whole input (speaker-mix positions)
+
+    @property
+    def padded_length(self) -> int:
+        n = self.length + 2 * self.pad
+        return n + (-n % HOP)
 
 
 @dataclasses.dataclass
@@ -235,7 +266,10 @@ def _pad_piece(x: np.ndarray, pad: int) -> np.ndarray:
     return np.pad(np.asarray(x, np.float32), (pad, pad + extra))
 
 
-def _cut(item: int, audio: np.ndarray, opt: ConvertOptions) -> _Layout:
+def _cut(item, audio: np.ndarray, opt: ConvertOptions, *, materialize: bool = True
+         ) -> _Layout:
+    """How ``audio`` is cut into chunks and pieces; with ``materialize=False`` the pieces
+    carry no audio yet (:func:`_materialize` fills it in when their window runs)."""
     sr = SAMPLING_RATE
     chunks = slicer.slice_on_silence(audio, sr, threshold_db=opt.slice_db)
     per = int(opt.clip_seconds * sr)
@@ -256,27 +290,27 @@ def _cut(item: int, audio: np.ndarray, opt: ConvertOptions) -> _Layout:
                 offsets.append(lo)
         else:
             parts, offsets = [data], [0]
-        pieces = [_Piece(item, _pad_piece(p, pad), ch.start + o, len(p), pad)
+        pieces = [_Piece(item, _pad_piece(p, pad) if materialize else None, ch.start + o,
+                         len(p), pad, total=len(audio))
                   for p, o in zip(parts, offsets)]
         out.append((False, n, pieces))
     return _Layout(len(audio), out)
 
 
-def _assemble(layout: _Layout, opt: ConvertOptions) -> np.ndarray:
-    sr = SAMPLING_RATE
-    overlap = int(opt.crossfade_seconds * sr)
-    parts = []
-    for silent, n, pieces in layout.chunks:
-        if silent:
-            parts.append(np.zeros(n, np.float32))
-            continue
-        outs = [np.asarray(p.out[p.pad:p.pad + p.length], np.float32) for p in pieces]
-        if len(outs) > 1 and overlap:
-            joined = slicer.crossfade_join(outs, overlap, opt.crossfade_keep)
-        else:
-            joined = np.concatenate(outs)
-        parts.append(joined[:n] if len(joined) >= n else np.pad(joined, (0, n - len(joined))))
-    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+def _materialize(p: _Piece, audio: np.ndarray) -> None:
+    p.audio = _pad_piece(audio[p.start:p.start + p.length], p.pad)
+
+
+def _chunk_output(pieces: Sequence[_Piece], n: int, opt: ConvertOptions) -> np.ndarray:
+    """One voiced chunk's converted audio (``n`` samples) from its converted pieces."""
+    overlap = int(opt.crossfade_seconds * SAMPLING_RATE)
+    outs = [np.asarray(p.out[p.pad:p.pad + p.length], np.float32) for p in pieces]
+    if len(outs) > 1 and overlap:
+        joined = slicer.crossfade_join(outs, overlap, opt.crossfade_keep)
+    else:
+        joined = np.concatenate(outs)
+    joined = joined[:n] if len(joined) >= n else np.pad(joined, (0, n - len(joined)))
+    return joined.astype(np.float32, copy=False)
 
 
 # ----------------------------------------------------------------------------- the converter
@@ -407,12 +441,13 @@ class Converter:
         else:
             self.speaker_index(spk)
 
-    def _speaker_rows(self, spk, pieces: Sequence[_Piece], totals: Sequence[int], t: int):
+    def _speaker_rows(self, spk, pieces: Sequence[_Piece], totals, t: int):
         """Per-row speaker argument for SoVITS and the diffusion model."""
         if isinstance(spk, SpeakerMix):
             rows = []
             for p in pieces:
-                pos = (p.start - p.pad + (np.arange(t) + 0.5) * HOP) / max(totals[p.item], 1)
+                total = p.total if totals is None else totals[p.item]
+                pos = (p.start - p.pad + (np.arange(t) + 0.5) * HOP) / max(total, 1)
                 rows.append(spk.weights_at(pos, self.speaker_index, self.n_speakers))
             return np.stack(rows)
         if isinstance(spk, Mapping):
@@ -440,6 +475,30 @@ class Converter:
                 *, progress: bool | None = None) -> list[np.ndarray]:
         """Convert 44.1 kHz mono clips; returns one 44.1 kHz clip per input, same lengths."""
         opt = options or ConvertOptions()
+        self.check_options(opt)
+        audios = [np.asarray(a, np.float32) for a in audios]
+        for i, a in enumerate(audios):
+            if a.ndim != 1 or not np.isfinite(a).all():
+                raise ValueError(f"input {i} must be finite 1-D 44.1 kHz audio, got shape "
+                                 f"{a.shape}")
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(len(a) for a in audios) / SAMPLING_RATE, desc="converting",
+                   disable=None if progress is None else not progress,
+                   bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s of audio "
+                              "[{elapsed}<{remaining}]")
+        self.timings = {}
+        outs: list[list[np.ndarray]] = [[] for _ in audios]
+        try:
+            for kind, key, block in self.stream(enumerate(audios), opt, bar=bar):
+                if kind == "data":
+                    outs[key].append(block)
+        finally:
+            bar.close()
+        return [np.concatenate(o) if o else np.zeros(0, np.float32) for o in outs]
+
+    def check_options(self, opt: ConvertOptions) -> None:
+        """Raise ``ValueError`` for options this converter cannot honour (before any work)."""
         opt.check()
         if opt.only_diffusion and self.diffusion is None:
             raise ValueError("only_diffusion needs a diffusion model")
@@ -448,41 +507,92 @@ class Converter:
         if opt.auto_f0 and self.sovits is not None and \
                 not self.sovits.module.use_automatic_f0_prediction:
             raise ValueError("auto_f0 needs a model trained with use_automatic_f0_prediction")
+        self._validate_speaker(self._default_speaker(opt.speaker))
+
+    def stream(self, items, options: ConvertOptions, *, cancelled=frozenset(), bar=None):
+        """Convert ``(key, audio)`` pairs (44.1 kHz mono; an iterator, read as needed) and
+        yield the output as it is done: ``("data", key, block)`` in order for each input,
+        then ``("done", key, None)``. Inputs finish in the order they come; an input's audio
+        is held only until its last window has run, a window's pieces only until they are
+        yielded. Keys put in ``cancelled`` (a set the caller may add to) get no more work.
+        """
+        opt = options
         spk = self._default_speaker(opt.speaker)
-        self._validate_speaker(spk)
-        audios = [np.asarray(a, np.float32) for a in audios]
-        for i, a in enumerate(audios):
-            if a.ndim != 1 or not np.isfinite(a).all():
-                raise ValueError(f"input {i} must be finite 1-D 44.1 kHz audio, got shape "
-                                 f"{a.shape}")
-        layouts = [_cut(i, a, opt) for i, a in enumerate(audios)]
-        pieces = [p for lay in layouts for _, _, ps in lay.chunks for p in ps]
-        for p in pieces:
-            if len(p.audio) < MIN_PIECE:
-                p.out = np.zeros(len(p.audio), np.float32)
-        todo = sorted((p for p in pieces if p.out is None), key=lambda p: len(p.audio))
-        totals = [len(a) for a in audios]
-        self.timings = {}
         base = None if opt.seed is None else jax.random.PRNGKey(int(opt.seed))
+        window_samples = int(WINDOW_SECONDS * SAMPLING_RATE)
+        jobs: list[dict] = []           # inputs in order: key, audio, chunks, next, emitted
+        source = iter(items)
+        exhausted = False
+        k_batch = 0
+        while True:
+            window: list[_Piece] = []
+            size = 0
+            while size < window_samples:
+                job = next((j for j in jobs if j["next"] < len(j["chunks"])
+                            and j["key"] not in cancelled), None)
+                if job is None:
+                    if exhausted:
+                        break
+                    try:
+                        key, audio = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        continue
+                    audio = np.asarray(audio, np.float32)
+                    lay = _cut(key, audio, opt, materialize=False)
+                    jobs.append(dict(key=key, audio=audio, chunks=lay.chunks, next=0,
+                                     emitted=0))
+                    continue
+                silent, n, pieces = job["chunks"][job["next"]]
+                for p in pieces:
+                    if p.padded_length < MIN_PIECE:
+                        p.out = np.zeros(p.padded_length, np.float32)
+                    else:
+                        _materialize(p, job["audio"])
+                        window.append(p)
+                size += n
+                job["next"] += 1
+                if job["next"] == len(job["chunks"]):
+                    job["audio"] = None      # every piece has its audio now
+            for batch in self._batches(window, opt):
+                rng = None if base is None else jax.random.fold_in(base, k_batch)
+                k_batch += 1
+                outs = self._run_batch(batch, spk, None, opt, rng)
+                for p, o in zip(batch, outs):
+                    p.out, p.audio = o, None
+            for job in list(jobs):
+                if job["key"] in cancelled:
+                    jobs.remove(job)
+                    continue
+                while job["emitted"] < job["next"]:
+                    silent, n, pieces = job["chunks"][job["emitted"]]
+                    if silent:
+                        for a in range(0, n, _ZERO_BLOCK):
+                            yield "data", job["key"], np.zeros(min(_ZERO_BLOCK, n - a),
+                                                               np.float32)
+                    else:
+                        yield "data", job["key"], _chunk_output(pieces, n, opt)
+                    job["chunks"][job["emitted"]] = (silent, n, [])   # forget the pieces
+                    job["emitted"] += 1
+                    if bar is not None:
+                        bar.update(n / SAMPLING_RATE)
+                if job["emitted"] == len(job["chunks"]):
+                    jobs.remove(job)
+                    yield "done", job["key"], None
+                else:
+                    break        # later inputs wait: output is handed on in order
+            if exhausted and not jobs:
+                return
+
+    @staticmethod
+    def _batches(pieces: Sequence[_Piece], opt: ConvertOptions) -> list[list[_Piece]]:
+        todo = sorted(pieces, key=lambda p: len(p.audio))
         batches = []
         for bucket in sorted({buckets.bucket_length(len(p.audio) // HOP) for p in todo}):
             group = [p for p in todo if buckets.bucket_length(len(p.audio) // HOP) == bucket]
             for i in range(0, len(group), opt.batch_size):
                 batches.append(group[i:i + opt.batch_size])
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(len(p.audio) for p in todo) / SAMPLING_RATE, desc="converting",
-                   disable=None if progress is None else not progress,
-                   bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s of audio "
-                              "[{elapsed}<{remaining}]")
-        for k, batch in enumerate(batches):
-            rng = None if base is None else jax.random.fold_in(base, k)
-            outs = self._run_batch(batch, spk, totals, opt, rng)
-            for p, o in zip(batch, outs):
-                p.out = o
-            bar.update(sum(len(p.audio) for p in batch) / SAMPLING_RATE)
-        bar.close()
-        return [_assemble(lay, opt) for lay in layouts]
+        return batches
 
     def _time(self, name, t0):
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
@@ -558,37 +668,169 @@ class Converter:
 # ----------------------------------------------------------------------------- files
 
 
+def _reason(e: BaseException) -> str:
+    """An exception as a short phrase: ``No space left on device``, not ``[Errno 28] ...``."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[0].lower() + e.strerror[1:]
+    return str(e) or type(e).__name__
+
+
+def check_outputs(inputs: Sequence[str], outputs: Sequence[str], *,
+                  overwrite: bool | None = False) -> None:
+    """Refuse, before any work, outputs that cannot or must not be written.
+
+    Raises ``ValueError`` naming the first problem (and how many there are): an output whose
+    folder cannot exist (a file is in the way), an output that is a directory, an output that
+    is one of the inputs (unless ``overwrite`` is True), or any other existing file (unless
+    ``overwrite`` is True; ``None`` allows those, as :func:`convert_files` always did).
+    """
+    problems = []
+    ins = [os.path.abspath(p) for p in inputs]
+    for out in outputs:
+        parent = os.path.dirname(os.path.abspath(out))
+        probe = parent
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            problems.append(f"cannot write {out!r}: {probe!r} is a file, not a directory")
+            continue
+        if not os.path.lexists(out):
+            continue
+        if os.path.isdir(out):
+            problems.append(f"cannot write {out!r}: it is a directory")
+            continue
+        is_input = False
+        for src in ins:
+            try:
+                is_input = is_input or os.path.samefile(src, out)
+            except OSError:
+                pass
+        if is_input and overwrite is not True:
+            problems.append(f"output {out!r} is one of the inputs; pass --overwrite to replace "
+                            f"the original recording")
+        elif not is_input and overwrite is False:
+            problems.append(f"output {out!r} already exists; pass --overwrite to replace it")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValueError(problems[0] + more)
+
+
+def _prepare_output_dirs(outputs: Sequence[str], log) -> None:
+    """Create the output folders and prove each can take a new file, before any work (a
+    read-only or otherwise unwritable place fails now, not after the conversion); remove the
+    temporary files an interrupted earlier run left for these outputs."""
+    from svcjax.audio import io
+
+    for folder in sorted({os.path.dirname(os.path.abspath(o)) for o in outputs}):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            probe = io.temp_path(os.path.join(folder, "svcjax-probe"))
+            with open(probe, "xb"):
+                pass
+            os.unlink(probe)
+        except OSError as e:
+            raise ValueError(f"cannot write to the output folder {folder!r}: {_reason(e)}"
+                             ) from None
+    stale = [p for o in outputs for p in io.remove_stale_temps(o)]
+    if stale:
+        log(f"svcjax convert: removed {len(stale)} temporary file(s) left by an interrupted "
+            f"run ({os.path.basename(stale[0])}{', ...' if len(stale) > 1 else ''})")
+
+
 def convert_files(converter: Converter, inputs: Sequence[str], outputs: Sequence[str],
                   options: ConvertOptions, *, subtype: str = "PCM_16",
-                  progress: bool | None = None, log=print) -> tuple[list[str], list[str]]:
-    """Load, convert and write files atomically; returns (written, failed-with-reasons).
+                  progress: bool | None = None, log=print,
+                  overwrite: bool | None = None,
+                  on_written: Callable[[str], Any] | None = None
+                  ) -> tuple[list[str], list[str]]:
+    """Load, convert and write files; returns (written, failed-with-reasons).
 
-    Unreadable, corrupt, empty or silent inputs are skipped with a message; the rest are
-    still converted and written.
+    Outputs are checked first (:func:`check_outputs`; ``overwrite=None`` replaces existing
+    outputs but never an input, ``False`` refuses any existing file, ``True`` replaces
+    anything) and their folders are proved writable, so nothing is converted for an output
+    that cannot be written. Each file is then written as soon as its pieces are done,
+    streamed into a hidden temporary file that is renamed into place when complete (see
+    the module's notes on memory). Unreadable, corrupt, empty or silent inputs are skipped
+    with a message, and so is an output whose write fails (disk full, ...): its temporary
+    file is removed and the other files are still converted and written. ``on_written`` is
+    called with each output's path as soon as it is in place.
     """
     from svcjax.audio import io
 
-    audios, keep, failed = [], [], []
-    for path, out in zip(inputs, outputs):
+    if len(inputs) != len(outputs):
+        raise ValueError(f"{len(inputs)} inputs but {len(outputs)} outputs")
+    converter.check_options(options)
+    check_outputs(inputs, outputs, overwrite=overwrite)
+    _prepare_output_dirs(outputs, log)
+    failed: list[str] = []
+
+    def skip(msg):
+        failed.append(msg)
+        log(f"svcjax convert: {msg}")
+
+    def items():
+        for k, path in enumerate(inputs):
+            try:
+                wav, _ = io.load_audio(path, sr=SAMPLING_RATE)
+            except io.AudioFileError as e:
+                skip(f"skipped: {e}")
+                continue
+            except OSError as e:
+                skip(f"skipped: cannot read {path!r}: {_reason(e)}")
+                continue
+            if len(wav) < MIN_PIECE:
+                skip(f"skipped: audio file {path!r} is too short ({len(wav)} samples at "
+                     f"44.1 kHz)")
+                continue
+            yield k, wav
+
+    seconds = 0.0
+    for path in inputs:
         try:
-            wav, _ = io.load_audio(path, sr=SAMPLING_RATE)
-        except (io.AudioFileError, FileNotFoundError) as e:
-            failed.append(f"skipped: {e}")
-            log(f"svcjax convert: skipped: {e}")
-            continue
-        if len(wav) < MIN_PIECE:
-            msg = f"skipped: audio file {path!r} is too short ({len(wav)} samples at 44.1 kHz)"
-            failed.append(msg)
-            log(f"svcjax convert: {msg}")
-            continue
-        audios.append(wav)
-        keep.append(out)
-    written = []
-    if audios:
-        results = converter.convert(audios, options, progress=progress)
-        for out, wav in zip(keep, results):
-            io.save_audio(out, wav, SAMPLING_RATE, subtype=subtype)
-            written.append(out)
+            import soundfile as sf
+
+            if os.path.isfile(path):
+                seconds += float(sf.info(path).duration)
+        except Exception:  # noqa: BLE001 (only for the progress bar's total)
+            pass
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=seconds, desc="converting",
+               disable=None if progress is None else not progress,
+               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s of audio "
+                          "[{elapsed}<{remaining}]")
+    converter.timings = {}
+    written: list[str] = []
+    writers: dict[int, io.AudioWriter] = {}
+    cancelled: set[int] = set()
+    try:
+        for kind, k, block in converter.stream(items(), options, cancelled=cancelled, bar=bar):
+            if k in cancelled:
+                continue
+            try:
+                if kind == "data":
+                    w = writers.get(k)
+                    if w is None:
+                        w = writers[k] = io.AudioWriter(outputs[k], SAMPLING_RATE,
+                                                        subtype=subtype).open()
+                    w.write(block)
+                else:
+                    writers.pop(k).commit()
+            except (OSError, ValueError) as e:
+                w = writers.pop(k, None)
+                if w is not None:
+                    w.abort()
+                cancelled.add(k)
+                skip(f"could not write {outputs[k]!r}: {_reason(e)}; no partial file was left")
+                continue
+            if kind == "done":
+                written.append(outputs[k])
+                if on_written is not None:
+                    on_written(outputs[k])
+    finally:
+        bar.close()
+        for w in writers.values():
+            w.abort()
     return written, failed
 
 
@@ -665,6 +907,9 @@ def add_parser(subparsers):
     p.add_argument("--crossfade-keep", type=float, default=0.75,
                    help="share of the overlap that is crossfaded (the rest is cut)")
     p.add_argument("--format", choices=("wav", "flac"), help="output format for a directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files (without it, an output that exists, "
+                        "or that is one of the inputs, is refused before any work)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     p.add_argument("--deterministic", action="store_true", help="every random draw zero")
     p.add_argument("--batch-size", type=int, default=8)
@@ -680,10 +925,12 @@ def _run(args) -> int:
 
     from svcjax import compilation_cache
 
-    compilation_cache.enable(args.cache_dir)
     outputs = _output_paths(args.inputs, args.output, args.format)
     if args.speaker_mix and args.speaker:
         raise ValueError("pass either --speaker or --speaker-mix")
+    if args.vocoder and not args.diffusion:
+        raise ValueError("--vocoder is only used with --diffusion (it renders the diffusion "
+                         "model's mel); add --diffusion MODEL or drop --vocoder")
     speaker = parse_speaker(args.speaker_mix or args.speaker)
     opts = ConvertOptions(
         speaker=speaker, transpose=args.transpose, f0_method=args.f0_method,
@@ -697,17 +944,21 @@ def _run(args) -> int:
     for path in args.inputs:
         if not os.path.exists(path):
             raise FileNotFoundError(f"input not found: {path!r}")
+    # refuse outputs that cannot or must not be written before loading anything
+    check_outputs(args.inputs, outputs, overwrite=args.overwrite)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    _prepare_output_dirs(outputs, log)
+    compilation_cache.enable(args.cache_dir)
     t0 = time.perf_counter()
     conv = Converter.from_paths(args.model, args.config, encoder=args.encoder,
                                 diffusion=args.diffusion, diffusion_config=args.diffusion_config,
                                 vocoder=args.vocoder, only_diffusion=args.only_diffusion)
     t1 = time.perf_counter()
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     written, failed = convert_files(conv, args.inputs, outputs, opts,
-                                    progress=False if args.no_progress else None, log=log)
+                                    progress=False if args.no_progress else None, log=log,
+                                    overwrite=args.overwrite,
+                                    on_written=lambda w: print(w, flush=True))
     t2 = time.perf_counter()
-    for w in written:
-        print(w)
     seconds = 0.0
     if written:
         import soundfile as sf
@@ -715,4 +966,7 @@ def _run(args) -> int:
     rtf = f", {(t2 - t1) / seconds:.3f} s per second of audio" if seconds else ""
     log(f"svcjax convert: {len(written)} file(s) written, {len(failed)} skipped; loading "
         f"{t1 - t0:.1f} s, converting {t2 - t1:.1f} s{rtf}")
+    if failed:
+        log(f"svcjax convert: error: {len(failed)} of {len(args.inputs)} input(s) not "
+            f"converted (see above)")
     return 1 if failed else 0

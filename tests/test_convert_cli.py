@@ -168,3 +168,60 @@ def test_only_diffusion_and_second_encoding(conv, inputs):
     assert conv.encoder.trace_count == before     # the output is encoded with the same program
     assert seen[0].shape == seen[1].shape and np.abs(seen[0] - seen[1]).max() > 1e-2
     np.testing.assert_array_equal(seen[0], seen[2])
+
+
+def test_main_ends_every_failure_with_one_sentence(monkeypatch, capsys):
+    from svcjax.convert.torch_pickle import TorchFileError
+
+    def raising(exc):
+        def run(args):
+            raise exc
+        return run
+
+    argv = ["convert", "x.wav", "-o", "out/"]
+    for exc, line in [
+            (PermissionError(13, "Permission denied", "/data/x.wav"),
+             "svcjax convert: error: '/data/x.wav': permission denied"),
+            (OSError(28, "No space left on device"), "svcjax convert: error: no space left on device"),
+            (NotADirectoryError(20, "Not a directory", "afile/sub"),
+             "svcjax convert: error: 'afile/sub': not a directory"),
+            (TorchFileError("G_1.pth is not a PyTorch checkpoint"),
+             "svcjax convert: error: G_1.pth is not a PyTorch checkpoint"),
+            (KeyError("speaker"), "svcjax convert: error: speaker"),
+            (RuntimeError("XLA failed\nwith details"),
+             "svcjax convert: error: unexpected RuntimeError: XLA failed (set SVCJAX_DEBUG=1 "
+             "for the traceback)")]:
+        monkeypatch.setattr(pipeline, "_run", raising(exc))
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.strip() == line and "Traceback" not in err
+    monkeypatch.setattr(pipeline, "_run", raising(KeyboardInterrupt()))
+    assert cli.main(argv) == 130
+    assert capsys.readouterr().err.strip() == "svcjax convert: interrupted"
+    monkeypatch.setenv("SVCJAX_DEBUG", "1")
+    monkeypatch.setattr(pipeline, "_run", raising(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.main(argv)
+
+
+def test_cli_refuses_before_loading_models(tmp_path, inputs, capsys):
+    """Output problems and ignored options are found before any model is read (the model
+    paths here do not even exist)."""
+    base = ["--model", str(tmp_path / "no_model"), "--encoder", str(tmp_path / "no_enc"),
+            "--speaker", "alto", "--no-progress"]
+    src = str(inputs[0])
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"x")
+    existing = tmp_path / "done.wav"
+    existing.write_bytes(b"earlier")
+    for out, extra, needle in [
+            (str(afile), [], "is a file, not a directory"),
+            (f"{afile}/sub/", [], "is a file, not a directory"),
+            (src, [], "is one of the inputs; pass --overwrite"),
+            (str(existing), [], "already exists; pass --overwrite"),
+            (str(tmp_path / "o.wav"), ["--vocoder", "v"], "--vocoder is only used with"),
+    ]:
+        assert cli.main(["convert", src, "-o", out, *base, *extra]) == 1
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert existing.read_bytes() == b"earlier" and afile.read_bytes() == b"x"

@@ -125,7 +125,24 @@ def test_cents_and_rtf_and_summary():
     with pytest.raises(ValueError):
         evaluate.real_time_factor(1.0, 0.0)
     s = evaluate.summarize([{"a": 1.0, "b": float("nan")}, {"a": 3.0, "b": 2.0, "name": "x"}])
-    assert s == {"a": 2.0, "b": 2.0}
+    assert s == {"a": 2.0, "b": 2.0, "b_missing": 1.0}
+
+
+def test_summary_reports_missing_f0_metrics_as_a_count_not_nan():
+    voiced = evaluate.f0_metrics(np.full(20, 220.0), np.full(20, 221.0))
+    none = evaluate.f0_metrics(np.full(20, 220.0), np.zeros(20))    # nothing voiced in both
+    s = evaluate.summarize([voiced, none, none])
+    assert s["f0_rmse_cents"] == pytest.approx(voiced["f0_rmse_cents"])
+    assert s["f0_rmse_cents_missing"] == 2.0 and s["gpe_missing"] == 2.0
+    assert all(np.isfinite(v) for v in s.values())
+    only_none = evaluate.summarize([none, none])
+    assert "f0_rmse_cents" not in only_none and "gpe" not in only_none
+    assert only_none["f0_rmse_cents_missing"] == 2.0 and np.isfinite(only_none["vuv_error"])
+    # the settings summary over speakers sums the counts
+    per_speaker = [dict(s), dict(only_none)]
+    total = evaluate.summarize(per_speaker)
+    assert total["f0_rmse_cents_missing"] == 4.0
+    assert total["f0_rmse_cents"] == pytest.approx(voiced["f0_rmse_cents"])
 
 
 def test_bad_inputs_are_one_clear_error():

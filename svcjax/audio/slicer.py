@@ -44,15 +44,25 @@ def frame_rms(audio: np.ndarray, frame_length: int, hop_length: int) -> np.ndarr
     if not np.issubdtype(y.dtype, np.floating):
         y = y.astype(np.float32)
     pad = frame_length // 2
-    y = np.pad(y, (pad, pad))
-    if y.shape[0] < frame_length:
+    total = y.shape[0] + 2 * pad               # the zero-padded clip, never built whole
+    if total < frame_length:
         raise ValueError(f"audio of {len(audio)} samples is too short for {frame_length}-sample"
                          f" frames")
-    n = 1 + (y.shape[0] - frame_length) // hop_length
-    frames = np.lib.stride_tricks.as_strided(
-        y, shape=(frame_length, n), strides=(y.strides[0], hop_length * y.strides[0]),
-        writeable=False)
-    return np.sqrt(np.mean(np.abs(frames) ** 2, axis=-2))
+    n = 1 + (total - frame_length) // hop_length
+    # a few thousand frames at a time: the (frame_length, n) squares of a long recording
+    # would take frame_length / hop_length times its size (4x for the slicer)
+    step = max(1, (1 << 22) // frame_length)
+    out = []
+    for a in range(0, n, step):
+        m = min(step, n - a)
+        lo, hi = a * hop_length - pad, (a + m - 1) * hop_length + frame_length - pad
+        seg = np.pad(y[max(lo, 0):min(hi, y.shape[0])],
+                     (max(0, -lo), max(0, hi - y.shape[0])))
+        frames = np.lib.stride_tricks.as_strided(
+            seg, shape=(frame_length, m), strides=(seg.strides[0], hop_length * seg.strides[0]),
+            writeable=False)
+        out.append(np.sqrt(np.mean(np.abs(frames) ** 2, axis=-2)))
+    return np.concatenate(out)
 
 
 def _to_mono(audio) -> np.ndarray:
