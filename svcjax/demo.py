@@ -289,8 +289,9 @@ def measured_report(metrics: dict) -> str:
                 continue
             value = metrics.get(key)
             if value is None or (isinstance(value, float) and math.isnan(value)):
-                why = metrics.get(f"{setting}/f0_missing_reason") or (
-                    "no frame is voiced in both the source and the output")
+                missing = metrics.get(f"{key}_missing")
+                clips = f" in {missing:.0f} clip(s)" if missing else ""
+                why = f"no frame is voiced in both the source and the output{clips}"
                 text, meaning = "not measured", f"{meaning} [{why}]"
             else:
                 text = fmt.format(value)

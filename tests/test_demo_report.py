@@ -7,7 +7,7 @@ def test_report_explains_each_figure_and_missing_pitch():
     text = demo.measured_report({
         "sovits/f0_rmse_cents": 622.4, "sovits/gpe": 0.88, "sovits/vuv_error": 0.43,
         "sovits/mel_l1": 2.234, "sovits/tenor/mel_l1": 9.0,
-        "diff_k100/f0_rmse_cents": float("nan"), "diff_k100/gpe": float("nan"),
+        "diff_k100/f0_rmse_cents_missing": 4.0,   # evaluate.summarize: left out, counted
         "diff_k100/vuv_error": 0.5, "diff_k100/mel_l1": 3.73})
     lines = text.splitlines()
     assert lines[0] == "  [diff_k100]" and "  [sovits]" in lines
@@ -18,3 +18,6 @@ def test_report_explains_each_figure_and_missing_pitch():
     diff = "\n".join(lines[:lines.index("  [sovits]")])
     assert "nan" not in diff.lower()
     assert diff.count("not measured") == 2 and "voiced in both" in diff
+    assert "in 4 clip(s)" in diff
+    nan = demo.measured_report({"s/f0_rmse_cents": float("nan"), "s/gpe": 0.1})
+    assert "nan" not in nan.lower() and "not measured" in nan and "10%" in nan
