@@ -81,6 +81,7 @@ def default_train_config(kind: str = "sovits") -> ml_collections.ConfigDict:
         weight_decay=0.01,
         lr_decay=0.999875,
         lr_decay_steps=0,        # 0: once per epoch (steps_per_epoch)
+        lr_decay_begin=0,        # updates at the full LR before the first period starts
         steps_per_epoch=0,       # 0: train examples // batch_size
         grad_clip=0.0,           # global-norm clip; 0 = off (the reference does not clip)
         compute_dtype="float32",  # or "bfloat16" (parameters and optimizer stay float32)
@@ -96,6 +97,9 @@ def default_train_config(kind: str = "sovits") -> ml_collections.ConfigDict:
     elif kind == "diffusion":
         common.update(batch_size=48, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                       lr_decay=0.5, lr_decay_steps=100_000, eval_every=2000,
+                      # train_diff.py's StepLR starts at last_epoch=-2: its first period is
+                      # one update longer (the LR halves from update 100_002 on)
+                      lr_decay_begin=1,
                       checkpoint_every=2000, keep_checkpoints=3, key_shift_prob=0.5)
     else:
         raise ValueError(f"unknown training kind {kind!r}; known: sovits, diffusion")
@@ -110,7 +114,8 @@ def _train_config(config, defaults: str) -> ml_collections.ConfigDict:
 
 
 def make_optimizer(tcfg, steps_per_epoch: int) -> tuple[optax.GradientTransformation, Callable]:
-    """AdamW with a staircase exponential LR: ``lr * lr_decay ** (step // decay_steps)``.
+    """AdamW with a staircase exponential LR:
+    ``lr * lr_decay ** (max(step - lr_decay_begin, 0) // decay_steps)``.
 
     ``decay_steps`` is ``tcfg.lr_decay_steps`` or, when 0, one epoch (torch's
     ``ExponentialLR`` stepped per epoch). The schedule's count lives in the optimizer state,
@@ -122,7 +127,9 @@ def make_optimizer(tcfg, steps_per_epoch: int) -> tuple[optax.GradientTransforma
         raise ValueError(f"LR decay period must be positive (lr_decay_steps={tcfg.lr_decay_steps}, "
                          f"steps_per_epoch={steps_per_epoch})")
     lr0, decay = float(tcfg.learning_rate), float(tcfg.lr_decay)
-    schedule = optax.exponential_decay(lr0, every, decay, staircase=True)
+    begin = int(tcfg.get("lr_decay_begin", 0) or 0)
+    schedule = optax.exponential_decay(lr0, every, decay, transition_begin=begin,
+                                       staircase=True)
     b1, b2 = (float(b) for b in tcfg.betas)
     tx = optax.adamw(schedule, b1=b1, b2=b2, eps=float(tcfg.eps),
                      weight_decay=float(tcfg.weight_decay))
@@ -130,7 +137,8 @@ def make_optimizer(tcfg, steps_per_epoch: int) -> tuple[optax.GradientTransforma
         tx = optax.chain(optax.clip_by_global_norm(float(tcfg.grad_clip)), tx)
 
     def lr_at(count: int) -> float:
-        return float(np.float32(lr0) * np.float32(decay) ** (int(count) // every))
+        periods = max(int(count) - begin, 0) // every
+        return float(np.float32(lr0) * np.float32(decay) ** periods)
 
     return tx, lr_at
 
