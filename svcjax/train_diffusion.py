@@ -111,10 +111,13 @@ class DiffusionTask(Task):
         from svcjax.models import unit2mel
 
         inputs = self._inputs(batch)
+        # a batch may carry the step's draws (``t`` (B,), ``noise`` like ``mel``): parity tests
+        draws = {k: batch[k] for k in ("t", "noise") if k in batch}
 
         def loss_fn(p):
             return unit2mel.training_loss(self.model, p, inputs, rng, self.schedule,
-                                          k_step_max=self.k_step_max, loss_type=self.loss_type)
+                                          k_step_max=self.k_step_max, loss_type=self.loss_type,
+                                          **draws)
 
         loss, grads = jax.value_and_grad(loss_fn)(params["model"])
         new, opt = self.update("model", grads, opt_state["model"], params["model"])
