@@ -53,6 +53,7 @@ class SovitsTask(Task):
     train_defaults = "sovits"
     model_names = ("g", "d")
     progress_keys = ("loss/g/total", "loss/d/total", "loss/g/mel")
+    unroll_layers = True  # False: scanned layer stacks (compile faster, run slower on CPU)
 
     def __init__(self, config, *, generator=None, spectrogram=None, data=None):
         """``generator`` / ``spectrogram`` / ``data`` replace the real model, the audio
@@ -178,10 +179,11 @@ class SovitsTask(Task):
         """The step up to the generator's update: ``(grads_g, grads_d, new_d, opt_d,
         metrics)``. ``rng=None``: every random draw zero and no dropout (parity tests).
         Layer stacks are unrolled here (:func:`svcjax.models.scan.unrolled`): their scanned
-        reverse pass is ~10x slower on CPU."""
+        reverse pass is ~10x slower on CPU (``unroll_layers = False``: scanned, for tests on
+        tiny shapes where compile time dominates)."""
         from svcjax.models import scan
 
-        with scan.unrolled():
+        with scan.unrolled(self.unroll_layers):
             return self._gradients(params, opt_state, batch, rng)
 
     def _gradients(self, params, opt_state, batch, rng):
