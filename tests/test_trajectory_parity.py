@@ -11,17 +11,24 @@ svcjax runs its real training step (``SovitsTask.step`` / ``DiffusionTask.step``
 the LR schedule of :func:`svcjax.trainer.make_optimizer`) with matmul precision "highest"
 (tests/conftest.py), so both sides compute in float32.
 
-Tolerance. Step 0 of the GAN is a one-step comparison: its losses agree to ~1e-6 relative, a
-few float32 roundings of sums over ~1e5 terms (test_train_sovits uses 2e-4). Each later step
-starts from parameters that already differ by the float rounding of every earlier update;
-AdamW normalises gradients, so a parameter whose gradient is float noise (zero in exact
-arithmetic) still moves by up to ~lr, and the losses' sensitivity to such differences grows
-as training goes on. The allowed relative difference therefore grows linearly with the step:
-``tol(k) = TOL0 * (1 + k)`` with ``TOL0`` 2e-4 (GAN) / 2e-5 (diffusion: one small network,
-one loss), relative to ``max(|ref_k|, 0.05 * rms(ref))`` so that terms crossing zero (the KL)
-are compared on their own scale. The measured curves (printed with ``-s``) stay 1-3 orders
-of magnitude below it, while a wrong optimizer detail (weight decay, betas, update order, LR
-boundary one step off) moves them to 1e-3 .. 1e-1 within a few steps.
+Tolerance: a measured float32 drift envelope. The two implementations round differently,
+so after step 0 (where the losses agree to ~1e-6 relative) they train from parameters that
+differ in the last bits, and GAN training amplifies such differences: AdamW with eps 1e-9
+turns gradients that are float noise into full-size (~lr) updates, and the generator's
+gradient is dominated by a few sharp terms (its norm jumps 5x from step to step). How fast
+float differences grow is measured on svcjax itself: the same steps are also run from the
+initial weights perturbed by a random relative +-2^-20 (the size of the step-0 differences)
+with ``len(SEEDS)`` seeds; the envelope of a quantity at step k is the largest relative
+difference between a perturbed and the unperturbed run up to step k (running max). svcjax
+may differ from the reference by ``max(FLOOR, FACTOR * envelope)``: FLOOR 1e-4 (half the
+one-step tolerance of test_train_sovits) covers step 0, FACTOR 20 the envelope being an
+estimate from a few runs. Relative differences are taken to
+``max(|ref_k|, 0.05 * rms(ref))`` so a term crossing zero (the KL) keeps its own scale.
+Measured: over all GAN quantities and steps, svcjax-vs-reference is at most 6x the envelope
+(the KL at step 3; most are below 1x): svcjax departs from the reference no faster than from
+itself. The diffusion model is not chaotic (envelope <= 4e-5); there a wrong beta2 fails at
+step 8, a wrong eps (1e-6) at step 4, the LR boundary one update early at step 7, and a
+weight decay of 0.01 instead of 0 (lr x wd = 1e-5 per step) at step 18.
 """
 
 import os
@@ -30,7 +37,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures")
@@ -40,9 +46,9 @@ EPOCH = REF["gan/batch/audio"].shape[0]  # batches per epoch, cycled
 
 
 PERTURB = 2.0 ** -20   # relative size of the float perturbations of the drift envelope
-SEEDS = (1, 2)         # perturbed runs
+SEEDS = (1, 2, 3)      # perturbed runs
 FLOOR = 1e-4           # step 0: two float32 implementations of one step
-FACTOR = 10.0
+FACTOR = 20.0
 
 
 def _rel(mine: np.ndarray, ref: np.ndarray) -> np.ndarray:
