@@ -178,6 +178,13 @@ def _identity_dtype(name):
     return _DType(name)
 
 
+def _latin1_encode(text, encoding="latin1"):
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes (NumPy arrays' data)."""
+    if not isinstance(text, str) or encoding.lower().replace("-", "") != "latin1":
+        raise TorchFileError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
 _SAFE_GLOBALS = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("collections", "defaultdict"): collections.defaultdict,
@@ -201,6 +208,7 @@ _SAFE_GLOBALS = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy.core.multiarray", "_reconstruct"): _np_multiarray._reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _np_multiarray._reconstruct,
+    ("_codecs", "encode"): _latin1_encode,  # bytes in protocol-2 pickles of NumPy arrays
     ("numpy.core.multiarray", "scalar"): _np_multiarray.scalar,
     ("numpy._core.multiarray", "scalar"): _np_multiarray.scalar,
 }

@@ -1,0 +1,175 @@
+"""Timbre controls against the reference's own code (fixtures: tests/fixtures/make_timbre.py).
+
+Cluster mixing vs ``cluster/__init__.py`` + infer_tool's mix, retrieval mixing vs the faiss
+search in infer_tool.py, exact top-k vs faiss ``IndexFlatL2``, the reference's
+``kmeans_32.pt`` (made by its own train_cluster.py) read without torch/sklearn, and the JAX
+k-means against scikit-learn's MiniBatchKMeans inertia. None of these needs faiss or sklearn
+(the fixture stores the faiss index's rows, centroids and lists); reading the ``.pkl`` itself
+does and is skipped without faiss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+from svcjax import timbre
+
+F = os.path.join(os.path.dirname(__file__), "fixtures", "timbre")
+# Mixed units are sums of float32 products of O(5) values: 1e-5 leaves > 10x headroom over
+# float32 rounding (eps 1.2e-7 * |x| ~ 6e-7 per term, 8 terms) on any x86-64 CPU.
+TOL = 1e-5
+
+
+def _fixture_retrieval():
+    z = np.load(os.path.join(F, "retrieval.npz"))
+    spk = {sid: timbre._Speaker(z[f"rows_{sid}"], z[f"centroids_{sid}"],
+                                timbre._lists_from_assignment(z[f"assign_{sid}"],
+                                                              len(z[f"centroids_{sid}"])))
+           for sid in (0, 1)}
+    return z, spk
+
+
+def test_reference_kmeans_pt_imports_with_the_same_centres():
+    idx = timbre.load_timbre_index(os.path.join(F, "kmeans_32.pt"))
+    z = np.load(os.path.join(F, "cluster.npz"))
+    assert idx.kind == "cluster" and set(idx.speakers) == {"alice", "bob"}
+    for spk in ("alice", "bob"):
+        np.testing.assert_array_equal(idx.speakers[spk].vectors, z[f"centers_{spk}"])
+
+
+@pytest.mark.parametrize("ratio", [0.5, 1.0])
+def test_cluster_mix_matches_reference(ratio):
+    idx = timbre.load_timbre_index(os.path.join(F, "kmeans_32.pt"))
+    z = np.load(os.path.join(F, "cluster.npz"))
+    for b, spk in enumerate(("alice", "bob")):
+        out = np.asarray(idx.mix(z["units"][b:b + 1], speaker=spk, ratio=ratio))[0]
+        np.testing.assert_allclose(out, z[f"mixed_{spk}_{ratio}"], rtol=0, atol=TOL)
+    # both speakers in one batch, per-frame weights one-hot per batch row
+    w = np.zeros((2, z["units"].shape[1], 2), np.float32)
+    w[0, :, 0] = w[1, :, 1] = 1
+    out = np.asarray(idx.mix(z["units"], speaker=(("alice", "bob"), w), ratio=ratio))
+    np.testing.assert_allclose(out[1], z[f"mixed_bob_{ratio}"], rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("ratio", [0.5, 1.0])
+def test_retrieval_mix_matches_reference_ivf_search(ratio):
+    z, spk = _fixture_retrieval()
+    idx = timbre.TimbreIndex("retrieval", spk, search="ivf")
+    for sid in (0, 1):
+        out = np.asarray(idx.mix(z["units"][sid], speaker=sid, ratio=ratio))
+        np.testing.assert_allclose(out, z[f"mixed_{sid}_{ratio}"], rtol=0, atol=TOL)
+
+
+def test_ivf_and_exact_neighbours_match_faiss():
+    import jax.numpy as jnp
+    z, spk = _fixture_retrieval()
+    idx = timbre.TimbreIndex("retrieval", spk, search="ivf")
+    agree = []
+    for sid in (0, 1):
+        q = z["units"][sid]
+        d, i = timbre.topk_exact(q, z[f"rows_{sid}"], block=512)  # several blocks
+        np.testing.assert_array_equal(np.asarray(i), z[f"exact_labels_{sid}"])
+        # |q|^2 + |b|^2 - 2 q.b of O(100) terms: float32 cancellation ~1e-4 relative to |q|^2
+        np.testing.assert_allclose(np.asarray(d), z[f"exact_dist_{sid}"], rtol=1e-5, atol=1e-3)
+        a = idx.device_arrays((sid,))
+        _, iv = timbre.topk_ivf(jnp.asarray(q), a["vectors"][0], a["centroids"][0],
+                                a["lists"][0])
+        np.testing.assert_array_equal(np.sort(np.asarray(iv), 1),
+                                      np.sort(z[f"ivf_labels_{sid}"], 1))
+        agree.append(np.mean(np.all(np.sort(z[f"ivf_labels_{sid}"], 1)
+                                    == np.sort(z[f"exact_labels_{sid}"], 1), axis=1)))
+    # the reference's nprobe-1 search is far from exact on random data (why IVF is kept)
+    assert max(agree) < 0.5
+
+
+def test_faiss_pkl_imports_and_mixes_as_the_reference():
+    pytest.importorskip("faiss")
+    idx = timbre.load_timbre_index(os.path.join(F, "feature_and_index.pkl"))
+    assert idx.kind == "retrieval" and idx.search == "ivf" and set(idx.speakers) == {0, 1}
+    z, _ = _fixture_retrieval()
+    for sid in (0, 1):
+        np.testing.assert_array_equal(idx.speakers[sid].vectors, z[f"rows_{sid}"])
+        out = np.asarray(idx.mix(z["units"][sid], speaker=sid, ratio=0.5))
+        np.testing.assert_allclose(out, z[f"mixed_{sid}_0.5"], rtol=0, atol=TOL)
+
+
+def test_faiss_pkl_without_faiss_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(timbre.TimbreFileError, match="faiss-cpu"):
+        timbre.load_timbre_index(os.path.join(F, "feature_and_index.pkl"))
+
+
+def test_npz_round_trip_and_speaker_mix(tmp_path):
+    z, spk = _fixture_retrieval()
+    idx = timbre.TimbreIndex("retrieval", spk, search="ivf")
+    path = idx.save(str(tmp_path / "index.npz"))
+    back = timbre.load_timbre_index(path)
+    assert back.search == "ivf" and set(back.speakers) == {0, 1}
+    u = z["units"][:, :40]
+    a = np.asarray(back.mix(u, speaker=0, ratio=1.0))
+    b = np.asarray(back.mix(u, speaker=1, ratio=1.0))
+    # a 30/70 mix targets 0.3 * target_0 + 0.7 * target_1
+    m = np.asarray(back.mix(u, speaker={0: 3, 1: 7}, ratio=0.5))
+    np.testing.assert_allclose(m, 0.5 * u + 0.5 * (0.3 * a + 0.7 * b), rtol=0, atol=TOL)
+    # exact search of the same index: a different (finer) neighbour set, same rule
+    ex = timbre.load_timbre_index(path, search="exact")
+    e = np.asarray(ex.mix(u[:1], speaker=0, ratio=1.0))[0]
+    d, i = timbre.topk_exact(u[0], z["rows_0"])
+    w = np.asarray(timbre.retrieval_weights(d))
+    np.testing.assert_allclose(e, np.einsum("mk,mkc->mc", w, z["rows_0"][np.asarray(i)]),
+                               rtol=0, atol=TOL)
+
+
+def test_retrieval_weights_are_the_reference_rule_and_stable():
+    import jax.numpy as jnp
+    d = np.array([[1.0, 2.0, 4.0], [0.0, 1.0, 1.0], [1e-30, np.inf, np.inf]], np.float32)
+    w = np.asarray(timbre.retrieval_weights(jnp.asarray(d)))
+    ref = np.square(1 / d[0]) / np.square(1 / d[0]).sum()
+    np.testing.assert_allclose(w[0], ref, rtol=1e-6)
+    np.testing.assert_allclose(w[1], [1, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(w[2], [1, 0, 0])
+
+
+def test_bad_files_get_one_clear_sentence(tmp_path):
+    from svcjax.convert import torch_save
+    bad = tmp_path / "kmeans.pt"
+    torch_save.save({"alice": {"centres": np.zeros((3, 4), np.float32)}}, str(bad))
+    with pytest.raises(timbre.TimbreFileError, match="cluster_centers_"):
+        timbre.load_timbre_index(bad)
+    evil = tmp_path / "feature_and_index.pkl"
+    evil.write_bytes(pickle.dumps({0: os.getcwd}, protocol=2))  # a global that is not faiss
+    with pytest.raises(timbre.TimbreFileError, match="refusing"):
+        timbre.load_timbre_index(evil)
+    junk = tmp_path / "x.npz"
+    junk.write_bytes(b"PK\x03\x04not a zip")
+    with pytest.raises(timbre.TimbreFileError):
+        timbre.load_timbre_index(junk)
+    idx = timbre.load_timbre_index(os.path.join(F, "kmeans_32.pt"))
+    with pytest.raises(KeyError, match="not in the cluster index"):
+        idx.mix(np.zeros((1, 5, 32), np.float32), speaker="carol")
+    with pytest.raises(ValueError, match="unit size 32"):
+        idx.mix(np.zeros((1, 5, 16), np.float32), speaker="alice")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        idx.mix(np.zeros((1, 5, 32), np.float32), speaker="alice", ratio=1.5)
+
+
+def test_jax_kmeans_matches_sklearn_minibatch_inertia():
+    from svcjax import kmeans
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fixtures"))
+    from make_timbre import blob_data
+    ref = json.load(open(os.path.join(F, "kmeans_inertia.json")))
+    x = blob_data()
+    # the same seed budget: sklearn's best of its 3 fits (one k-means++ init each) against
+    # the best of 3 k-means++ inits here
+    runs = len(ref["minibatch_inertia"])
+    centres, inertia = kmeans.kmeans(x, ref["n_clusters"], n_init=runs, seed=0)
+    assert centres.shape == (ref["n_clusters"], x.shape[1])
+    lab = np.argmin(((x[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_allclose(inertia, ((x - centres[lab]) ** 2).sum(), rtol=1e-4)
+    assert inertia <= 1.01 * min(ref["minibatch_inertia"]), (inertia, ref)
