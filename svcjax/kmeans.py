@@ -325,7 +325,7 @@ def write_reference_cluster(centres: dict[str, np.ndarray], path: str) -> str:
                  "cluster_centers_": np.ascontiguousarray(c, np.float32)}
            for spk, c in centres.items()}
     name = os.path.splitext(os.path.basename(path))[0] or "archive"
-    tmp = path + ".partial"
+    tmp = path + ".tmp"
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr(f"{name}/data.pkl", pickle.dumps(obj, protocol=2))
         zf.writestr(f"{name}/byteorder", "little")

@@ -173,3 +173,73 @@ def test_jax_kmeans_matches_sklearn_minibatch_inertia():
     lab = np.argmin(((x[:, None] - centres[None]) ** 2).sum(-1), axis=1)
     np.testing.assert_allclose(inertia, ((x - centres[lab]) ** 2).sum(), rtol=1e-4)
     assert inertia <= 1.01 * min(ref["minibatch_inertia"]), (inertia, ref)
+
+
+# --------------------------------------------------------------------- training from a corpus
+
+
+@pytest.fixture(scope="module")
+def corpus_dir():
+    from tests.training_corpus import tiny_corpus
+    return tiny_corpus()
+
+
+def test_train_cluster_and_index_from_a_corpus(corpus_dir, tmp_path):
+    from svcjax import cli, corpus, kmeans
+    units = kmeans.corpus_units(corpus_dir)
+    names = corpus.load_metadata(corpus_dir)["speakers"]
+    assert set(units) == set(names) and all(u.ndim == 2 for u in units.values())
+    npz, pt, idx = (str(tmp_path / n) for n in ("km.npz", "kmeans_8.pt", "index.npz"))
+    assert cli.main(["train-cluster", corpus_dir, npz, "--n-clusters", "8"]) == 0
+    assert cli.main(["train-cluster", corpus_dir, pt, "--n-clusters", "8", "--minibatch",
+                     "--max-iter", "3"]) == 0
+    assert cli.main(["train-index", corpus_dir, idx]) == 0
+    assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+    a, b = timbre.load_timbre_index(npz), timbre.load_timbre_index(pt)
+    for spk, x in units.items():
+        c = a.speakers[spk].vectors
+        assert c.shape == (min(8, len(x)), x.shape[1])
+        # converged: one more Lloyd step (centres to their frames' means) gains < 0.1 %
+        lab = np.argmin(((x[:, None] - c[None]) ** 2).sum(-1), axis=1)
+        inertia = ((x - c[lab]) ** 2).sum()
+        moved = np.stack([x[lab == j].mean(0) if (lab == j).any() else c[j]
+                          for j in range(len(c))])
+        assert ((x - moved[lab]) ** 2).sum() >= (1 - 1e-3) * inertia
+        assert b.speakers[spk].vectors.shape == c.shape
+    r = timbre.load_timbre_index(idx)
+    assert r.kind == "retrieval" and r.search == "exact"
+    for spk, x in units.items():
+        # every frame kept (fewer than 2e5), shuffled
+        rows = r.speakers[spk].vectors
+        np.testing.assert_array_equal(np.sort(rows, axis=0), np.sort(x, axis=0))
+        # a frame of the index retrieves itself (distance 0 takes all the weight)
+        out = np.asarray(r.mix(x[None, :5], speaker=spk, ratio=1.0))[0]
+        np.testing.assert_allclose(out, x[:5], atol=1e-5)
+    # the existing file is kept without --overwrite
+    before = open(npz, "rb").read()
+    assert cli.main(["train-cluster", corpus_dir, npz, "--n-clusters", "8"]) == 1
+    assert open(npz, "rb").read() == before
+
+
+def test_reference_layout_written_without_torch_loads_in_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    from svcjax import kmeans
+    c = {"alice": np.arange(12, dtype=np.float32).reshape(3, 4)}
+    path = kmeans.write_reference_cluster(c, str(tmp_path / "kmeans_3.pt"))
+    d = torch.load(path, weights_only=False)  # as the reference's cluster/__init__.py loads
+    assert d["alice"]["n_features_in_"] == 4
+    np.testing.assert_array_equal(d["alice"]["cluster_centers_"], c["alice"])
+
+
+def test_kmeans_resumes_from_its_state(tmp_path):
+    from svcjax import kmeans
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 4)).astype(np.float32)
+    state = str(tmp_path / "state.npz")
+    full, _ = kmeans.kmeans(x, 5, max_iter=6, tol=0, seed=1)
+    kmeans.kmeans(x, 5, max_iter=3, tol=0, seed=1, state_path=state)
+    logs = []
+    resumed, _ = kmeans.kmeans(x, 5, max_iter=6, tol=0, seed=1, state_path=state,
+                               log=logs.append)
+    assert any("resuming k-means at iteration 3" in m for m in logs)
+    np.testing.assert_allclose(resumed, full, rtol=1e-5, atol=1e-5)
