@@ -243,3 +243,71 @@ def test_kmeans_resumes_from_its_state(tmp_path):
                                log=logs.append)
     assert any("resuming k-means at iteration 3" in m for m in logs)
     np.testing.assert_allclose(resumed, full, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------- conversion
+
+
+def test_convert_mixes_units_toward_the_speaker_also_in_a_speaker_mix():
+    from svcjax import pipeline
+    from tests.test_pipeline import SR, _voiced, identity_converter
+    conv, sov = identity_converter()         # units are the audio, 512 samples a frame
+    rng = np.random.default_rng(0)
+    centres = {"alto": rng.standard_normal((1, 512)).astype(np.float32) * 0.1,
+               "tenor": rng.standard_normal((1, 512)).astype(np.float32) * 0.1}
+    index = timbre.TimbreIndex("cluster", {k: timbre._Speaker(v) for k, v in centres.items()})
+    x = _voiced(2 * SR, 5)
+    n = len(x) // 512 * 512
+    opts = dict(pad_seconds=0.0, seed=None)
+    (plain,) = conv.convert([x], pipeline.ConvertOptions(speaker="alto", **opts), progress=False)
+    (y,) = conv.convert([x], pipeline.ConvertOptions(speaker="alto", cluster_model=index,
+                                                     cluster_ratio=0.5, **opts), progress=False)
+    np.testing.assert_allclose(y[:n], 0.5 * plain[:n] + 0.5 * np.tile(centres["alto"][0], n // 512),
+                               atol=1e-6)
+    # a fixed 25/75 mix: frames move toward 0.25 alto + 0.75 tenor
+    (m,) = conv.convert([x], pipeline.ConvertOptions(speaker={"alto": 0.25, "tenor": 0.75},
+                                                     cluster_model=index, cluster_ratio=1.0,
+                                                     **opts), progress=False)
+    np.testing.assert_allclose(
+        m[:n], np.tile(0.25 * centres["alto"][0] + 0.75 * centres["tenor"][0], n // 512),
+        atol=1e-6)
+    with pytest.raises(ValueError, match="'bass'.*not in the cluster index"):
+        conv.convert([x], pipeline.ConvertOptions(speaker="bass", cluster_model=index,
+                                                  cluster_ratio=0.5), progress=False)
+    with pytest.raises(ValueError, match="cluster_ratio needs"):
+        conv.convert([x], pipeline.ConvertOptions(speaker="alto", cluster_ratio=0.5))
+    with pytest.raises(ValueError, match=r"cluster_ratio must be in \[0, 1\]"):
+        conv.convert([x], pipeline.ConvertOptions(speaker="alto", cluster_model=index,
+                                                  cluster_ratio=2))
+
+
+@pytest.mark.slow  # ~50 s: builds the tiny models and compiles a conversion
+def test_cli_convert_with_a_cluster_model(tmp_path, capsys):
+    from svcjax import cli
+    from svcjax.audio import io
+    from tests import tiny_models
+    models = tiny_models.make_model_dirs(tmp_path / "models")
+    voices = os.path.join(os.path.dirname(__file__), "fixtures", "voices")
+    a, sr = io.load_audio(os.path.join(voices, "slt_16k.wav"))
+    src = tmp_path / "slt.wav"
+    io.save_audio(src, a[: int(1.0 * sr)], sr)
+    rng = np.random.default_rng(1)
+    good, bad = str(tmp_path / "km.npz"), str(tmp_path / "km16.npz")
+    timbre.TimbreIndex("cluster", {s: timbre._Speaker(rng.standard_normal((4, 32)))
+                                   for s in ("alto", "tenor")}).save(good)
+    timbre.TimbreIndex("cluster", {"alto": timbre._Speaker(rng.standard_normal((4, 16)))}
+                       ).save(bad)
+    base = ["convert", str(src), "--model", str(models / "sovits"), "--encoder",
+            str(models / "encoder"), "--f0-method", "dio", "--no-progress", "--speaker",
+            "alto:0.5,tenor:0.5", "--cluster-ratio", "0.5",
+            "--cache-dir", str(tmp_path / "cache")]
+    out = tmp_path / "out.wav"
+    assert cli.main(base + ["-o", str(out), "--cluster-model", good]) == 0, \
+        capsys.readouterr().err
+    y, _ = io.load_audio(out, allow_silent=True)
+    assert np.isfinite(y).all() and len(y) > 0
+    out2 = tmp_path / "out2.wav"
+    assert cli.main(base + ["-o", str(out2), "--cluster-model", bad]) == 1
+    err = capsys.readouterr().err
+    assert "units of size 16, the model uses 32" in err and "Traceback" not in err
+    assert not out2.exists()
