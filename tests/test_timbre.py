@@ -311,3 +311,20 @@ def test_cli_convert_with_a_cluster_model(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "units of size 16, the model uses 32" in err and "Traceback" not in err
     assert not out2.exists()
+
+
+def test_eval_settings_at_each_cluster_ratio():
+    from configs import eval as eval_config
+    from svcjax import evaluate
+    c = eval_config.get_config("variant=test")
+    assert [n for n, _ in evaluate.settings_from_config(c, False)] == ["sovits"]
+    c.cluster_model = "km.npz"
+    c.cluster_ratios = (0.0, 0.5)
+    got = evaluate.settings_from_config(c, True)
+    assert [n for n, _ in got][:4] == ["sovits_cr0", "sovits_cr50", "diff_k4_ddim_x2_cr0",
+                                       "diff_k4_ddim_x2_cr50"]
+    assert got[1][1]["cluster_ratio"] == 0.5 and got[1][1]["cluster_model"] == "km.npz"
+    assert "cluster_ratio" not in got[0][1]
+    c.cluster_model = ""
+    with pytest.raises(ValueError, match="cluster_ratios needs cluster_model"):
+        evaluate.settings_from_config(c, False)
