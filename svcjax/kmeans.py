@@ -128,14 +128,16 @@ def kmeans_plus_plus(x: np.ndarray, k: int, seed: int = 0, n_trials: int | None 
 
 @jax.jit
 def _minibatch_update(centres, counts, xb):
-    """scikit-learn's mini-batch step: each centre moves to the running mean of its points."""
+    """scikit-learn's mini-batch step: each centre moves to the running mean of its points.
+    Returns the new centres and counts and the batch's inertia before the step."""
     lab = timbre.nearest_centres(xb, centres)
+    inertia = jnp.sum(jnp.square(xb - centres[lab]))
     k = centres.shape[0]
     sums = jax.ops.segment_sum(xb, lab, num_segments=k)
     cnt = jax.ops.segment_sum(jnp.ones(xb.shape[0], jnp.float32), lab, num_segments=k)
     new_counts = counts + cnt
     moved = (centres * counts[:, None] + sums) / jnp.maximum(new_counts, 1.0)[:, None]
-    return jnp.where(cnt[:, None] > 0, moved, centres), new_counts
+    return jnp.where(cnt[:, None] > 0, moved, centres), new_counts, inertia
 
 
 def _fingerprint(x: np.ndarray, **kw) -> str:
@@ -174,8 +176,8 @@ def kmeans(x: np.ndarray, k: int, *, n_init: int = 1, seed: int = 0,
 def kmeans_once(x: np.ndarray, k: int, *, minibatch: bool = False,
                 max_iter: int | None = None, batch_size: int = 4096, tol: float = 1e-4,
                 seed: int = 0, init: str = "k-means++", init_size: int | None = None,
-                state_path: str | None = None, log: Callable[[str], None] = lambda m: None
-                ) -> tuple[np.ndarray, float]:
+                state_path: str | None = None, log: Callable[[str], None] = lambda m: None,
+                final_inertia: bool = True) -> tuple[np.ndarray, float]:
     """One k-means run: centres ``(k, C)`` of ``x (N, C)`` and their inertia on all of ``x``.
 
     ``init``: ``"k-means++"`` (greedy, on ``init_size`` sampled points: default
@@ -183,8 +185,11 @@ def kmeans_once(x: np.ndarray, k: int, *, minibatch: bool = False,
     Lloyd up to 10 * k points) or ``"random"`` (``k`` distinct points, as train_index.py's
     reduction). Full Lloyd (default) runs ``max_iter`` (300) iterations or until the inertia
     improves by less than ``tol`` (relative); ``minibatch`` runs ``max_iter`` (80) epochs of
-    random batches of ``batch_size``. ``state_path`` (``.npz``) is written after every
-    iteration and resumed from when it matches this data and these settings.
+    random batches of ``batch_size`` (stopping as scikit-learn does when the smoothed batch
+    inertia has not improved for 10 batches). ``final_inertia=False`` skips the last pass
+    over all points (mini-batch only: the smoothed batch inertia is returned).
+    ``state_path`` (``.npz``) is written after every iteration and resumed from when it
+    matches this data and these settings.
     """
     x = np.ascontiguousarray(x, np.float32)
     n = x.shape[0]
@@ -217,20 +222,38 @@ def kmeans_once(x: np.ndarray, k: int, *, minibatch: bool = False,
             log(f"  k-means++ over {len(sample)} points: {time.time() - t:.1f} s")
         _save_state(state_path, fingerprint=fp, centres=centres, iteration=0, counts=counts,
                     history=np.array(history, np.float64))
-    xs, ws = _shard_points(x)
     cent = jnp.asarray(centres)
     if minibatch:
+        # scikit-learn's stopping rule: the batches' inertia, smoothed (EWA), has not
+        # improved for max_no_improvement=10 steps (or max_iter epochs are done)
         steps_per_epoch = max(1, n // batch_size)
         counts_j = jnp.asarray(counts)
+        b = min(batch_size, n)
+        alpha = min(1.0, 2.0 * b / (n + 1))
+        ewa, best, stale = None, np.inf, 0
         for it in range(start, max_iter):
             for _ in range(steps_per_epoch):
-                idx = rng.integers(0, n, min(batch_size, n))
-                cent, counts_j = _minibatch_update(cent, counts_j, jnp.asarray(x[idx]))
+                xb = jnp.asarray(x[rng.integers(0, n, b)])
+                cent, counts_j, batch_inertia = _minibatch_update(cent, counts_j, xb)
+                v = float(batch_inertia) / b
+                ewa = v if ewa is None else ewa * (1 - alpha) + v * alpha
+                if ewa < best:
+                    best, stale = ewa, 0
+                else:
+                    stale += 1
+                if stale >= 10:
+                    break
             _save_state(state_path, fingerprint=fp, centres=np.asarray(cent),
                         iteration=it + 1, counts=np.asarray(counts_j),
                         history=np.array(history, np.float64))
-        _, _, inertia = _assign_stats(xs, ws, cent)
+            if stale >= 10:
+                log(f"  mini-batch k-means converged in epoch {it + 1}")
+                break
+        if not final_inertia:  # the smoothed batch inertia only (no pass over all points)
+            return np.asarray(cent), float(ewa * n)
+        _, _, inertia = _assign_stats(*_shard_points(x), cent)
         return np.asarray(cent), float(inertia)
+    xs, ws = _shard_points(x)
     prev = history[-1] if history else None
     inertia = prev
     for it in range(start, max_iter):

@@ -37,7 +37,7 @@ def build_retrieval(x: np.ndarray, *, seed: int = 0, log: Callable[[str], None] 
     if len(x) > REDUCE_ABOVE:
         log(f"  {len(x)} frames: k-means to {REDUCED_CENTRES} centres (as train_index.py)")
         x, _ = kmeans(x, REDUCED_CENTRES, minibatch=True, batch_size=256 * (os.cpu_count() or 1),
-                      init="random", seed=seed, log=log)
+                      init="random", seed=seed, log=log, final_inertia=False)
     n = len(x)
     n_ivf = min(int(16 * math.sqrt(n)), n // 39)
     if n_ivf < 1:
@@ -45,7 +45,9 @@ def build_retrieval(x: np.ndarray, *, seed: int = 0, log: Callable[[str], None] 
     # the coarse quantiser: k-means on at most 256 points per list (faiss's training sample)
     sample = x if n <= 256 * n_ivf else x[rng.choice(n, 256 * n_ivf, replace=False)]
     cent, _ = kmeans(sample, n_ivf, max_iter=10, init="random", seed=seed)
-    assign = np.asarray(timbre.nearest_centres(jnp.asarray(x), jnp.asarray(cent)))
+    cj = jnp.asarray(cent)
+    assign = np.concatenate([np.asarray(timbre.nearest_centres(jnp.asarray(x[i:i + 8192]), cj))
+                             for i in range(0, n, 8192)])
     return timbre._Speaker(x, cent, timbre._lists_from_assignment(assign, n_ivf))
 
 

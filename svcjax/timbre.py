@@ -341,8 +341,9 @@ class TimbreIndex:
             speaker = next(iter(self.speakers))
         keys, w = self.weights_for(speaker, u.shape[:2])
         arrays = self.device_arrays(keys)
-        out = mix_units(u, jnp.asarray(w), jnp.float32(ratio), arrays,
-                        kind=self.kind, search=self.search)
+        # IVF gathers (block, list width, C) rows per block: smaller blocks
+        out = mix_units(u, jnp.asarray(w), jnp.float32(ratio), arrays, kind=self.kind,
+                        search=self.search, block=128 if self.search == "ivf" else 512)
         return out[0] if squeeze else out
 
     # -- saving
