@@ -17,13 +17,11 @@ The retrieval index (``svcjax train-index``) is :mod:`svcjax.retrieval`.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
 import pickle
 import shutil
-import sys
 import time
 import zipfile
 from pathlib import Path

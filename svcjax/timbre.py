@@ -32,8 +32,6 @@ options off when a speaker mix is used.)
 from __future__ import annotations
 
 import functools
-import io
-import math
 import os
 import pickle
 import zipfile
@@ -243,8 +241,9 @@ class TimbreIndex:
 
     def __repr__(self):
         sizes = ", ".join(f"{k}: {v.vectors.shape[0]}" for k, v in list(self.speakers.items())[:4])
+        more = ", ..." if len(self.speakers) > 4 else ""
         return (f"TimbreIndex({self.kind}, dim={self.dim}, search={self.search}, "
-                f"{len(self.speakers)} speakers [{sizes}{', ...' if len(self.speakers) > 4 else ''}])")
+                f"{len(self.speakers)} speakers [{sizes}{more}])")
 
     # -- speakers
 
