@@ -1,7 +1,7 @@
 """Timbre leakage on the demo voices: speaker similarity of conversions at several ratios.
 
     python -m svcjax.demo --workdir /tmp/svcjax_demo        # once (trains the tiny model)
-    python bench/timbre_leakage.py --demo /tmp/svcjax_demo [--n-clusters 1000]
+    python bench/timbre_leakage.py --demo /tmp/svcjax_demo [--n-clusters 200]
 
 Trains a cluster model (``svcjax train-cluster``) and a retrieval index (``svcjax
 train-index``) on the demo corpus, converts every held-out clip of each source speaker to the
@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--demo", required=True, help="the demo's workdir (python -m svcjax.demo)")
-    ap.add_argument("--n-clusters", type=int, default=1000)
+    ap.add_argument("--n-clusters", type=int, default=200)
+    ap.add_argument("--max-iter", type=int, default=30, help="Lloyd iterations")
     ap.add_argument("--ratios", default="0.5,1.0")
     ap.add_argument("--train-clips", type=int, default=8, help="clips per speaker embedded")
     args = ap.parse_args()
@@ -42,7 +43,7 @@ def main():
     out.mkdir(exist_ok=True)
     km, ix = out / f"kmeans_{args.n_clusters}.npz", out / "index.npz"
     if not km.exists():
-        kmeans.train_cluster(str(data_dir), str(km), args.n_clusters)
+        kmeans.train_cluster(str(data_dir), str(km), args.n_clusters, max_iter=args.max_iter)
     if not ix.exists():
         retrieval.train_index(str(data_dir), str(ix))
     conv = pipeline.Converter.from_paths(str(g[-1]),
