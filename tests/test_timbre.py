@@ -281,8 +281,19 @@ def test_convert_mixes_units_toward_the_speaker_also_in_a_speaker_mix():
                                                   cluster_ratio=2))
 
 
-@pytest.mark.slow  # ~50 s: builds the tiny models and compiles a conversion
-def test_cli_convert_with_a_cluster_model(tmp_path, capsys):
+@pytest.fixture
+def restore_cache():
+    """The CLI turns JAX's persistent compilation cache on for the process; off again after."""
+    yield
+    import jax
+    from jax._src import compilation_cache as cc
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    cc.reset_cache()
+
+
+@pytest.mark.slow  # ~50 s on 2 busy cores: builds the tiny models, compiles a conversion
+def test_cli_convert_with_a_cluster_model(tmp_path, capsys, restore_cache):
     from svcjax import cli
     from svcjax.audio import io
     from tests import tiny_models
