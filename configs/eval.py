@@ -48,6 +48,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.diffusion_k = (100,)
     c.samplers = ("dpm-solver++", "ddim")
     c.speedup = 10
+    # timbre-leakage controls: a cluster model / retrieval index and the ratios to compare
+    c.cluster_model = ""       # kmeans_10000.pt, feature_and_index.pkl or an svcjax .npz
+    c.cluster_ratios = (0.0,)  # e.g. (0.0, 0.5, 1.0): every setting at each ratio
+    c.cluster_search = ""      # "exact" / "ivf"; "" = the index's own
     # metrics and logging
     c.metrics = ("mel", "mcd", "f0", "rtf", "speaker_similarity", "dnsmos")
     c.n_mels = 128             # mel distance on the vocoder mel (80: the training mel)

@@ -36,6 +36,8 @@ _API: dict[str, str] = {
     "interpolate_f0": "svcjax.audio.f0",
     "load_sovits": "svcjax.inference",
     "SovitsModel": "svcjax.inference",
+    "load_timbre_index": "svcjax.timbre",
+    "TimbreIndex": "svcjax.timbre",
 }
 
 

@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
                       "convert a So-VITS-SVC 4.1 G_*.pth + config.json to a model directory"),
     "export-pth": ("svcjax.trainer", "write a training run's checkpoint as the reference's .pth"),
     "sweep": ("svcjax.sweep", "run (or print) a config sweep and gather its metrics"),
+    "train-cluster": ("svcjax.kmeans", "per-speaker k-means cluster model of a corpus's units"),
+    "train-index": ("svcjax.retrieval", "per-speaker feature-retrieval index of a corpus's units"),
+    "import-index": ("svcjax.timbre", "reference kmeans_*.pt / feature_and_index.pkl to .npz"),
+    "merge-models": ("svcjax.merge", "merge models: convex or linear mix of their weights"),
+    "compress": ("svcjax.compress", "release copy of a G_*.pth: no optimizer state or enc_q"),
 }
 
 

@@ -479,7 +479,9 @@ def _load_tfds(data_dir: str, split: str, limit: int) -> list[EvalClip]:
 
 def settings_from_config(config, has_diffusion: bool) -> list[tuple[str, dict]]:
     """``[(name, ConvertOptions overrides)]``: SoVITS alone, then every diffusion
-    ``k_step`` x ``method`` (at ``speedup``) when a diffusion model is given."""
+    ``k_step`` x ``method`` (at ``speedup``) when a diffusion model is given; each at every
+    ``cluster_ratios`` with ``cluster_model`` (name suffix ``_cr<percent>`` when there are
+    several; a sweep over single ratios keeps the names, so its columns line up)."""
     out = []
     if config.get("sovits_only", True):
         out.append(("sovits", dict(shallow_diffusion=False)))
@@ -494,6 +496,17 @@ def settings_from_config(config, has_diffusion: bool) -> list[tuple[str, dict]]:
     if not out:
         raise ValueError("nothing to evaluate: sovits_only is False and no diffusion model "
                          "(config.diffusion) or no diffusion_k/samplers")
+    # timbre-leakage ablation: every setting at each cluster / retrieval ratio (0: none)
+    ratios = [float(r) for r in config.get("cluster_ratios", (0.0,))]
+    if any(ratios) and not config.get("cluster_model"):
+        raise ValueError("cluster_ratios needs cluster_model (a cluster model or retrieval "
+                         "index)")
+    if ratios != [0.0]:
+        out = [(name if len(ratios) == 1 else f"{name}_cr{round(r * 100)}",
+                dict(ov, **(dict(cluster_model=config.cluster_model, cluster_ratio=r,
+                                 cluster_search=config.get("cluster_search") or None)
+                            if r else {})))
+               for name, ov in out for r in ratios]
     return out
 
 

@@ -48,8 +48,11 @@ temporary file ``.NAME.<hex>.tmp`` beside it and renamed into place when complet
 crash leaves no partial output, and a later run removes such files when their writer is
 gone. A file whose write fails (disk full) is reported and the others are still written.
 
-Not implemented from the reference: cluster / feature-retrieval mixing of units and the
-NSF-HiFiGAN enhancer (``-eh``; the reference disables it with shallow diffusion anyway).
+Timbre-leakage controls (``cluster_model`` + ``cluster_ratio``): a k-means cluster model or a
+feature-retrieval index (:mod:`svcjax.timbre`) pulls the content units toward the target
+speaker right after they are computed, in a jitted program, also with speaker mixes.
+
+Not implemented from the reference: the NSF-HiFiGAN enhancer (``-eh``; the reference disables it with shallow diffusion anyway).
 
 Random draws (SoVITS prior noise, source noise and phases, diffusion noise) come from
 ``seed`` (a fixed default, so runs repeat); ``seed=None`` makes every draw zero.
@@ -108,8 +111,16 @@ class ConvertOptions:
     crossfade_keep: float = 0.75
     seed: int | None = 0
     batch_size: int = 8
+    cluster_model: Any = None      # cluster model / retrieval index: path or TimbreIndex
+    cluster_ratio: float = 0.0     # 0: units unchanged, 1: the speaker's centres / neighbours
+    cluster_search: str | None = None  # "exact" or "ivf" (default: the index's own)
 
     def check(self) -> None:
+        if not 0 <= self.cluster_ratio <= 1:
+            raise ValueError(f"cluster_ratio must be in [0, 1], got {self.cluster_ratio}")
+        if self.cluster_ratio and self.cluster_model is None:
+            raise ValueError("cluster_ratio needs a cluster model or retrieval index "
+                             "(cluster_model / --cluster-model)")
         if self.pad_seconds < 0 or self.clip_seconds < 0 or self.crossfade_seconds < 0:
             raise ValueError("pad_seconds, clip_seconds and crossfade_seconds must be >= 0")
         if self.crossfade_seconds and not self.clip_seconds:
@@ -507,7 +518,10 @@ class Converter:
         if opt.auto_f0 and self.sovits is not None and \
                 not self.sovits.module.use_automatic_f0_prediction:
             raise ValueError("auto_f0 needs a model trained with use_automatic_f0_prediction")
-        self._validate_speaker(self._default_speaker(opt.speaker))
+        spk = self._default_speaker(opt.speaker)
+        self._validate_speaker(spk)
+        if opt.cluster_ratio:  # a bad index or speaker fails here, before any work
+            self._check_timbre(spk, opt)
 
     def stream(self, items, options: ConvertOptions, *, cancelled=frozenset(), bar=None):
         """Convert ``(key, audio)`` pairs (44.1 kHz mono; an iterator, read as needed) and
@@ -620,6 +634,9 @@ class Converter:
         units = self._units(audio, lens, frames, t)
         t0 = self._time("units", t0)
         spk_rows = self._speaker_rows(spk, padded, totals, t)
+        if opt.cluster_ratio:
+            units = self._mix_timbre(units, spk_rows, opt)
+            t0 = self._time("timbre", t0)
         vol = np.asarray(features.volume(audio))[:, :t] if (self.vol_embedding or
                                                            opt.only_diffusion) else None
         if not opt.only_diffusion:
@@ -655,6 +672,54 @@ class Converter:
                 source_lengths=lens, converted_lengths=lens))
             t0 = self._time("loudness", t0)
         return [wav[i, :frames[i] * HOP] for i in range(n)]
+
+    def _timbre_index(self, opt: ConvertOptions):
+        from svcjax import timbre
+        if isinstance(opt.cluster_model, timbre.TimbreIndex):
+            return opt.cluster_model
+        cache = self.__dict__.setdefault("_timbre_cache", {})
+        key = (os.fspath(opt.cluster_model), opt.cluster_search)
+        if key not in cache:
+            cache.clear()
+            cache[key] = timbre.load_timbre_index(key[0], search=opt.cluster_search)
+        return cache[key]
+
+    def _check_timbre(self, spk, opt: ConvertOptions) -> None:
+        index = self._timbre_index(opt)
+        cfg = self.sovits.config if self.sovits is not None else self.diffusion.config
+        dim = cfg.model.get("ssl_dim", None) if self.sovits is not None else \
+            cfg.data.get("encoder_out_channels", None)
+        if dim is not None and int(dim) != index.dim:
+            raise ValueError(f"the {index.kind} index {index.source!r} holds units of size "
+                             f"{index.dim}, the model uses {int(dim)}")
+        rows = self._speaker_rows(spk, [_Piece(0, np.zeros(HOP, np.float32), 0, HOP, 0)], [HOP], 1)
+        self._mix_timbre(np.zeros((1, 1, index.dim), np.float32), rows, opt)
+
+    def _mix_timbre(self, units, spk_rows, opt: ConvertOptions):
+        """Units moved toward the target speaker(s) by the cluster model / retrieval index;
+        index entries are matched to the model's speakers by name, else by id."""
+        index = self._timbre_index(opt)
+        names = {i: n for n, i in self.speakers.items()}
+        n = self.n_speakers
+
+        def key(i):
+            for cand in (names.get(i), i):
+                if cand is not None and any(str(k) == str(cand) for k in index.speakers):
+                    return index.key(cand)
+            raise ValueError(f"speaker {names.get(i, i)!r} (id {i}) is not in the "
+                             f"{index.kind} index {index.source!r} (it has "
+                             f"{', '.join(map(str, index.speakers))})")
+
+        if isinstance(spk_rows, np.ndarray):
+            w = np.asarray(spk_rows, np.float32)
+        else:
+            w = np.zeros((len(spk_rows), units.shape[1], n), np.float32)
+            for b, i in enumerate(spk_rows):
+                w[b, :, i] = 1.0
+        used = [i for i in range(n) if w[..., i].any()]
+        keys = tuple(key(i) for i in used)
+        return np.asarray(index.mix(units, speaker=(keys, w[..., used]),
+                                    ratio=opt.cluster_ratio), np.float32)
 
     def _units(self, audio, lens, frames, t):
         wav16 = np.asarray(resample_lib.resample(audio, SAMPLING_RATE, ENCODER_SR))
@@ -906,6 +971,15 @@ def add_parser(subparsers):
                    help="seconds of overlap between forced pieces, crossfaded")
     p.add_argument("--crossfade-keep", type=float, default=0.75,
                    help="share of the overlap that is crossfaded (the rest is cut)")
+    p.add_argument("--cluster-model", help="k-means cluster model (kmeans_10000.pt or "
+                   "svcjax train-cluster .npz) or feature-retrieval index (feature_and_index"
+                   ".pkl or svcjax train-index .npz) against timbre leakage")
+    p.add_argument("--cluster-ratio", type=float, default=0.0,
+                   help="how far units move toward the speaker's centres / retrieved frames "
+                   "(0-1, default 0)")
+    p.add_argument("--cluster-search", choices=("exact", "ivf"),
+                   help="retrieval search (default: exact for svcjax indexes, IVF with nprobe "
+                   "1 for the reference's, as it searches them)")
     p.add_argument("--format", choices=("wav", "flac"), help="output format for a directory")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing output files (without it, an output that exists, "
@@ -939,7 +1013,9 @@ def _run(args) -> int:
         second_encoding=args.second_encoding, loudness_mix=args.loudness_mix,
         slice_db=args.slice_db, pad_seconds=args.pad_seconds, clip_seconds=args.clip,
         crossfade_seconds=args.crossfade, crossfade_keep=args.crossfade_keep,
-        seed=None if args.deterministic else args.seed, batch_size=args.batch_size)
+        seed=None if args.deterministic else args.seed, batch_size=args.batch_size,
+        cluster_model=args.cluster_model, cluster_ratio=args.cluster_ratio,
+        cluster_search=args.cluster_search)
     opts.check()
     for path in args.inputs:
         if not os.path.exists(path):
