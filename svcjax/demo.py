@@ -25,8 +25,8 @@ The point is the complete, real path, every stage of which scales to real data a
 accelerators; it is not quality. What a few CPU minutes of training give is measured on the
 held-out clips and printed at the end, each figure next to what it means (F0 RMSE in cents
 against the source pitch, gross pitch error, V/UV error, mel L1, MCD): at the demo's default
-budget the converted voice does not keep the source's pitch, and shallow diffusion does not
-yet lower the mel distance. Re-running resumes: finished stages are skipped, training
+budget the converted voice does not keep the source's pitch, and the shallow-diffusion output
+is not usable yet (no frame of it is voiced where the source is). Re-running resumes: finished stages are skipped, training
 continues from its checkpoints.
 """
 
