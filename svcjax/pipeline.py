@@ -804,8 +804,8 @@ def convert_files(converter: Converter, inputs: Sequence[str], outputs: Sequence
         """A long libsndfile file is read twice (see the module's notes on memory): a first
         pass for its length and silence RMS, then spans as their window runs; anything else
         is loaded whole."""
-        try:
-            long = float(sf.info(path).duration) > WINDOW_SECONDS
+        try:   # (a FIFO is not opened here: load_audio refuses it without blocking)
+            long = os.path.isfile(path) and float(sf.info(path).duration) > WINDOW_SECONDS
         except Exception:  # noqa: BLE001 (not libsndfile's or unreadable: load_audio says)
             long = False
         if long:
