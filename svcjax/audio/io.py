@@ -4,7 +4,8 @@
 libsndfile >= 1.1, AIFF, ...) and falls back to ``audioread`` (ffmpeg / GStreamer) for the
 rest; channels are averaged as ``librosa.load`` does, and the audio is resampled on the host
 when a rate is asked for. Every failure is one :class:`AudioFileError` (a ``ValueError``)
-naming the file (a missing file is ``FileNotFoundError``).
+naming the file (a missing file is ``FileNotFoundError``). :class:`StreamedAudio` reads a
+long file twice instead of holding it: a first pass block by block, then spans in order.
 
 :func:`save_audio` writes to a temporary name beside the target, syncs it, and renames it
 into place: a crash or error never leaves a half-written file, nor destroys the old one.
