@@ -31,15 +31,20 @@ which each component splits over the local devices. As soon as a window is done 
 are handed on in order; :func:`convert_files` appends them to the output file (written to a
 temporary name and renamed into place when the file is complete) and forgets them.
 
-Memory: besides the models and compiled programs, :func:`convert_files` holds the inputs whose
-pieces are in the current window (for a long file, that file alone) decoded to 44.1 kHz mono
-float32, 10.6 MB per minute: they are read, averaged and resampled block by block, and the
-silence slicer works a few thousand frames at a time, so no second copy of a file exists.
-Beyond that: one window of pieces (their padded inputs and outputs: ``WINDOW_SECONDS`` plus
-the longest silence-delimited chunk, about 3 x 176 kB per second of audio) and the batch
-being run. Nothing else grows with the length of a file or the number of files, so peak
-memory is a constant plus 10.6 MB per minute of the longest input. A voiced stretch with no
-pause of 0.3 s is one chunk unless ``clip_seconds`` (``--clip``) cuts it into pieces.
+Memory: no input is held whole. :func:`convert_files` reads a file longer than a window twice:
+a first pass decodes it block by block (channels averaged, resampled to 44.1 kHz in segments)
+and keeps only its length and the silence slicer's frame RMS (4 bytes per 20 ms, 0.7 MB an
+hour), from which the chunks are cut; a second pass decodes and resamples it again the same
+way, so bit for bit the same samples, and keeps only those from the start of the piece being
+filled in, as each window is gathered. Shorter files (at most a window) are loaded whole,
+and so is a file libsndfile cannot read (decoded by ffmpeg / GStreamer through audioread)
+or any file when a ``soxr_*`` resampler is used. Beyond the models and compiled programs,
+memory holds one window of pieces (their padded inputs and outputs: ``WINDOW_SECONDS`` plus
+the longest silence-delimited chunk, about 3 x 176 kB per second of audio, 64 MB for
+120 s), the batch being run, and a few decoding blocks; nothing grows with the length of a
+file or the number of files. A voiced stretch with no pause of 0.3 s is one chunk unless
+``clip_seconds`` (``--clip``) cuts it into pieces. A file changed between the two passes
+is skipped with a message (no partial output).
 
 Outputs: :func:`convert_files` (and ``svcjax convert``) refuses, before any work, an output
 that is one of the inputs or (``--overwrite`` not given) any file that exists, and one whose
@@ -277,12 +282,11 @@ def _pad_piece(x: np.ndarray, pad: int) -> np.ndarray:
     return np.pad(np.asarray(x, np.float32), (pad, pad + extra))
 
 
-def _cut(item, audio: np.ndarray, opt: ConvertOptions, *, materialize: bool = True
-         ) -> _Layout:
-    """How ``audio`` is cut into chunks and pieces; with ``materialize=False`` the pieces
-    carry no audio yet (:func:`_materialize` fills it in when their window runs)."""
+def _cut(item, total: int, chunks: Sequence[slicer.Chunk], opt: ConvertOptions) -> _Layout:
+    """How an input of ``total`` samples, cut at silences into ``chunks``, is cut into
+    pieces; the pieces carry no audio yet (:func:`_materialize` fills it in when their
+    window runs)."""
     sr = SAMPLING_RATE
-    chunks = slicer.slice_on_silence(audio, sr, threshold_db=opt.slice_db)
     per = int(opt.clip_seconds * sr)
     overlap = int(opt.crossfade_seconds * sr)
     pad = int(sr * opt.pad_seconds)
@@ -292,24 +296,33 @@ def _cut(item, audio: np.ndarray, opt: ConvertOptions, *, materialize: bool = Tr
         if ch.silent:
             out.append((True, n, []))
             continue
-        data = audio[ch.start:ch.end]
         if per:
-            parts, offsets = [], []
-            for k, s in enumerate(range(0, n, per)):
-                lo = s - overlap if s >= overlap else s
-                parts.append(data[lo:s + per])
-                offsets.append(lo)
+            spans = [(s - overlap if s >= overlap else s, min(n, s + per))
+                     for s in range(0, n, per)]
         else:
-            parts, offsets = [data], [0]
-        pieces = [_Piece(item, _pad_piece(p, pad) if materialize else None, ch.start + o,
-                         len(p), pad, total=len(audio))
-                  for p, o in zip(parts, offsets)]
+            spans = [(0, n)]
+        pieces = [_Piece(item, None, ch.start + lo, hi - lo, pad, total=total)
+                  for lo, hi in spans]
         out.append((False, n, pieces))
-    return _Layout(len(audio), out)
+    return _Layout(total, out)
 
 
-def _materialize(p: _Piece, audio: np.ndarray) -> None:
-    p.audio = _pad_piece(audio[p.start:p.start + p.length], p.pad)
+def _materialize(p: _Piece, audio) -> None:
+    """Fill in a piece's padded audio from the whole input (an array) or from the reader
+    of a file read a second time (:class:`svcjax.audio.io.StreamedAudio`)."""
+    if isinstance(audio, np.ndarray):
+        x = audio[p.start:p.start + p.length]
+    else:
+        x = audio.read(p.start, p.start + p.length)
+    p.audio = _pad_piece(x, p.pad)
+
+
+class _Streamed:
+    """An input given by its length, its silence-delimited chunks and a forward reader of
+    its samples (see :func:`convert_files`), instead of its whole audio."""
+
+    def __init__(self, total: int, chunks: Sequence[slicer.Chunk], reader):
+        self.total, self.chunks, self.reader = total, list(chunks), reader
 
 
 def _chunk_output(pieces: Sequence[_Piece], n: int, opt: ConvertOptions) -> np.ndarray:
@@ -529,6 +542,9 @@ class Converter:
         then ``("done", key, None)``. Inputs finish in the order they come; an input's audio
         is held only until its last window has run, a window's pieces only until they are
         yielded. Keys put in ``cancelled`` (a set the caller may add to) get no more work.
+        An input may also be a ``_Streamed`` (length, chunks and a forward reader: nothing
+        of it is held but the current pieces); when its reader fails (the file changed),
+        ``("error", key, exception)`` is yielded and the input gets no more work.
         """
         opt = options
         spk = self._default_speaker(opt.speaker)
@@ -552,21 +568,35 @@ class Converter:
                     except StopIteration:
                         exhausted = True
                         continue
-                    audio = np.asarray(audio, np.float32)
-                    lay = _cut(key, audio, opt, materialize=False)
+                    if isinstance(audio, _Streamed):
+                        lay = _cut(key, audio.total, audio.chunks, opt)
+                        audio = audio.reader
+                    else:
+                        audio = np.asarray(audio, np.float32)
+                        chunks = slicer.slice_on_silence(audio, SAMPLING_RATE,
+                                                         threshold_db=opt.slice_db)
+                        lay = _cut(key, len(audio), chunks, opt)
                     jobs.append(dict(key=key, audio=audio, chunks=lay.chunks, next=0,
                                      emitted=0))
                     continue
                 silent, n, pieces = job["chunks"][job["next"]]
-                for p in pieces:
-                    if p.padded_length < MIN_PIECE:
-                        p.out = np.zeros(p.padded_length, np.float32)
-                    else:
-                        _materialize(p, job["audio"])
-                        window.append(p)
+                try:
+                    for p in pieces:
+                        if p.padded_length < MIN_PIECE:
+                            p.out = np.zeros(p.padded_length, np.float32)
+                        else:
+                            _materialize(p, job["audio"])
+                            window.append(p)
+                except (OSError, ValueError) as e:   # a file read back failed (changed)
+                    window = [p for p in window if p.item != job["key"]]
+                    jobs.remove(job)
+                    yield "error", job["key"], e
+                    continue
                 size += n
                 job["next"] += 1
                 if job["next"] == len(job["chunks"]):
+                    if hasattr(job["audio"], "close"):
+                        job["audio"].close()
                     job["audio"] = None      # every piece has its audio now
             for batch in self._batches(window, opt):
                 rng = None if base is None else jax.random.fold_in(base, k_batch)
@@ -576,6 +606,8 @@ class Converter:
                     p.out, p.audio = o, None
             for job in list(jobs):
                 if job["key"] in cancelled:
+                    if hasattr(job["audio"], "close"):
+                        job["audio"].close()
                     jobs.remove(job)
                     continue
                 while job["emitted"] < job["next"]:
@@ -833,27 +865,45 @@ def convert_files(converter: Converter, inputs: Sequence[str], outputs: Sequence
         failed.append(msg)
         log(f"svcjax convert: {msg}")
 
+    def load(path):
+        """A long libsndfile file is read twice (see the module's notes on memory): a first
+        pass for its length and silence RMS, then spans as their window runs; anything else
+        is loaded whole."""
+        try:   # (a FIFO is not opened here: load_audio refuses it without blocking)
+            long = os.path.isfile(path) and float(sf.info(path).duration) > WINDOW_SECONDS
+        except Exception:  # noqa: BLE001 (not libsndfile's or unreadable: load_audio says)
+            long = False
+        if long:
+            rms = slicer.RunningRMS(*slicer.slicer_frames(SAMPLING_RATE))
+            src = io.StreamedAudio.scan(path, SAMPLING_RATE, rms.feed)
+            if src is not None:
+                chunks = slicer.slice_rms(rms.finish(), src.length, SAMPLING_RATE,
+                                          threshold_db=options.slice_db)
+                return src.length, _Streamed(src.length, chunks, src.reader())
+        wav, _ = io.load_audio(path, sr=SAMPLING_RATE)
+        return len(wav), wav
+
     def items():
         for k, path in enumerate(inputs):
             try:
-                wav, _ = io.load_audio(path, sr=SAMPLING_RATE)
+                n, wav = load(path)
             except io.AudioFileError as e:
                 skip(f"skipped: {e}")
                 continue
             except OSError as e:
                 skip(f"skipped: cannot read {path!r}: {_reason(e)}")
                 continue
-            if len(wav) < MIN_PIECE:
-                skip(f"skipped: audio file {path!r} is too short ({len(wav)} samples at "
+            if n < MIN_PIECE:
+                skip(f"skipped: audio file {path!r} is too short ({n} samples at "
                      f"44.1 kHz)")
                 continue
             yield k, wav
 
+    import soundfile as sf
+
     seconds = 0.0
     for path in inputs:
         try:
-            import soundfile as sf
-
             if os.path.isfile(path):
                 seconds += float(sf.info(path).duration)
         except Exception:  # noqa: BLE001 (only for the progress bar's total)
@@ -871,6 +921,13 @@ def convert_files(converter: Converter, inputs: Sequence[str], outputs: Sequence
     try:
         for kind, k, block in converter.stream(items(), options, cancelled=cancelled, bar=bar):
             if k in cancelled:
+                continue
+            if kind == "error":          # a file read a second time failed part way
+                w = writers.pop(k, None)
+                if w is not None:
+                    w.abort()
+                cancelled.add(k)
+                skip(f"skipped: {_reason(block)}; no partial file was left")
                 continue
             try:
                 if kind == "data":

@@ -4,7 +4,8 @@
 libsndfile >= 1.1, AIFF, ...) and falls back to ``audioread`` (ffmpeg / GStreamer) for the
 rest; channels are averaged as ``librosa.load`` does, and the audio is resampled on the host
 when a rate is asked for. Every failure is one :class:`AudioFileError` (a ``ValueError``)
-naming the file (a missing file is ``FileNotFoundError``).
+naming the file (a missing file is ``FileNotFoundError``). :class:`StreamedAudio` reads a
+long file twice instead of holding it: a first pass block by block, then spans in order.
 
 :func:`save_audio` writes to a temporary name beside the target, syncs it, and renames it
 into place: a crash or error never leaves a half-written file, nor destroys the old one.
@@ -24,8 +25,8 @@ import numpy as np
 from svcjax.audio import resample as _resample
 
 __all__ = ["AudioFileError", "SILENT_PEAK", "load_audio", "save_audio", "resample_audio",
-           "WRITE_FORMATS", "AudioWriter", "temp_path", "remove_stale_temps", "MIN_RATE",
-           "MAX_RATE"]
+           "WRITE_FORMATS", "AudioWriter", "StreamedAudio", "temp_path", "remove_stale_temps",
+           "MIN_RATE", "MAX_RATE"]
 
 # A clip whose every sample is below -80 dBFS (~3 LSB of 16-bit audio) counts as silent.
 SILENT_PEAK = 1e-4
@@ -62,26 +63,27 @@ def _stream_mono(f, path: str, sr: int | None, resampler) -> tuple[np.ndarray, i
     ``(audio, rate, peak)``; raises :class:`AudioFileError` on non-finite samples.
     """
     file_sr = int(f.samplerate)
-    peak = 0.0
-
-    def blocks():
-        nonlocal peak
-        while True:
-            data = f.read(_BLOCK, dtype="float32", always_2d=True)
-            if data.shape[0] == 0:
-                return
-            if not np.all(np.isfinite(data)):
-                raise AudioFileError(path, "contains NaN or infinite samples")
-            peak = max(peak, float(np.max(np.abs(data))))
-            mono = data[:, 0] if data.shape[1] == 1 else np.mean(data.T, axis=0)
-            yield np.ascontiguousarray(mono, np.float32)
-
+    stats = {"peak": 0.0}
     frames = max(int(f.frames), 0)
     if sr is None or int(sr) == file_sr:
-        out = _collect(blocks(), frames)
-        return out, file_sr, peak
-    out = _resample_blocks(blocks(), file_sr, int(sr), resampler, frames)
-    return out, int(sr), peak
+        out = _collect(_mono_blocks(f, path, stats), frames)
+        return out, file_sr, stats["peak"]
+    out = _resample_blocks(_mono_blocks(f, path, stats), file_sr, int(sr), resampler, frames)
+    return out, int(sr), stats["peak"]
+
+
+def _mono_blocks(f, path: str, stats: dict):
+    """The channel average of an open ``soundfile.SoundFile``, :data:`_BLOCK` frames at a
+    time; ``stats["peak"]`` follows the largest magnitude read."""
+    while True:
+        data = f.read(_BLOCK, dtype="float32", always_2d=True)
+        if data.shape[0] == 0:
+            return
+        if not np.all(np.isfinite(data)):
+            raise AudioFileError(path, "contains NaN or infinite samples")
+        stats["peak"] = max(stats["peak"], float(np.max(np.abs(data))))
+        mono = data[:, 0] if data.shape[1] == 1 else np.mean(data.T, axis=0)
+        yield np.ascontiguousarray(mono, np.float32)
 
 
 def _collect(blocks, estimate: int) -> np.ndarray:
@@ -108,6 +110,14 @@ def _resample_blocks(blocks, orig_sr: int, target_sr: int, resampler, estimate: 
     """
     if isinstance(resampler, str) and resampler in _LIBROSA_RESAMPLERS:
         return resample_audio(_collect(blocks, estimate), orig_sr, target_sr, resampler)
+    up, down = _resample.rate_ratio(orig_sr, target_sr)
+    return _collect(_iter_resampled(blocks, orig_sr, target_sr, resampler),
+                    -(-max(estimate, 0) * up // down))
+
+
+def _iter_resampled(blocks, orig_sr: int, target_sr: int, resampler):
+    """The segments of :func:`_resample_blocks` (a ``resample_poly`` preset or filter), in
+    order, as they are computed: their concatenation is that function's result."""
     if not (isinstance(resampler, _resample.ResampleFilter)
             or (isinstance(resampler, str) and resampler in _resample.PRESETS)):
         raise ValueError(f"unknown resampler {resampler!r}; expected one of "
@@ -120,10 +130,8 @@ def _resample_blocks(blocks, orig_sr: int, target_sr: int, resampler, estimate: 
     margin = -(-(half // up + 2) // down) * down          # input samples, a multiple of down
     step_out = max(1, _BLOCK // up) * up                  # output samples per segment
     step_in = step_out // up * down
-    out = np.empty(-(-max(estimate, 0) * up // down), np.float32)
     buf = np.zeros(0, np.float32)                          # input samples [buf_start, ...)
     buf_start = 0
-    n_out = 0
     src = iter(blocks)
     done = False
     j0 = 0
@@ -145,18 +153,12 @@ def _resample_blocks(blocks, orig_sr: int, target_sr: int, resampler, estimate: 
         lo = (i0 - seg_start) * up // down
         last = total_in is not None and need >= total_in
         end_j = -(-total_in * up // down) if last else j0 + step_out
-        piece = y[lo:lo + end_j - j0]
-        if n_out + len(piece) > len(out):
-            out = np.concatenate([out[:n_out], np.empty(max(len(out), n_out + len(piece)),
-                                                         np.float32)])
-        out[n_out:n_out + len(piece)] = piece
-        n_out += len(piece)
+        yield y[lo:lo + end_j - j0]
         if last:
             break
         j0 += step_out
         drop = max(0, (j0 // up * down - margin) - buf_start)
         buf, buf_start = buf[drop:], buf_start + drop
-    return out[:n_out]
 
 
 def _read_audioread(path: str):
@@ -209,13 +211,7 @@ def load_audio(path, sr: int | None = None, *, mono: bool = True,
     path = os.fspath(path)
     if sr is not None and (isinstance(sr, bool) or int(sr) != sr or int(sr) <= 0):
         raise ValueError(f"sr must be a positive integer sample rate or None, got {sr!r}")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"audio file not found: {path!r}")
-    if os.path.isdir(path):
-        raise AudioFileError(path, "is a directory, not an audio file")
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        # a FIFO would block the read forever; a device or socket is no recording either
-        raise AudioFileError(path, "is not a regular file (a FIFO, device or socket)")
+    _check_path(path)
     if mono:
         return _load_mono(path, sr, resampler, allow_silent)
     try:
@@ -242,6 +238,16 @@ def load_audio(path, sr: int | None = None, *, mono: bool = True,
         data = resample_audio(data, file_sr, int(sr), resampler)
         file_sr = int(sr)
     return data, file_sr
+
+
+def _check_path(path: str) -> None:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"audio file not found: {path!r}")
+    if os.path.isdir(path):
+        raise AudioFileError(path, "is a directory, not an audio file")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        # a FIFO would block the read forever; a device or socket is no recording either
+        raise AudioFileError(path, "is not a regular file (a FIFO, device or socket)")
 
 
 def _check_rate(path: str, rate: int) -> None:
@@ -301,6 +307,127 @@ class _ArrayFile(contextlib.nullcontext):
             return _collect(self.blocks, self.frames), self.samplerate
         return _resample_blocks(self.blocks, self.samplerate, int(sr), resampler,
                                 self.frames), int(sr)
+
+
+class StreamedAudio:
+    """A file read twice instead of held whole: a first pass measures it, a second one reads
+    it back in order, a span at a time.
+
+    :meth:`scan` reads the file block by block, mono and resampled to ``sr`` exactly as
+    :func:`load_audio` does, hands each block to ``consume`` (e.g. a running RMS) and keeps
+    only the length and peak. :meth:`reader` then decodes and resamples the file again from
+    the start, the same way, so its samples are bit for bit those :func:`load_audio` gives;
+    :meth:`Reader.read` returns spans whose starts never decrease, keeping only the samples
+    from the last start on. Only libsndfile formats with a ``resample_poly`` resampler are
+    read this way; for others (audioread, ``soxr_*``) :meth:`scan` returns ``None`` and the
+    file is to be loaded whole. A file changed between the passes is an
+    :class:`AudioFileError` in the second one.
+    """
+
+    def __init__(self, path: str, sr: int, file_sr: int, resampler, length: int,
+                 peak: float, stamp):
+        self.path, self.sr, self.file_sr, self.resampler = path, sr, file_sr, resampler
+        self.length, self.peak, self._stamp = length, peak, stamp
+
+    @staticmethod
+    def _stamp_of(path: str):
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns, st.st_ino
+
+    @classmethod
+    def scan(cls, path, sr: int, consume, *, resampler="kaiser_best",
+             allow_silent: bool = False) -> "StreamedAudio | None":
+        """First pass (see the class); raises as :func:`load_audio` would."""
+        import soundfile as sf
+
+        path = os.fspath(path)
+        sr = int(sr)
+        _check_path(path)
+        if isinstance(resampler, str) and resampler in _LIBROSA_RESAMPLERS:
+            return None
+        stamp = cls._stamp_of(path)
+        try:
+            f = sf.SoundFile(path)
+        except Exception:   # noqa: BLE001 (not libsndfile's: load_audio tries audioread)
+            return None
+        with f:
+            file_sr = int(f.samplerate)
+            _check_rate(path, file_sr)
+            self = cls(path, sr, file_sr, resampler, 0, 0.0, stamp)
+            stats = {"peak": 0.0}
+            n = 0
+            try:
+                for block in self._blocks(f, stats):
+                    consume(block)
+                    n += len(block)
+            except (AudioFileError, ValueError):
+                raise
+            except Exception as e:   # libsndfile read error part way (truncated data)
+                raise AudioFileError(path, f"cannot be read as audio (corrupt or truncated): "
+                                           f"{str(e).strip() or type(e).__name__}") from None
+        if n == 0:
+            raise AudioFileError(path, "contains no samples")
+        if not allow_silent and stats["peak"] < SILENT_PEAK:
+            raise AudioFileError(path, f"is silent (peak {stats['peak']:.2g} is below "
+                                       f"-80 dBFS)")
+        self.length, self.peak = n, stats["peak"]
+        return self
+
+    def _blocks(self, f, stats):
+        blocks = _mono_blocks(f, self.path, stats)
+        if self.sr == self.file_sr:
+            return blocks
+        return _iter_resampled(blocks, self.file_sr, self.sr, self.resampler)
+
+    def _second_pass(self):
+        import soundfile as sf
+
+        if self._stamp_of(self.path) != self._stamp:
+            raise AudioFileError(self.path, "changed while it was being converted")
+        with sf.SoundFile(self.path) as f:
+            yield from self._blocks(f, {"peak": 0.0})
+
+    def reader(self) -> "StreamedAudio.Reader":
+        """The second pass."""
+        return StreamedAudio.Reader(self)
+
+    class Reader:
+        """Spans of the second pass, in order (starts never decrease)."""
+
+        def __init__(self, audio: "StreamedAudio"):
+            self._audio = audio
+            self._src = audio._second_pass()
+            self._buf = np.zeros(0, np.float32)      # samples [self._start, ...)
+            self._start = 0
+
+        def read(self, start: int, stop: int) -> np.ndarray:
+            """Samples ``[start, stop)`` (a copy)."""
+            path = self._audio.path
+            if start < self._start or stop > self._audio.length or stop < start:
+                raise ValueError(f"cannot read [{start}, {stop}) of {path!r} after "
+                                 f"[{self._start}, ...) (reads go forward)")
+            try:
+                while self._start + len(self._buf) < stop:
+                    block = next(self._src, None)
+                    if block is None:
+                        raise AudioFileError(path, "changed while it was being converted "
+                                                   "(it is shorter now)")
+                    self._buf = np.concatenate([self._buf[start - self._start:], block])
+                    self._start = start
+            except AudioFileError:
+                self.close()
+                raise
+            except Exception as e:   # noqa: BLE001 (libsndfile read error: file changed)
+                self.close()
+                raise AudioFileError(path, f"could not be read again (changed while it was "
+                                           f"being converted?): "
+                                           f"{str(e).strip() or type(e).__name__}") from None
+            out = self._buf[start - self._start:stop - self._start].copy()
+            self._buf, self._start = self._buf[start - self._start:], start
+            return out
+
+        def close(self) -> None:
+            self._src.close()
 
 
 # ----------------------------------------------------------------------------- writing

@@ -6,7 +6,8 @@ on both sides (dropped again afterwards), optionally splits long chunks into ove
 pieces joined by a linear crossfade, and fills silent chunks with zeros. This module has
 those steps as host-side NumPy functions (their outputs have data-dependent lengths):
 
-* :func:`slice_on_silence`: the reference ``Slicer``'s chunk boundaries, exactly.
+* :func:`slice_on_silence`: the reference ``Slicer``'s chunk boundaries, exactly
+  (:func:`slice_rms` from RMS computed block by block, for a file not held whole).
 * :func:`frame_rms`: ``librosa.feature.rms`` (float32, centred, zero padding), which the
   slicer and :func:`svcjax.audio.prepare.trim_silence` threshold.
 * :func:`pad_chunk` / :func:`strip_padding`: the ``pad_seconds`` round trip.
@@ -20,7 +21,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["Chunk", "frame_rms", "slice_on_silence", "pad_chunk", "strip_padding",
+__all__ = ["Chunk", "frame_rms", "RunningRMS", "slicer_frames", "slice_on_silence", "slice_rms", "pad_chunk", "strip_padding",
            "split_with_overlap", "crossfade_join"]
 
 
@@ -31,38 +32,90 @@ class Chunk(NamedTuple):
     silent: bool
 
 
+class RunningRMS:
+    """:func:`frame_rms` of audio that arrives in blocks (:meth:`feed`, then :meth:`finish`).
+
+    Frames are computed in the same groups of a few thousand as :func:`frame_rms` (which is
+    this class fed once), so the result is bit for bit the same however the audio is cut
+    into blocks; only the samples of the next group are kept.
+    """
+
+    def __init__(self, frame_length: int, hop_length: int):
+        self.frame_length, self.hop = int(frame_length), int(hop_length)
+        self.pad = self.frame_length // 2
+        # a few thousand frames at a time: the (frame_length, n) squares of a long recording
+        # would take frame_length / hop_length times its size (4x for the slicer)
+        self.step = max(1, (1 << 22) // self.frame_length)
+        self._buf = None            # samples [self._start, ...) of the clip
+        self._start = 0
+        self._next = 0              # first frame not yet computed
+        self._out: list[np.ndarray] = []
+
+    def _group(self, m: int, length: int | None) -> None:
+        a, hop, fl, pad = self._next, self.hop, self.frame_length, self.pad
+        lo, hi = a * hop - pad, (a + m - 1) * hop + fl - pad
+        end = hi if length is None else min(hi, length)
+        seg = np.pad(self._buf[max(lo, 0) - self._start:end - self._start],
+                     (max(0, -lo), max(0, hi - end)))
+        frames = np.lib.stride_tricks.as_strided(
+            seg, shape=(fl, m), strides=(seg.strides[0], hop * seg.strides[0]), writeable=False)
+        self._out.append(np.sqrt(np.mean(np.abs(frames) ** 2, axis=-2)))
+        self._next += m
+        drop = max(0, self._next * hop - pad) - self._start
+        if drop > 0:
+            self._buf, self._start = self._buf[drop:], self._start + drop
+
+    def feed(self, block) -> None:
+        """Append the next samples (1-D)."""
+        b = np.asarray(block)
+        if b.ndim != 1:
+            raise ValueError(f"frame_rms needs 1-D audio, got shape {b.shape}")
+        if not np.issubdtype(b.dtype, np.floating):
+            b = b.astype(np.float32)
+        self._buf = b if self._buf is None or not len(self._buf) else \
+            np.concatenate([self._buf, b])
+        while (self._next + self.step - 1) * self.hop + self.frame_length - self.pad \
+                <= self._start + len(self._buf):
+            self._group(self.step, None)
+
+    def finish(self) -> np.ndarray:
+        """The RMS of every frame of the whole clip fed so far."""
+        if self._buf is None:
+            self._buf = np.zeros(0, np.float32)
+        length = self._start + len(self._buf)
+        total = length + 2 * self.pad          # the zero-padded clip, never built whole
+        if total < self.frame_length:
+            raise ValueError(f"audio of {length} samples is too short for "
+                             f"{self.frame_length}-sample frames")
+        n = 1 + (total - self.frame_length) // self.hop
+        while self._next < n:
+            self._group(min(self.step, n - self._next), length)
+        out = np.concatenate(self._out)
+        self._out, self._buf = [out], None
+        return out
+
+
 def frame_rms(audio: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
     """``librosa.feature.rms(y=audio, frame_length, hop_length)[0]``, bit for bit.
 
     The clip is zero-padded by ``frame_length // 2`` on each side and frame ``t`` covers
     padded samples ``[t * hop, t * hop + frame_length)``: ``1 + L // hop`` frames (for
     ``L >= frame_length // 2``); ``sqrt(mean(x^2))`` in the input's precision (float32).
+    Computed a few thousand frames at a time (:class:`RunningRMS`).
     """
     y = np.asarray(audio)
     if y.ndim != 1:
         raise ValueError(f"frame_rms needs 1-D audio, got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.floating):
-        y = y.astype(np.float32)
-    pad = frame_length // 2
-    total = y.shape[0] + 2 * pad               # the zero-padded clip, never built whole
-    if total < frame_length:
-        raise ValueError(f"audio of {len(audio)} samples is too short for {frame_length}-sample"
-                         f" frames")
-    n = 1 + (total - frame_length) // hop_length
-    # a few thousand frames at a time: the (frame_length, n) squares of a long recording
-    # would take frame_length / hop_length times its size (4x for the slicer)
-    step = max(1, (1 << 22) // frame_length)
-    out = []
-    for a in range(0, n, step):
-        m = min(step, n - a)
-        lo, hi = a * hop_length - pad, (a + m - 1) * hop_length + frame_length - pad
-        seg = np.pad(y[max(lo, 0):min(hi, y.shape[0])],
-                     (max(0, -lo), max(0, hi - y.shape[0])))
-        frames = np.lib.stride_tricks.as_strided(
-            seg, shape=(frame_length, m), strides=(seg.strides[0], hop_length * seg.strides[0]),
-            writeable=False)
-        out.append(np.sqrt(np.mean(np.abs(frames) ** 2, axis=-2)))
-    return np.concatenate(out)
+    r = RunningRMS(frame_length, hop_length)
+    r.feed(y)
+    return r.finish()
+
+
+def slicer_frames(sr: int, *, min_interval_ms: int = 300, hop_ms: int = 20) -> tuple[int, int]:
+    """``(frame_length, hop_length)`` of the RMS that :func:`slice_on_silence` thresholds."""
+    min_interval = sr * min_interval_ms / 1000
+    hop = round(sr * hop_ms / 1000)
+    return min(round(min_interval), 4 * hop), hop
 
 
 def _to_mono(audio) -> np.ndarray:
@@ -88,17 +141,37 @@ def slice_on_silence(audio, sr: int, *, threshold_db: float = -40.0, min_length_
     the reference's ``chunks2audio`` does). ``audio`` is ``(L,)`` or ``(channels, L)``
     (averaged). The inference CLI uses ``threshold_db=-40`` and the other defaults.
     """
+    y = _to_mono(audio)
+    _check_slicer(min_length_ms, min_interval_ms, hop_ms, max_silence_kept_ms)
+    kw = dict(threshold_db=threshold_db, min_length_ms=min_length_ms,
+              min_interval_ms=min_interval_ms, hop_ms=hop_ms,
+              max_silence_kept_ms=max_silence_kept_ms)
+    if y.shape[0] <= round(sr * min_length_ms / 1000 / round(sr * hop_ms / 1000)):
+        return slice_rms(None, y.shape[0], sr, **kw)
+    win, hop = slicer_frames(sr, min_interval_ms=min_interval_ms, hop_ms=hop_ms)
+    return slice_rms(frame_rms(y, win, hop), y.shape[0], sr, **kw)
+
+
+def _check_slicer(min_length_ms, min_interval_ms, hop_ms, max_silence_kept_ms) -> None:
     if not min_length_ms >= min_interval_ms >= hop_ms:
         raise ValueError(f"need min_length_ms >= min_interval_ms >= hop_ms, got "
                          f"{min_length_ms}, {min_interval_ms}, {hop_ms}")
     if not max_silence_kept_ms >= hop_ms:
         raise ValueError(f"need max_silence_kept_ms >= hop_ms, got {max_silence_kept_ms} and "
                          f"{hop_ms}")
-    y = _to_mono(audio)
-    total = y.shape[0]
+
+
+def slice_rms(rms, total: int, sr: int, *, threshold_db: float = -40.0,
+              min_length_ms: int = 5000, min_interval_ms: int = 300, hop_ms: int = 20,
+              max_silence_kept_ms: int = 5000) -> list[Chunk]:
+    """:func:`slice_on_silence` of a ``total``-sample clip from its frame RMS (``frame_rms``
+    with :func:`slicer_frames`; computed in a first pass over a file that is not held
+    whole, e.g. by :class:`RunningRMS`). ``rms`` may be ``None`` for a clip of at most
+    ``min_length_ms / hop_ms`` samples, which is one chunk.
+    """
+    _check_slicer(min_length_ms, min_interval_ms, hop_ms, max_silence_kept_ms)
     min_interval = sr * min_interval_ms / 1000
     hop = round(sr * hop_ms / 1000)
-    win = min(round(min_interval), 4 * hop)
     min_length = round(sr * min_length_ms / 1000 / hop)      # in frames
     min_gap = round(min_interval / hop)                      # in frames
     keep = round(sr * max_silence_kept_ms / 1000 / hop)      # in frames
@@ -106,8 +179,7 @@ def slice_on_silence(audio, sr: int, *, threshold_db: float = -40.0, min_length_
     # The reference compares the sample count with a frame count here; kept for parity.
     if total <= min_length:
         return [Chunk(0, total, False)] if total else []
-
-    rms = frame_rms(y, win, hop)
+    rms = np.asarray(rms)
     n = rms.shape[0]
 
     def quietest(lo, hi):  # first quietest frame in [lo, hi)

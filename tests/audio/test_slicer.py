@@ -94,3 +94,29 @@ def test_split_and_crossfade():
     np.testing.assert_array_equal(S.crossfade_join([np.ones(3), np.zeros(2)], 0), [1, 1, 1, 0, 0])
     with pytest.raises(ValueError, match="shorter"):
         S.crossfade_join([np.ones(1000), np.zeros(10)], 800)
+
+
+def test_rms_fed_in_blocks_and_slicing_from_it_match_the_whole_clip():
+    """RunningRMS over blocks of any size (smaller and larger than its frame groups) is
+    frame_rms bit for bit, and slice_rms of it cuts where slice_on_silence does."""
+    sr = 44100
+    rng = np.random.default_rng(3)
+    parts = []
+    for k in range(14):     # voiced stretches and pauses, some long enough to cut at
+        parts.append((0.3 * rng.standard_normal(int(sr * rng.uniform(0.5, 6)))))
+        parts.append(1e-4 * rng.standard_normal(int(sr * rng.uniform(0.1, 2.5))))
+    y = np.concatenate(parts).astype(np.float32)
+    win, hop = S.slicer_frames(sr)
+    whole = S.frame_rms(y, win, hop)
+    assert whole.shape == (1 + len(y) // hop,)
+    for block in (99991, 1 << 18, 3 * 10 ** 6, len(y)):
+        r = S.RunningRMS(win, hop)
+        for a in range(0, len(y), block):
+            r.feed(y[a:a + block])
+        np.testing.assert_array_equal(r.finish(), whole)
+    for db in (-40.0, -20.0):
+        chunks = S.slice_on_silence(y, sr, threshold_db=db)
+        assert len(chunks) > 3
+        assert S.slice_rms(whole, len(y), sr, threshold_db=db) == chunks
+    with pytest.raises(ValueError, match="too short"):
+        S.RunningRMS(2049, 512).finish()      # 2 x 1024 padding only
