@@ -38,6 +38,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
+    """The rule of every command that writes one named output: an existing file or folder is
+    replaced only with ``--overwrite``."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{os.fspath(path)} exists; pass --overwrite to replace it")
+
+
 def _build(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(
         prog="svcjax", description="So-VITS-SVC 4.1 singing-voice conversion in JAX")

@@ -90,9 +90,8 @@ def compress(src: str, out: str, *, half: bool = False, config: str | None = Non
         "fused": None, "params": list(range(n_params))}]}
     out_obj: dict[str, Any] = {"model": kept, "iteration": 0, "optimizer": optimizer,
                                "learning_rate": 0.0001}
-    name = os.path.splitext(os.path.basename(out))[0] or "archive"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    return torch_save.save(out_obj, out, archive_name=name)
+    return torch_save.save(out_obj, out)
 
 
 def add_parser(subparsers):
@@ -112,8 +111,9 @@ def add_parser(subparsers):
 
 
 def _main(args) -> int:
-    if os.path.exists(args.out) and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    from svcjax import cli
+
+    cli.refuse_existing(args.out, args.overwrite)
     compress(args.src, args.out, half=args.half, config=args.config)
     size = os.path.getsize(args.out) / 2 ** 20
     print(f"release copy written to {args.out} ({size:.1f} MiB)")

@@ -209,10 +209,11 @@ class UsableRecords(grain.transforms.Filter):
         self.reported: set[str] = set()
         self.in_a_row = 0
         self.first = ""
+        from svcjax.featurizer import clip_problem  # featurizer is heavy: imported on use
+        self._problem = clip_problem
 
     def filter(self, ex: dict) -> bool:
-        from svcjax.featurizer import clip_problem
-        problem = clip_problem({k: v for k, v in ex.items() if k not in ("speaker", "source")})
+        problem = self._problem({k: v for k, v in ex.items() if k not in ("speaker", "source")})
         if problem is None:
             self.in_a_row = 0
             return True

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from svcjax import timbre
+from svcjax import cli, timbre
 
 __all__ = ["kmeans", "kmeans_once", "kmeans_plus_plus", "corpus_units", "train_cluster",
            "write_reference_cluster"]
@@ -358,11 +358,6 @@ def write_reference_cluster(centres: dict[str, np.ndarray], path: str) -> str:
 # ---------------------------------------------------------------------------- command line
 
 
-def _check_out(out: str, overwrite: bool) -> None:
-    if os.path.exists(out) and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-
-
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "train-cluster", help="per-speaker k-means cluster model over a corpus's units",
@@ -385,7 +380,7 @@ def add_parser(subparsers):
 def _cluster_main(args) -> int:
     if args.n_clusters < 1:
         raise ValueError(f"--n-clusters must be >= 1, got {args.n_clusters}")
-    _check_out(args.out, args.overwrite)
+    cli.refuse_existing(args.out, args.overwrite)
     train_cluster(args.data_dir, args.out, args.n_clusters, minibatch=args.minibatch,
                   max_iter=args.max_iter, seed=args.seed)
     print(f"cluster model written to {args.out}")

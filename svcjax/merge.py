@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from svcjax import cli
+
 __all__ = ["merge_models", "mix_rates"]
 
 
@@ -94,8 +96,7 @@ def merge_models(paths: Sequence[str], rates: Sequence[float], out: str, *,
     for p in paths:
         if not os.path.exists(p):
             raise FileNotFoundError(f"model {p} does not exist")
-    if os.path.exists(out) and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    cli.refuse_existing(out, overwrite)
     dirs = [checkpoint.is_model_dir(p) for p in paths]
     if any(dirs) and not all(dirs):
         raise ValueError("give either .pth files or svcjax model directories, not both "
@@ -125,9 +126,8 @@ def merge_models(paths: Sequence[str], rates: Sequence[float], out: str, *,
         raise ValueError(f"the models differ in shape, cannot merge: {'; '.join(diff)}")
     result = dict(ckpts[0])
     result["model"] = _mix(trees, factors)
-    name = os.path.splitext(os.path.basename(out))[0] or "archive"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    return torch_save.save(result, out, archive_name=name)
+    return torch_save.save(result, out)
 
 
 def add_parser(subparsers):

@@ -918,16 +918,21 @@ def convert_files(converter: Converter, inputs: Sequence[str], outputs: Sequence
     written: list[str] = []
     writers: dict[int, io.AudioWriter] = {}
     cancelled: set[int] = set()
+
+    def drop(k: int, message: str) -> None:
+        """Give up on output ``k``: remove its temporary file, stop its work, say why."""
+        w = writers.pop(k, None)
+        if w is not None:
+            w.abort()
+        cancelled.add(k)
+        skip(f"{message}; no partial file was left")
+
     try:
         for kind, k, block in converter.stream(items(), options, cancelled=cancelled, bar=bar):
             if k in cancelled:
                 continue
             if kind == "error":          # a file read a second time failed part way
-                w = writers.pop(k, None)
-                if w is not None:
-                    w.abort()
-                cancelled.add(k)
-                skip(f"skipped: {_reason(block)}; no partial file was left")
+                drop(k, f"skipped: {_reason(block)}")
                 continue
             try:
                 if kind == "data":
@@ -939,11 +944,7 @@ def convert_files(converter: Converter, inputs: Sequence[str], outputs: Sequence
                 else:
                     writers.pop(k).commit()
             except (OSError, ValueError) as e:
-                w = writers.pop(k, None)
-                if w is not None:
-                    w.abort()
-                cancelled.add(k)
-                skip(f"could not write {outputs[k]!r}: {_reason(e)}; no partial file was left")
+                drop(k, f"could not write {outputs[k]!r}: {_reason(e)}")
                 continue
             if kind == "done":
                 written.append(outputs[k])

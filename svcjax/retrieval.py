@@ -20,8 +20,8 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from svcjax import timbre
-from svcjax.kmeans import _check_out, corpus_units, kmeans
+from svcjax import cli, timbre
+from svcjax.kmeans import corpus_units, kmeans
 
 __all__ = ["build_retrieval", "train_index", "REDUCE_ABOVE", "REDUCED_CENTRES"]
 
@@ -83,7 +83,7 @@ def add_parser(subparsers):
 
 
 def _index_main(args) -> int:
-    _check_out(args.out, args.overwrite)
+    cli.refuse_existing(args.out, args.overwrite)
     train_index(args.data_dir, args.out, seed=args.seed)
     print(f"retrieval index written to {args.out}")
     return 0

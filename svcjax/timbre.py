@@ -656,8 +656,9 @@ def add_parser(subparsers):
 
 
 def _import_main(args) -> int:
-    if os.path.exists(args.out) and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    from svcjax import cli
+
+    cli.refuse_existing(args.out, args.overwrite)
     idx = load_timbre_index(args.path)
     idx.save(args.out)
     print(f"{idx} written to {args.out}")

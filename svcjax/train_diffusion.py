@@ -179,8 +179,7 @@ class DiffusionTask(Task):
         os.makedirs(outdir, exist_ok=True)
         sd = conv.to_state_dict(jax.device_get(params["model"]), self.config)
         path = os.path.join(outdir, f"model_{int(step)}.pt")
-        torch_save.save({"global_step": int(step), "model": sd}, path,
-                        archive_name=f"model_{int(step)}")
+        torch_save.save({"global_step": int(step), "model": sd}, path)
         import json
 
         import yaml

@@ -433,8 +433,7 @@ def export_reference_checkpoints(params, config, step: int, outdir: str, *,
     for name, sd in (("G", sd_g), ("D", sd_d)):
         path = os.path.join(outdir, f"{name}_{int(step)}.pth")
         torch_save.save({"model": collections.OrderedDict(sd), "iteration": iteration,
-                         "optimizer": None, "learning_rate": float(learning_rate)}, path,
-                        archive_name=f"{name}_{int(step)}")
+                         "optimizer": None, "learning_rate": float(learning_rate)}, path)
         written.append(path)
     ref_cfg = {s: config[s].to_dict() if hasattr(config[s], "to_dict") else dict(config[s])
                for s in ("train", "data", "model", "spk") if s in config}

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures", "train_step")
 
 
-def _fixture_config():
+def fixture_config():
     """The fixture's reference config.json plus the trainer fields of configs/sovits_44k.py."""
     cfg = conv.config_from_reference(os.path.join(FIX, "config.json"))
     full = sovits_44k.get_config("variant=test")
@@ -37,7 +37,7 @@ def _fixture_config():
 
 @pytest.fixture(scope="module")
 def parity():
-    cfg = _fixture_config()
+    cfg = fixture_config()
     ref = dict(np.load(os.path.join(FIX, "step.npz")))
     task = SovitsTask(cfg)
     task.setup_optimizers(1)

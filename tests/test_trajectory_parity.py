@@ -123,21 +123,14 @@ def _run(task, params, batches):
 # ---------------------------------------------------------------------------------------------
 
 def _gan_task():
-    from configs import sovits_44k
     from svcjax.convert import sovits as conv
     from svcjax.models.discriminator import load_discriminator
     from svcjax.train_sovits import SovitsTask
+    from tests.test_train_sovits import fixture_config
 
     fix = os.path.join(FIX, "train_step")
-    cfg = conv.config_from_reference(os.path.join(fix, "config.json"))
-    full = sovits_44k.get_config("variant=test")
+    cfg = fixture_config()  # the one-step fixture's config.json + the trainer's fields
     with cfg.unlocked():
-        for k in ("kind", "seed", "mesh", "init_from", "init_discriminator_from"):
-            cfg[k] = full[k]
-        cfg.discriminator = dict(width_div=16, periods=(2, 3, 5, 7, 11))
-        for k, v in full.train.copy_and_resolve_references().items():
-            if k not in cfg.train:
-                cfg.train[k] = v
         hp = {k[len("gan/hp/"):]: v for k, v in REF.items() if k.startswith("gan/hp/")}
         cfg.train.update(learning_rate=float(hp["learning_rate"]),
                          lr_decay=float(hp["lr_decay"]), betas=tuple(map(float, hp["betas"])),

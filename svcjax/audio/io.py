@@ -217,12 +217,7 @@ def load_audio(path, sr: int | None = None, *, mono: bool = True,
     try:
         data, file_sr = _read_soundfile(path)
     except Exception as sf_err:  # libsndfile cannot read it: try ffmpeg/GStreamer
-        try:
-            data, file_sr = _read_audioread(path)
-        except Exception:
-            reason = str(sf_err).strip().splitlines()[-1] if str(sf_err).strip() else "?"
-            raise AudioFileError(path, f"cannot be read as audio (corrupt or unsupported "
-                                       f"format): {reason}") from None
+        data, file_sr = _read_fallback(path, sf_err)
     _check_rate(path, file_sr)
     if data.shape[-1] == 0 or data.shape[0] == 0:
         raise AudioFileError(path, "contains no samples")
@@ -231,8 +226,6 @@ def load_audio(path, sr: int | None = None, *, mono: bool = True,
     if not allow_silent and float(np.max(np.abs(data))) < SILENT_PEAK:
         raise AudioFileError(path, f"is silent (peak {float(np.max(np.abs(data))):.2g} is "
                                    f"below -80 dBFS)")
-    if mono:
-        data = np.mean(data, axis=0) if data.shape[0] > 1 else data[0]
     data = np.ascontiguousarray(data, np.float32)
     if sr is not None and int(sr) != file_sr:
         data = resample_audio(data, file_sr, int(sr), resampler)
@@ -250,6 +243,18 @@ def _check_path(path: str) -> None:
         raise AudioFileError(path, "is not a regular file (a FIFO, device or socket)")
 
 
+def _read_fallback(path: str, sf_err: Exception) -> tuple[np.ndarray, int]:
+    """``(channels, samples), rate`` through audioread (ffmpeg/GStreamer) for a file
+    libsndfile could not open; an :class:`AudioFileError` with libsndfile's reason if that
+    fails too."""
+    try:
+        return _read_audioread(path)
+    except Exception:
+        reason = str(sf_err).strip().splitlines()[-1] if str(sf_err).strip() else "?"
+        raise AudioFileError(path, f"cannot be read as audio (corrupt or unsupported "
+                                   f"format): {reason}") from None
+
+
 def _check_rate(path: str, rate: int) -> None:
     if not MIN_RATE <= rate <= MAX_RATE:
         raise AudioFileError(path, f"has a sample rate of {rate} Hz; only {MIN_RATE} to "
@@ -263,12 +268,7 @@ def _load_mono(path: str, sr, resampler, allow_silent: bool) -> tuple[np.ndarray
     try:
         f = sf.SoundFile(path)
     except Exception as sf_err:  # libsndfile cannot read it: try ffmpeg/GStreamer
-        try:
-            data, file_sr = _read_audioread(path)
-        except Exception:
-            reason = str(sf_err).strip().splitlines()[-1] if str(sf_err).strip() else "?"
-            raise AudioFileError(path, f"cannot be read as audio (corrupt or unsupported "
-                                       f"format): {reason}") from None
+        data, file_sr = _read_fallback(path, sf_err)
         _check_rate(path, file_sr)
         if data.size == 0:
             raise AudioFileError(path, "contains no samples")

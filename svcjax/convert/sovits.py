@@ -300,8 +300,9 @@ def import_sovits(ckpt, config, outdir, *, overwrite: bool = False,
     from svcjax import checkpoint
 
     outdir = os.fspath(outdir)
-    if os.path.exists(outdir) and not overwrite:
-        raise FileExistsError(f"{outdir} exists; pass --overwrite to replace it")
+    from svcjax import cli
+
+    cli.refuse_existing(outdir, overwrite)
     params, cfg = load_sovits_checkpoint(ckpt, config, with_posterior=with_posterior)
     cfg.source = os.path.abspath(os.fspath(ckpt))
     return checkpoint.save_model_dir(outdir, params, cfg, overwrite=overwrite)

@@ -129,9 +129,10 @@ def _padded_info(zf: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
 
 def save(obj: Any, path: str | os.PathLike, *, archive_name: str | None = None) -> str:
     """Write ``obj`` (dicts/lists/tuples of NumPy arrays and plain Python values) to ``path``
-    in PyTorch's zip format, atomically (temporary name, then rename)."""
+    in PyTorch's zip format, atomically (temporary name, then rename). The archive's folder is
+    named after the file (``G_800.pth`` -> ``G_800/``), as ``torch.save`` names it."""
     path = os.fspath(path)
-    name = archive_name or "archive"
+    name = archive_name or os.path.splitext(os.path.basename(path))[0] or "archive"
     storages: list[_Storage] = []
     converted = _convert(obj, storages)
     buf = io.BytesIO()
