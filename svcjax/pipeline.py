@@ -76,7 +76,7 @@ import jax
 import numpy as np
 
 from svcjax import buckets
-from svcjax.audio import features, slicer
+from svcjax.audio import features, slicer, spectrogram
 from svcjax.audio import resample as resample_lib
 
 __all__ = ["ConvertOptions", "Converter", "SpeakerMix", "parse_speaker", "load_speaker_mix",
@@ -599,9 +599,12 @@ class Converter:
                         job["audio"].close()
                     job["audio"] = None      # every piece has its audio now
             for batch in self._batches(window, opt):
-                rng = None if base is None else jax.random.fold_in(base, k_batch)
-                k_batch += 1
-                outs = self._run_batch(batch, spk, None, opt, rng)
+                if self._fusable(opt):
+                    outs = self._run_fused(batch, spk, opt, base)
+                else:
+                    rng = None if base is None else jax.random.fold_in(base, k_batch)
+                    k_batch += 1
+                    outs = self._run_batch(batch, spk, None, opt, rng)
                 for p, o in zip(batch, outs):
                     p.out, p.audio = o, None
             for job in list(jobs):
@@ -703,6 +706,198 @@ class Converter:
                 audio, SAMPLING_RATE, wav, SAMPLING_RATE, opt.loudness_mix,
                 source_lengths=lens, converted_lengths=lens))
             t0 = self._time("loudness", t0)
+        return [wav[i, :frames[i] * HOP] for i in range(n)]
+
+    # -- the fused path: a batch as one compiled program ---------------------------------------
+
+    def _fusable(self, opt: ConvertOptions) -> bool:
+        """Whether a batch runs as one compiled program (:meth:`_run_fused`): real svcjax
+        models (not stand-ins), the NSF-HiFiGAN vocoder, no cluster model / retrieval index."""
+        from svcjax.diffusion import Diffusion
+        from svcjax.inference import SovitsModel
+        from svcjax.units import ContentEncoder
+        from svcjax.vocoder import Vocoder
+
+        use_diffusion = self.diffusion is not None and (opt.only_diffusion or
+                                                        opt.shallow_diffusion)
+        return (not opt.cluster_ratio
+                and "_units" not in self.__dict__
+                and isinstance(self.encoder, ContentEncoder)
+                and "frames" not in self.encoder.__dict__
+                and (opt.only_diffusion or isinstance(self.sovits, SovitsModel))
+                and (not use_diffusion or (isinstance(self.diffusion, Diffusion)
+                                           and isinstance(self.vocoder, Vocoder))))
+
+    @property
+    def runtime(self):
+        """The :class:`svcjax.runtime.Runtime` (mesh, placement, compiled programs)."""
+        rt = self.__dict__.get("_runtime")
+        if rt is None:
+            from svcjax.runtime import Runtime
+            rt = self._runtime = Runtime()
+        return rt
+
+    def _static(self, opt: ConvertOptions, spk_weights: bool, stochastic: bool) -> tuple:
+        """The options a compiled conversion program is specialised on."""
+        use_diffusion = self.diffusion is not None and (opt.only_diffusion or
+                                                        opt.shallow_diffusion)
+        k = method = speedup = None
+        if use_diffusion:
+            from svcjax import sampling
+
+            d = self.diffusion
+            k = d._resolve_k(None if opt.only_diffusion else True,
+                             None if opt.only_diffusion else opt.k_step)
+            method = d.config.infer.method if opt.method is None else opt.method
+            speedup = int(d.config.infer.speedup if opt.speedup is None else opt.speedup)
+            method = sampling.check(method, k, speedup, d.timesteps)
+            if method == "ddpm":
+                speedup = 1
+        return (bool(opt.auto_f0), bool(opt.only_diffusion), use_diffusion,
+                bool(opt.second_encoding) and use_diffusion and not opt.only_diffusion,
+                k, method, speedup, opt.loudness_mix != 1.0,
+                self.vol_embedding or bool(opt.only_diffusion), spk_weights,
+                use_diffusion and self.diffusion.n_spk > 1, stochastic)
+
+    def _build_program(self, static: tuple) -> Callable:
+        """The conversion of one row (audio in, audio out), mapped over the rows of a batch:
+        16 kHz resampling, content units, volume, SoVITS, the vocoder's mel, shallow diffusion
+        and the vocoder, and the loudness mix, in one jitted program. Each row draws its
+        random numbers from ``fold_in(seed key, piece id)``."""
+        import jax.numpy as jnp
+
+        from svcjax.diffusion import sample_mel
+        from svcjax.vocoder import vocode
+
+        (predict_f0, only_diffusion, use_diffusion, second_encoding, k, method, speedup,
+         loudness, need_vol, spk_weights, diff_spk, stochastic) = static
+        enc, sov, dif, voc = self.encoder, self.sovits, self.diffusion, self.vocoder
+        enc_pad = int(enc.hop)
+        sov_vol = sov is not None and bool(sov.module.vol_embedding)
+
+        def encode(p_enc, audio, lens16, i0, i1, w1, mask):
+            wav16 = resample_lib.resample(audio, SAMPLING_RATE, ENCODER_SR)
+            wav16 = jnp.pad(wav16, ((0, 0), (0, -wav16.shape[1] % enc_pad)))
+            u, _ = enc.model.apply({"params": p_enc}, wav16, lens16)
+            u = u[0].astype(jnp.float32)
+            a, b = jnp.take(u, i0[0], axis=0), jnp.take(u, i1[0], axis=0)
+            w = w1[0][:, None]
+            return (((1.0 - w) * a + w * b) * mask[0][:, None])[None]
+
+        def row(params, audio, lens, frames, lens16, f0, uv, i0, i1, w1, g, dspk, pid, base,
+                noise_scale, rate):
+            audio, lens, frames, lens16 = audio[None], lens[None], frames[None], lens16[None]
+            f0, uv, i0, i1, w1, g = f0[None], uv[None], i0[None], i1[None], w1[None], g[None]
+            dspk = None if dspk is None else dspk[None]
+            tb = f0.shape[1]
+            mask = (jnp.arange(tb)[None, :] < frames[:, None]).astype(jnp.float32)
+            smask = (jnp.arange(audio.shape[1])[None, :] < lens[:, None]).astype(jnp.float32)
+            k_sov = k_dif = None
+            if stochastic:
+                k_sov, k_dif = jax.random.split(jax.random.fold_in(base, pid))
+            f0, uv = f0 * mask, uv * mask
+            units = encode(params["encoder"], audio, lens16, i0, i1, w1, mask)
+            vol = features.volume(audio)[:, :tb] * mask if need_vol else None
+            if spk_weights:
+                g = g * mask[..., None]
+            if not only_diffusion:
+                rngs = {"noise": k_sov} if stochastic else {}
+                wav, f0 = sov.module.apply(
+                    {"params": params["sovits"]}, units, f0, uv, g, mask,
+                    vol if sov_vol else None, noise_scale=noise_scale, predict_f0=predict_f0,
+                    method="infer", rngs=rngs)
+                wav = wav[:, :audio.shape[1]] * smask
+                f0 = f0 * mask
+            if use_diffusion:
+                spk = None if dspk is None else dspk * mask[..., None]
+                if only_diffusion:
+                    start = None
+                    dvol = vol
+                else:
+                    c = voc.config
+                    start = spectrogram.vocoder_mel(
+                        wav, sampling_rate=voc.sampling_rate, n_fft=int(c.n_fft),
+                        win_length=int(c.win_size), hop_length=voc.hop_size,
+                        n_mels=voc.num_mels, fmin=float(c.fmin), fmax=float(c.fmax),
+                        lengths=lens)[:, :tb] * mask[..., None]
+                    dvol = vol if vol is not None else features.volume(wav)[:, :tb] * mask
+                    if second_encoding:
+                        units = encode(params["encoder"], wav, lens16, i0, i1, w1, mask)
+                mel = sample_mel(dif.model, dif.schedule, params["diffusion"], units, f0, dvol,
+                                 spk, None, start, mask, k_dif, k=k, method=method,
+                                 speedup=speedup)
+                mel = mel * mask[..., None]
+                wav = vocode(voc.module, params["vocoder"], mel, f0, mask, None)
+                wav = wav[:, :audio.shape[1]] * smask
+            if loudness:
+                wav = features.mix_loudness_envelope(audio, SAMPLING_RATE, wav, SAMPLING_RATE,
+                                                     rate, source_lengths=lens,
+                                                     converted_lengths=lens)
+            return wav[0]
+
+        axes = (None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 if diff_spk else None, 0, None, None,
+                None)
+        return jax.vmap(row, in_axes=axes)
+
+    def _run_fused(self, batch: Sequence[_Piece], spk, opt: ConvertOptions, base):
+        """One batch through one compiled program (:meth:`_build_program`): host F0 first,
+        then audio in, audio out. Lengths are padded to the batch's frame bucket and rows
+        once to :func:`svcjax.runtime.row_count`."""
+        from svcjax import runtime as runtime_lib
+        from svcjax.audio.features import _align_table
+
+        rt = self.runtime
+        n = len(batch)
+        rows = rt.rows(n)
+        padded = list(batch) + [batch[-1]] * (rows - n)
+        frames = np.array([len(p.audio) // HOP for p in padded], np.int32)
+        t = int(frames.max())
+        tb = runtime_lib.frame_bucket(t)
+        width = tb * HOP
+        audio = np.zeros((rows, width), np.float32)
+        for i, p in enumerate(padded):
+            audio[i, :frames[i] * HOP] = p.audio[:frames[i] * HOP]
+        lens = (frames * HOP).astype(np.int32)
+        t0 = time.perf_counter()
+        f0, uv = self.f0_fn(audio, SAMPLING_RATE, opt.f0_method, lens)
+        f0 = buckets.pad_axis(np.asarray(f0, np.float32)[:, :tb], tb, axis=1)
+        f0 = f0 * np.float32(2.0 ** (opt.transpose / 12.0))
+        uv = buckets.pad_axis(np.asarray(uv, np.float32)[:, :tb], tb, axis=1)
+        t0 = self._time("f0", t0)
+
+        lens16 = np.array([resample_lib.resampled_length(int(x), SAMPLING_RATE, ENCODER_SR)
+                           for x in lens], np.int32)
+        ulens = np.asarray(self.encoder.num_frames(lens16)).reshape(-1)
+        i0 = np.zeros((rows, tb), np.int32)
+        i1 = np.zeros((rows, tb), np.int32)
+        w1 = np.zeros((rows, tb), np.float32)
+        for i in range(rows):
+            a, b, w = _align_table(int(ulens[i]), int(frames[i]), self.unit_mode)
+            i0[i, :frames[i]], i1[i, :frames[i]], w1[i, :frames[i]] = a, b, w
+        g = self._speaker_rows(spk, padded, None, tb)
+        spk_weights = isinstance(g, np.ndarray)
+        g = np.asarray(g, np.float32 if spk_weights else np.int32)
+        static = self._static(opt, spk_weights, base is not None)
+        dspk = None
+        if static[10]:
+            dspk = self.diffusion.speaker_weights(self._diffusion_speaker(
+                g if spk_weights else [int(x) for x in g]), rows, tb)
+        pid = np.array([runtime_lib.piece_id(p.audio, p.start, p.length) for p in padded],
+                       np.uint32)
+
+        params = {"encoder": rt.params("encoder", self.encoder.params, rows)}
+        if not opt.only_diffusion:
+            params["sovits"] = rt.params("sovits", self.sovits.params, rows)
+        if static[2]:
+            params["diffusion"] = rt.params("diffusion", self.diffusion.params, rows)
+            params["vocoder"] = rt.params("vocoder", self.vocoder.params, rows)
+        data = rt.put_rows([audio, lens, frames, lens16, f0, uv, i0, i1, w1, g, dspk, pid],
+                           rows)
+        key = rt.put_replicated(jax.random.PRNGKey(0 if base is None else int(opt.seed)), rows)
+        scalars = [np.float32(opt.noise_scale), np.float32(opt.loudness_mix)]
+        fn = rt.program("convert", static, lambda: self._build_program(static))
+        wav = np.asarray(fn(params, *data, key, *scalars))
+        self._time("convert", t0)
         return [wav[i, :frames[i] * HOP] for i in range(n)]
 
     def _timbre_index(self, opt: ConvertOptions):

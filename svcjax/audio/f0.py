@@ -365,7 +365,11 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
             else:
                 raw[b, :n_out[b]] = _world_f0(clip, sr, n_out[b], method, f0_min, f0_max)
             tmask[b, :n_out[b]] = 1.0
-        f0, uv = jax.tree.map(np.asarray, _interpolate_jit(raw, tmask))
+        # padded to a length bucket: one compiled program per bucket, not per length
+        from svcjax.buckets import bucket_length, pad_axis
+        tb = bucket_length(t_max)
+        f0, uv = _interpolate_jit(pad_axis(raw, tb), pad_axis(tmask, tb))
+        f0, uv = np.asarray(f0)[:, :t_max], np.asarray(uv)[:, :t_max]
     if single:
         return f0[0], uv[0]
     return f0, uv

@@ -1,0 +1,95 @@
+"""svcjax.runtime and the fused conversion program: stable random draws, compile discipline.
+
+Tiny random-weight models (tests/tiny_models.py): SoVITS + content encoder + shallow diffusion
++ the NSF-HiFiGAN fixture, DIO F0, on synthetic voiced clips without pauses (one piece each).
+"""
+
+import numpy as np
+import pytest
+
+from svcjax import pipeline, runtime
+from tests import tiny_models
+
+SR = 44100
+
+
+@pytest.fixture(scope="module")
+def conv(tmp_path_factory):
+    d = tiny_models.make_model_dirs(tmp_path_factory.mktemp("models"))
+    return pipeline.Converter.from_paths(d / "sovits", encoder=d / "encoder",
+                                         diffusion=d / "diffusion",
+                                         vocoder=tiny_models.VOCODER)
+
+
+def _clip(n, seed):
+    """A voiced, pause-free clip of ``n`` samples (a vibrato tone with noise)."""
+    r = np.random.default_rng(seed)
+    t = np.arange(n) / SR
+    f = 180 + 40 * seed % 7 + 8 * np.sin(2 * np.pi * 5 * t)
+    x = 0.3 * np.sin(2 * np.pi * np.cumsum(f) / SR) + 0.01 * r.standard_normal(n)
+    return x.astype(np.float32)
+
+
+def _opts(**kw):
+    return pipeline.ConvertOptions(**{**dict(
+        speaker="tenor", f0_method="dio", k_step=4, method="ddim", speedup=2, pad_seconds=0.05,
+        loudness_mix=0.5, batch_size=4, seed=3), **kw})
+
+
+def test_row_count_and_piece_id():
+    assert [runtime.row_count(n, 8) for n in (1, 2, 5, 8, 9)] == [1, 8, 8, 8, 16]
+    assert [runtime.row_count(n, 1) for n in (1, 2, 3, 5)] == [1, 2, 4, 8]
+    x = np.arange(10, dtype=np.float32)
+    assert runtime.piece_id(x, 0, 10) == runtime.piece_id(x.copy(), 0, 10)
+    assert runtime.piece_id(x, 0, 10) != runtime.piece_id(x, 1, 10)
+    assert 0 <= runtime.piece_id(x) < 2 ** 31
+
+
+def test_a_file_converts_the_same_alone_or_among_others(conv):
+    a, b, c = _clip(int(1.3 * SR), 1), _clip(int(1.25 * SR), 2), _clip(int(1.35 * SR), 3)
+    opt = _opts()
+    assert conv._fusable(opt)
+    alone = conv.convert([a], opt, progress=False)[0]
+    together = conv.convert([b, a, c], opt, progress=False)
+    other_seed = conv.convert([a], _opts(seed=4), progress=False)[0]
+    assert len(alone) == len(a) and np.abs(alone).max() > 1e-3
+    # alone is one row on one device; together three rows of eight on eight devices:
+    # different programs, so float32 rounding may differ (XLA may tile the rows' matmuls
+    # differently) but not the random draws, which move the output by O(1e-2) or more
+    scale = np.abs(alone).max()
+    np.testing.assert_allclose(together[1], alone, atol=1e-4 * scale, rtol=0)
+    assert np.abs(other_seed - alone).max() > 1e-2 * scale
+    # the same inputs in another order: the same outputs
+    again = conv.convert([c, a, b], opt, progress=False)
+    np.testing.assert_allclose(again[1], together[1], atol=1e-5 * scale, rtol=0)
+    np.testing.assert_allclose(again[0], together[2], atol=1e-5 * scale, rtol=0)
+
+
+def test_new_lengths_in_the_same_buckets_compile_nothing(conv):
+    # 12 pause-free clips of distinct lengths in three frame buckets (four a bucket: one
+    # batch of four each), then 12 clips of other lengths in the same buckets
+    opt = _opts(seed=0, second_encoding=True)
+    bucket_frames = [(70, 78), (86, 94), (114, 124)]
+    rng = np.random.default_rng(0)
+
+    def clips(offset):
+        out = []
+        for lo, hi in bucket_frames:
+            for j in range(4):
+                frames = lo + (2 * j + offset) % (hi - lo)
+                out.append(_clip(int((frames * 512 - 2 * int(0.05 * SR)) - rng.integers(0, 500)),
+                                 j + offset))
+        return out
+
+    first, second = clips(0), clips(1)
+    assert not {len(x) for x in first} & {len(x) for x in second}
+    assert len({len(x) for x in first + second}) == 24
+    with runtime.CompileCounter() as cold:
+        out1 = conv.convert(first, opt, progress=False)
+    with runtime.CompileCounter() as warm:
+        out2 = conv.convert(second, opt, progress=False)
+    assert [len(x) for x in out2] == [len(x) for x in second]
+    assert all(np.isfinite(x).all() and np.abs(x).max() > 1e-4 for x in out1 + out2)
+    assert cold.compiles >= 3, cold.compiles          # at least the three bucket programs
+    assert warm.compiles == 0, warm.compiles
+    assert sum(v for (name, _), v in conv.runtime.traces.items() if name == "convert") >= 3
