@@ -558,6 +558,9 @@ def _spectral_all(refs, ests, batch, n_mels, n_mels_mcd):
     return res
 
 
+_DIFFUSION_FIELDS = ("shallow_diffusion", "k_step", "method", "speedup")
+
+
 def run_evaluation(config, workdir: str | os.PathLike, *, converter=None, clips=None,
                    log=print) -> dict[str, float]:
     """Convert the evaluation set under every setting and write the metric table.
@@ -627,17 +630,39 @@ def run_evaluation(config, workdir: str | os.PathLike, *, converter=None, clips=
 
     rows, table, samples = [], [], []
     transpose = float(config.transpose)
+
+    def options(spk, overrides):
+        return pipeline.ConvertOptions(
+            speaker=spk, transpose=transpose, f0_method=config.f0_method,
+            noise_scale=float(config.noise_scale),
+            seed=None if config.seed is None or int(config.seed) < 0 else int(config.seed),
+            batch_size=batch, slice_db=float(config.slice_db),
+            pad_seconds=float(config.pad_seconds), **overrides)
+
+    # Settings that differ only in diffusion (k, sampler, speedup, or none) are converted
+    # together: each clip's F0, units and SoVITS output once per speaker, every diffusion
+    # setting from them (Converter.convert_settings); their time is shared equally.
+    converted: dict[tuple[str, str], tuple[list, float]] = {}
+    for spk in speakers:
+        groups: dict[str, list] = {}
+        for sname, overrides in settings:
+            shared = {k: v for k, v in overrides.items() if k not in _DIFFUSION_FIELDS}
+            groups.setdefault(repr(sorted(shared.items())), []).append((sname, overrides))
+        for members in groups.values():
+            opts = [options(spk, ov) for _, ov in members]
+            t0 = time.perf_counter()
+            if hasattr(converter, "convert_settings"):
+                outs_all = converter.convert_settings(audios, opts)
+            else:
+                outs_all = [converter.convert(audios, o, progress=bool(config.get(
+                    "progress", False))) for o in opts]
+            elapsed = (time.perf_counter() - t0) / len(members)
+            for (sname, _), outs in zip(members, outs_all):
+                converted[(sname, str(spk))] = (outs, elapsed)
+
     for sname, overrides in settings:
         for spk in speakers:
-            opts = pipeline.ConvertOptions(
-                speaker=spk, transpose=transpose, f0_method=config.f0_method,
-                noise_scale=float(config.noise_scale),
-                seed=None if config.seed is None or int(config.seed) < 0 else int(config.seed),
-                batch_size=batch, slice_db=float(config.slice_db),
-                pad_seconds=float(config.pad_seconds), **overrides)
-            t0 = time.perf_counter()
-            outs = converter.convert(audios, opts, progress=bool(config.get("progress", False)))
-            elapsed = time.perf_counter() - t0
+            outs, elapsed = converted[(sname, str(spk))]
             per_clip = [dict(setting=sname, speaker=str(spk), clip=c.name) for c in clips]
             if wanted & {"mel", "mcd"}:
                 spec = _spectral_all(audios, outs, batch, int(config.n_mels),

@@ -737,43 +737,53 @@ class Converter:
             rt = self._runtime = Runtime()
         return rt
 
-    def _static(self, opt: ConvertOptions, spk_weights: bool, stochastic: bool) -> tuple:
-        """The options a compiled conversion program is specialised on."""
+    def _setting(self, opt: ConvertOptions) -> tuple:
+        """What one output of a conversion program depends on beyond its inputs:
+        ``(use_diffusion, k, method, speedup)``."""
         use_diffusion = self.diffusion is not None and (opt.only_diffusion or
                                                         opt.shallow_diffusion)
-        k = method = speedup = None
-        if use_diffusion:
-            from svcjax import sampling
+        if not use_diffusion:
+            return (False, None, None, None)
+        from svcjax import sampling
 
-            d = self.diffusion
-            k = d._resolve_k(None if opt.only_diffusion else True,
-                             None if opt.only_diffusion else opt.k_step)
-            method = d.config.infer.method if opt.method is None else opt.method
-            speedup = int(d.config.infer.speedup if opt.speedup is None else opt.speedup)
-            method = sampling.check(method, k, speedup, d.timesteps)
-            if method == "ddpm":
-                speedup = 1
-        return (bool(opt.auto_f0), bool(opt.only_diffusion), use_diffusion,
-                bool(opt.second_encoding) and use_diffusion and not opt.only_diffusion,
-                k, method, speedup, opt.loudness_mix != 1.0,
-                self.vol_embedding or bool(opt.only_diffusion), spk_weights,
-                use_diffusion and self.diffusion.n_spk > 1, stochastic)
+        d = self.diffusion
+        k = d._resolve_k(None if opt.only_diffusion else True,
+                         None if opt.only_diffusion else opt.k_step)
+        method = d.config.infer.method if opt.method is None else opt.method
+        speedup = int(d.config.infer.speedup if opt.speedup is None else opt.speedup)
+        method = sampling.check(method, k, speedup, d.timesteps)
+        return (True, k, method, 1 if method == "ddpm" else speedup)
+
+    def _static(self, opts: Sequence[ConvertOptions], spk_weights: bool,
+                stochastic: bool) -> tuple:
+        """The options a compiled conversion program is specialised on: the shared front
+        (F0 prediction, volume, speakers, randomness) and one diffusion setting per output."""
+        opt = opts[0]
+        settings = tuple(self._setting(o) for o in opts)
+        diffused = any(s[0] for s in settings)
+        return (bool(opt.auto_f0), bool(opt.only_diffusion),
+                bool(opt.second_encoding) and diffused and not opt.only_diffusion,
+                opt.loudness_mix != 1.0, self.vol_embedding or bool(opt.only_diffusion),
+                spk_weights, diffused and self.diffusion.n_spk > 1, stochastic, settings)
 
     def _build_program(self, static: tuple) -> Callable:
         """The conversion of one row (audio in, audio out), mapped over the rows of a batch:
         16 kHz resampling, content units, volume, SoVITS, the vocoder's mel, shallow diffusion
-        and the vocoder, and the loudness mix, in one jitted program. Each row draws its
-        random numbers from ``fold_in(seed key, piece id)``."""
+        and the vocoder, and the loudness mix, in one jitted program. The front (up to the
+        SoVITS output and its mel) runs once; each diffusion setting of ``static`` gives one
+        output (rows x settings x samples). Each row draws its random numbers from
+        ``fold_in(seed key, piece id)``, the same for every setting."""
         import jax.numpy as jnp
 
         from svcjax.diffusion import sample_mel
         from svcjax.vocoder import vocode
 
-        (predict_f0, only_diffusion, use_diffusion, second_encoding, k, method, speedup,
-         loudness, need_vol, spk_weights, diff_spk, stochastic) = static
+        (predict_f0, only_diffusion, second_encoding, loudness, need_vol, spk_weights,
+         diff_spk, stochastic, settings) = static
         enc, sov, dif, voc = self.encoder, self.sovits, self.diffusion, self.vocoder
         enc_pad = int(enc.hop)
         sov_vol = sov is not None and bool(sov.module.vol_embedding)
+        shallow = any(s[0] for s in settings) and not only_diffusion
 
         def encode(p_enc, audio, lens16, i0, i1, w1, mask):
             wav16 = resample_lib.resample(audio, SAMPLING_RATE, ENCODER_SR)
@@ -800,6 +810,7 @@ class Converter:
             vol = features.volume(audio)[:, :tb] * mask if need_vol else None
             if spk_weights:
                 g = g * mask[..., None]
+            wav = None
             if not only_diffusion:
                 rngs = {"noise": k_sov} if stochastic else {}
                 wav, f0 = sov.module.apply(
@@ -808,44 +819,51 @@ class Converter:
                     method="infer", rngs=rngs)
                 wav = wav[:, :audio.shape[1]] * smask
                 f0 = f0 * mask
-            if use_diffusion:
-                spk = None if dspk is None else dspk * mask[..., None]
-                if only_diffusion:
-                    start = None
-                    dvol = vol
-                else:
-                    c = voc.config
-                    start = spectrogram.vocoder_mel(
-                        wav, sampling_rate=voc.sampling_rate, n_fft=int(c.n_fft),
-                        win_length=int(c.win_size), hop_length=voc.hop_size,
-                        n_mels=voc.num_mels, fmin=float(c.fmin), fmax=float(c.fmax),
-                        lengths=lens)[:, :tb] * mask[..., None]
-                    dvol = vol if vol is not None else features.volume(wav)[:, :tb] * mask
-                    if second_encoding:
-                        units = encode(params["encoder"], wav, lens16, i0, i1, w1, mask)
-                mel = sample_mel(dif.model, dif.schedule, params["diffusion"], units, f0, dvol,
-                                 spk, None, start, mask, k_dif, k=k, method=method,
-                                 speedup=speedup)
-                mel = mel * mask[..., None]
-                wav = vocode(voc.module, params["vocoder"], mel, f0, mask, None)
-                wav = wav[:, :audio.shape[1]] * smask
-            if loudness:
-                wav = features.mix_loudness_envelope(audio, SAMPLING_RATE, wav, SAMPLING_RATE,
-                                                     rate, source_lengths=lens,
-                                                     converted_lengths=lens)
-            return wav[0]
+            start, dvol = None, vol
+            if shallow:
+                c = voc.config
+                start = spectrogram.vocoder_mel(
+                    wav, sampling_rate=voc.sampling_rate, n_fft=int(c.n_fft),
+                    win_length=int(c.win_size), hop_length=voc.hop_size,
+                    n_mels=voc.num_mels, fmin=float(c.fmin), fmax=float(c.fmax),
+                    lengths=lens)[:, :tb] * mask[..., None]
+                if dvol is None:
+                    dvol = features.volume(wav)[:, :tb] * mask
+                if second_encoding:
+                    units = encode(params["encoder"], wav, lens16, i0, i1, w1, mask)
+            spk = None if dspk is None else dspk * mask[..., None]
+            outs = []
+            for use_diffusion, k, method, speedup in settings:
+                out = wav
+                if use_diffusion:
+                    mel = sample_mel(dif.model, dif.schedule, params["diffusion"], units, f0,
+                                     dvol, spk, None, start, mask, k_dif, k=k, method=method,
+                                     speedup=speedup)
+                    mel = mel * mask[..., None]
+                    out = vocode(voc.module, params["vocoder"], mel, f0, mask, None)
+                    out = out[:, :audio.shape[1]] * smask
+                if loudness:
+                    out = features.mix_loudness_envelope(
+                        audio, SAMPLING_RATE, out, SAMPLING_RATE, rate, source_lengths=lens,
+                        converted_lengths=lens)
+                outs.append(out[0])
+            return jnp.stack(outs)
 
         axes = (None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 if diff_spk else None, 0, None, None,
                 None)
         return jax.vmap(row, in_axes=axes)
 
-    def _run_fused(self, batch: Sequence[_Piece], spk, opt: ConvertOptions, base):
+    def _run_fused(self, batch: Sequence[_Piece], spk, opt: ConvertOptions | Sequence,
+                   base):
         """One batch through one compiled program (:meth:`_build_program`): host F0 first,
         then audio in, audio out. Lengths are padded to the batch's frame bucket and rows
-        once to :func:`svcjax.runtime.row_count`."""
+        once to :func:`svcjax.runtime.row_count`. ``opt`` may be a list of options that
+        differ only in their diffusion setting: then one output list per option."""
         from svcjax import runtime as runtime_lib
         from svcjax.audio.features import _align_table
 
+        opts = list(opt) if isinstance(opt, (list, tuple)) else [opt]
+        opt = opts[0]
         rt = self.runtime
         n = len(batch)
         rows = rt.rows(n)
@@ -877,9 +895,9 @@ class Converter:
         g = self._speaker_rows(spk, padded, None, tb)
         spk_weights = isinstance(g, np.ndarray)
         g = np.asarray(g, np.float32 if spk_weights else np.int32)
-        static = self._static(opt, spk_weights, base is not None)
+        static = self._static(opts, spk_weights, base is not None)
         dspk = None
-        if static[10]:
+        if static[6]:
             dspk = self.diffusion.speaker_weights(self._diffusion_speaker(
                 g if spk_weights else [int(x) for x in g]), rows, tb)
         pid = np.array([runtime_lib.piece_id(p.audio, p.start, p.length) for p in padded],
@@ -888,7 +906,7 @@ class Converter:
         params = {"encoder": rt.params("encoder", self.encoder.params, rows)}
         if not opt.only_diffusion:
             params["sovits"] = rt.params("sovits", self.sovits.params, rows)
-        if static[2]:
+        if any(s[0] for s in static[-1]):
             params["diffusion"] = rt.params("diffusion", self.diffusion.params, rows)
             params["vocoder"] = rt.params("vocoder", self.vocoder.params, rows)
         data = rt.put_rows([audio, lens, frames, lens16, f0, uv, i0, i1, w1, g, dspk, pid],
@@ -896,9 +914,75 @@ class Converter:
         key = rt.put_replicated(jax.random.PRNGKey(0 if base is None else int(opt.seed)), rows)
         scalars = [np.float32(opt.noise_scale), np.float32(opt.loudness_mix)]
         fn = rt.program("convert", static, lambda: self._build_program(static))
-        wav = np.asarray(fn(params, *data, key, *scalars))
+        wav = np.asarray(fn(params, *data, key, *scalars))      # (rows, settings, samples)
         self._time("convert", t0)
-        return [wav[i, :frames[i] * HOP] for i in range(n)]
+        outs = [[wav[i, s, :frames[i] * HOP] for i in range(n)] for s in range(len(opts))]
+        return outs if len(opts) > 1 else outs[0]
+
+    def convert_settings(self, audios: Sequence[np.ndarray],
+                         options: Sequence[ConvertOptions]) -> list[list[np.ndarray]]:
+        """Convert 44.1 kHz clips under several options that differ only in their diffusion
+        setting (``shallow_diffusion``, ``k_step``, ``method``, ``speedup``): F0, units and
+        the SoVITS output are computed once per piece and every setting runs from them, in
+        one compiled program per (bucket, rows, settings). Returns one list of outputs per
+        option, each as :meth:`convert` would give it."""
+        opts = list(options)
+        if not opts:
+            return []
+        shared = {f.name for f in dataclasses.fields(ConvertOptions)} - {
+            "shallow_diffusion", "k_step", "method", "speedup"}
+        for o in opts:
+            self.check_options(o)
+            diff = [f for f in sorted(shared) if getattr(o, f) != getattr(opts[0], f)]
+            if diff:
+                raise ValueError(f"convert_settings: the options differ in {diff[0]!r}; only "
+                                 "the diffusion setting may differ")
+        if len(opts) == 1 or not self._fusable(opts[0]):
+            return [self.convert(audios, o, progress=False) for o in opts]
+        opt = opts[0]
+        spk = self._default_speaker(opt.speaker)
+        base = None if opt.seed is None else jax.random.PRNGKey(int(opt.seed))
+        self.timings = {}
+        layouts, pieces = [], []
+        for i, a in enumerate(audios):
+            a = np.asarray(a, np.float32)
+            if a.ndim != 1 or not np.isfinite(a).all():
+                raise ValueError(f"input {i} must be finite 1-D 44.1 kHz audio, got shape "
+                                 f"{a.shape}")
+            chunks = slicer.slice_on_silence(a, SAMPLING_RATE, threshold_db=opt.slice_db)
+            lay = _cut(i, len(a), chunks, opt)
+            for _, _, ps in lay.chunks:
+                for p in ps:
+                    if p.padded_length < MIN_PIECE:
+                        p.out = np.zeros(p.padded_length, np.float32)
+                    else:
+                        _materialize(p, a)
+                        pieces.append(p)
+            layouts.append(lay)
+        for p in pieces:
+            p.out = [None] * len(opts)
+        for batch in self._batches(pieces, opt):
+            outs = self._run_fused(batch, spk, opts, base)
+            for s, per in enumerate(outs):
+                for p, o in zip(batch, per):
+                    p.out[s] = o
+            for p in batch:
+                p.audio = None
+        results = []
+        for s in range(len(opts)):
+            per_setting = []
+            for lay in layouts:
+                parts = []
+                for silent, n, ps in lay.chunks:
+                    if silent:
+                        parts.append(np.zeros(n, np.float32))
+                        continue
+                    view = [dataclasses.replace(p, out=p.out[s] if isinstance(p.out, list)
+                                                else p.out) for p in ps]
+                    parts.append(_chunk_output(view, n, opt))
+                per_setting.append(np.concatenate(parts) if parts else np.zeros(0, np.float32))
+            results.append(per_setting)
+        return results
 
     def _timbre_index(self, opt: ConvertOptions):
         from svcjax import timbre

@@ -35,7 +35,24 @@ import numpy as np
 from svcjax import buckets, sharding
 
 __all__ = ["Runtime", "CompileCounter", "row_count", "frame_bucket", "piece_id",
-           "BACKEND_COMPILE_EVENT", "TRACE_EVENT"]
+           "kernel_choices", "KERNELS", "BACKEND_COMPILE_EVENT", "TRACE_EVENT"]
+
+# Per-backend kernel choices for inference programs. ``unroll_layers``: trace scanned layer
+# stacks (:func:`svcjax.models.scan.scan_layers`) fully unrolled. It is part of a program's
+# cache key (:meth:`Runtime.program`), never read from ambient state after the key is made.
+# Inference keeps XLA's scanned loops everywhere (unrolling helps the CPU's training
+# gradients, see svcjax.train_sovits, not measured to help inference).
+KERNELS: dict[str, dict[str, Any]] = {
+    "cpu": dict(unroll_layers=False),
+    "gpu": dict(unroll_layers=False),
+    "tpu": dict(unroll_layers=False),
+}
+
+
+def kernel_choices(platform: str | None = None) -> dict[str, Any]:
+    """The :data:`KERNELS` entry of ``platform`` (default: the first local device's)."""
+    platform = platform or jax.local_devices()[0].platform
+    return dict(KERNELS.get(platform, KERNELS["gpu"]))
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
@@ -162,18 +179,26 @@ class Runtime:
             return jax.device_put(x, self.devices[0])
         return jax.device_put(x, sharding.replicated(self.mesh))
 
-    def program(self, name: str, static: Hashable, build: Callable[[], Callable]) -> Callable:
+    def program(self, name: str, static: Hashable, build: Callable[[], Callable], *,
+                unroll: bool | None = None) -> Callable:
         """The jitted program ``name`` for ``static`` options (built by ``build()`` on first
-        use); jit compiles it once per input shape, i.e. per (bucket, rows)."""
-        key = (name, static)
+        use); jit compiles it once per input shape, i.e. per (bucket, rows). ``unroll``
+        (default: this backend's :data:`KERNELS` choice) traces layer stacks unrolled; it
+        is part of the program's key."""
+        from svcjax.models import scan
+
+        if unroll is None:
+            unroll = bool(kernel_choices(self.devices[0].platform)["unroll_layers"])
+        key = (name, static, bool(unroll))
         with self._lock:
             fn = self._programs.get(key)
             if fn is None:
-                body = build()
+                body, flag = build(), bool(unroll)
 
                 def counted(*args):
                     self.traces[key] = self.traces.get(key, 0) + 1   # runs while tracing
-                    return body(*args)
+                    with scan.unrolled(flag):
+                        return body(*args)
 
                 fn = self._programs[key] = jax.jit(counted)
         return fn

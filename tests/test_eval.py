@@ -74,13 +74,13 @@ def test_metric_table_in_one_compiled_pass_per_bucket(tmp_path, converter, clips
     events = list((tmp_path / "eval" / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 10000    # scalars, audio and mel images
 
-    # compiled once per (bucket, batch): a second evaluation traces nothing new
-    diff, voc = converter.diffusion, converter.vocoder
-    traces = (dict(diff.traces), voc.trace_count, converter.sovits.trace_count)
-    assert sum(traces[0].values()) == 2 and traces[1] == 1   # both clips share one bucket
+    # compiled once per (bucket, batch): both clips share one bucket, and the three settings
+    # run from one SoVITS pass in one program; a second evaluation traces nothing new
+    traces = dict(converter.runtime.traces)
+    assert list(traces.values()) == [1] and len(next(iter(traces))[1][-1]) == 3
     evaluate.run_evaluation(config, tmp_path / "again", converter=converter, clips=clips,
                             log=lambda m: None)
-    assert (dict(diff.traces), voc.trace_count, converter.sovits.trace_count) == traces
+    assert converter.runtime.traces == traces
 
 
 def test_ablation_is_a_config_override_and_errors_are_clear(tmp_path, converter, clips_dir):

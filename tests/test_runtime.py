@@ -92,4 +92,22 @@ def test_new_lengths_in_the_same_buckets_compile_nothing(conv):
     assert all(np.isfinite(x).all() and np.abs(x).max() > 1e-4 for x in out1 + out2)
     assert cold.compiles >= 3, cold.compiles          # at least the three bucket programs
     assert warm.compiles == 0, warm.compiles
-    assert sum(v for (name, _), v in conv.runtime.traces.items() if name == "convert") >= 3
+    assert sum(v for k, v in conv.runtime.traces.items() if k[0] == "convert") >= 3
+
+
+def test_several_diffusion_settings_from_one_front(conv):
+    # F0, units and the SoVITS output once, every setting from them: the same outputs as
+    # separate conversions (float32 rounding of differently fused programs aside)
+    a, b = _clip(int(1.3 * SR), 5), _clip(int(0.9 * SR), 6)
+    opts = [_opts(shallow_diffusion=False), _opts(k_step=200, speedup=100),
+            _opts(k_step=4, method="dpm-solver++", speedup=2)]
+    together = conv.convert_settings([a, b], opts)
+    for o, outs in zip(opts, together):
+        alone = conv.convert([a, b], o, progress=False)
+        for x, y in zip(outs, alone):
+            scale = np.abs(y).max()
+            assert len(x) == len(y) and scale > 1e-3
+            np.testing.assert_allclose(x, y, atol=1e-4 * scale, rtol=0)
+    assert np.abs(together[0][0] - together[1][0]).max() > 1e-3
+    with pytest.raises(ValueError, match="differ in 'transpose'"):
+        conv.convert_settings([a], [_opts(), _opts(transpose=2)])

@@ -1,0 +1,179 @@
+"""Batch conversion speed: svcjax's compiled batch program against the reference's per-clip loop.
+
+    python bench/batch_eval.py --ref .ref/so-vits-svc              # the figures
+    python bench/batch_eval.py --ref .ref/so-vits-svc --clips 4 --max-seconds 3   # quicker
+
+``--clips`` clips (32) of ``--min-seconds``..``--max-seconds`` (2-12 s) of varied lengths,
+full-size models with random weights (the reference's own modules with the same weights on
+its side), shallow diffusion k=100 with DPM-Solver++ x10, speaker 0, every random draw zero
+on the reference side:
+
+* **svcjax**: ``Converter.convert`` on all clips at once (``--batch`` pieces a program):
+  DIO F0 on the host, then per batch one compiled program: resampling to 16 kHz, a
+  full-size random vec768l12 content encoder, SoVITS, the vocoder mel, shallow diffusion,
+  NSF-HiFiGAN. *cold*: the first call in a process without a persistent cache (every
+  compilation included, counted with ``jax.monitoring``); *warm*: the same call again.
+* **reference**: for each clip, DIO F0 (pyworld, as the reference's dio predictor), then
+  SoVITS ``infer`` -> ``nvSTFT`` mel -> ``Unit2Mel`` shallow diffusion -> NSF-HiFiGAN with
+  torch (``no_grad``), on random units: the reference's content encoder needs a ContentVec
+  checkpoint, so it is *not* run on its side while svcjax's is (the ratios understate
+  svcjax's advantage by the encoder's share).
+* **one 10 s file** (``--file-seconds``): the same on one clip, warm.
+
+Printed: seconds, clips per second, seconds of audio per second, compiles, and the ratios
+reference / svcjax (> 1: svcjax faster). Nothing is asserted; on a shared machine the
+figures are noisy (``os.getloadavg()`` is printed with them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+SR, HOP = 44100, 512
+
+
+def clips_of(lengths, seed=0):
+    rs = np.random.RandomState(seed)
+    out = []
+    for i, s in enumerate(lengths):
+        n = int(s * SR)
+        t = np.arange(n) / SR
+        f = 160 + 15 * (i % 9) + 10 * np.sin(2 * np.pi * 5 * t)
+        out.append((0.3 * np.sin(2 * np.pi * np.cumsum(f) / SR)
+                    * (1 + 0.05 * rs.randn(n))).astype(np.float32))
+    return out
+
+
+def build(ref):
+    """svcjax Converter and the reference's callables, same random weights."""
+    import torch
+
+    import convert as bench_convert
+    import make_sovits
+    from svcjax import pipeline, units
+    from svcjax.convert import sovits as sovits_convert
+    from svcjax.inference import SovitsModel
+
+    R = make_sovits.import_reference(ref)
+    cfg = make_sovits.reference_config(ref, n_speakers=2)
+    cfg["spk"] = {"spk0": 0, "spk1": 1}
+    net = make_sovits.build(R, cfg)
+    make_sovits.randomise(net, 0)
+    net.eval()
+    sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    mcfg = sovits_convert.config_from_reference(cfg)
+    sov = SovitsModel(sovits_convert.sovits_params(mcfg, sd, with_posterior=False), mcfg)
+    diff, ref_diff = bench_convert.build_diffusion("full", ref, n_spk=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        voc, ref_gen = bench_convert.build_vocoder("full", ref, tmp)
+    enc = units.init_content_encoder(mcfg.model.get("speech_encoder", "vec768l12"))
+    conv = pipeline.Converter(sov, enc, diff, voc)
+    sys.path.insert(0, os.path.abspath(ref))
+    from vdecoder.nsf_hifigan.nvSTFT import STFT
+
+    from svcjax.audio.f0 import extract_f0
+    from svcjax.audio.features import volume
+
+    stft = STFT(SR, 128, 2048, 2048, HOP, 40, 16000)
+    ssl = int(mcfg.model.ssl_dim)
+    zero_random = bench_convert.zero_random
+
+    def reference(clip, rs):
+        f0, uv = extract_f0(clip, SR, method="dio")
+        t = len(f0)
+        u = rs.randn(1, t, ssl).astype(np.float32)
+        tt = torch.from_numpy
+        with torch.no_grad(), zero_random(torch):
+            spk = torch.zeros(1, 1, dtype=torch.long)
+            wav, f = net.infer(tt(u).transpose(1, 2), f0=tt(f0[None]), uv=tt(uv[None]),
+                               g=spk, noice_scale=0.4, predict_f0=False)
+            wav = wav[:, 0]
+            mel = stft.get_mel(wav).transpose(1, 2)
+            vol = torch.from_numpy(np.asarray(volume(wav.numpy())))
+            mel = ref_diff(tt(u), f[..., None], vol[..., None], spk, gt_spec=mel, infer=True,
+                           infer_speedup=10, method="dpm-solver++", k_step=100,
+                           use_tqdm=False)
+            return ref_gen(mel.transpose(1, 2), f)[:, 0].numpy()
+
+    return conv, reference
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ref", required=True, help="So-VITS-SVC checkout")
+    ap.add_argument("--clips", type=int, default=32)
+    ap.add_argument("--min-seconds", type=float, default=2.0)
+    ap.add_argument("--max-seconds", type=float, default=12.0)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--file-seconds", type=float, default=10.0)
+    ap.add_argument("--skip-reference", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    from svcjax import pipeline, runtime
+
+    print(f"{args.clips} clips of {args.min_seconds:g}-{args.max_seconds:g} s, "
+          f"{jax.device_count()} {jax.devices()[0].platform} device(s), torch "
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} "
+          f"(a shared machine: figures are noisy)", flush=True)
+    conv, reference = build(args.ref)
+    lengths = np.linspace(args.min_seconds, args.max_seconds, args.clips)
+    lengths = np.random.RandomState(0).permutation(lengths)
+    clips = clips_of(lengths)
+    seconds = float(sum(len(c) for c in clips)) / SR
+    opts = pipeline.ConvertOptions(speaker=0, f0_method="dio", k_step=100,
+                                   method="dpm-solver++", speedup=10, batch_size=args.batch,
+                                   pad_seconds=0.0, slice_db=-200.0, seed=None)
+
+    def timed(fn):
+        with runtime.CompileCounter() as cc:
+            t0 = time.perf_counter()
+            out = fn()
+            sec = time.perf_counter() - t0
+        return sec, cc, out
+
+    cold, cc_cold, _ = timed(lambda: conv.convert(clips, opts, progress=False))
+    warm, cc_warm, _ = timed(lambda: conv.convert(clips, opts, progress=False))
+    print(f"svcjax cold {cold:8.1f} s  {args.clips / cold:6.3f} clips/s  "
+          f"{seconds / cold:6.2f} s audio/s  compiles {cc_cold.compiles} "
+          f"({cc_cold.compile_seconds:.1f} s compiling)", flush=True)
+    print(f"svcjax warm {warm:8.1f} s  {args.clips / warm:6.3f} clips/s  "
+          f"{seconds / warm:6.2f} s audio/s  compiles {cc_warm.compiles}; last call: "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in conv.timings.items()), flush=True)
+    one = clips_of([args.file_seconds], seed=1)
+    conv.convert(one, opts, progress=False)
+    file_sec, cc_file, _ = timed(lambda: conv.convert(one, opts, progress=False))
+    print(f"svcjax one {args.file_seconds:g} s file warm {file_sec:.2f} s "
+          f"(compiles {cc_file.compiles})", flush=True)
+    if args.skip_reference:
+        return
+    rs = np.random.RandomState(0)
+    reference(clips_of([2.0], seed=2)[0], rs)                 # torch warm-up
+    t0 = time.perf_counter()
+    for c in clips:
+        reference(c, rs)
+    ref = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reference(one[0], rs)
+    ref_file = time.perf_counter() - t0
+    print(f"reference per-clip loop {ref:8.1f} s  {args.clips / ref:6.3f} clips/s  "
+          f"{seconds / ref:6.2f} s audio/s; one file {ref_file:.2f} s", flush=True)
+    print(f"ratio (reference / svcjax): batch warm {ref / warm:.2f}x, batch cold "
+          f"{ref / cold:.2f}x, one {args.file_seconds:g} s file warm {ref_file / file_sec:.2f}x "
+          f"(load average now {os.getloadavg()[0]:.1f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
