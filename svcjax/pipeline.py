@@ -782,12 +782,15 @@ class Converter:
          diff_spk, stochastic, settings) = static
         enc, sov, dif, voc = self.encoder, self.sovits, self.diffusion, self.vocoder
         enc_pad = int(enc.hop)
+        enc_max = getattr(enc, "max_samples", None)
         sov_vol = sov is not None and bool(sov.module.vol_embedding)
         shallow = any(s[0] for s in settings) and not only_diffusion
 
         def encode(p_enc, audio, lens16, i0, i1, w1, mask):
             wav16 = resample_lib.resample(audio, SAMPLING_RATE, ENCODER_SR)
             wav16 = jnp.pad(wav16, ((0, 0), (0, -wav16.shape[1] % enc_pad)))
+            if enc_max is not None:          # a network with a longest input (checked)
+                wav16 = wav16[:, :enc_max]
             u, _ = enc.model.apply({"params": p_enc}, wav16, lens16)
             u = u[0].astype(jnp.float32)
             a, b = jnp.take(u, i0[0], axis=0), jnp.take(u, i1[0], axis=0)
@@ -885,6 +888,12 @@ class Converter:
 
         lens16 = np.array([resample_lib.resampled_length(int(x), SAMPLING_RATE, ENCODER_SR)
                            for x in lens], np.int32)
+        longest = getattr(self.encoder, "max_samples", None)
+        if longest is not None and int(lens16.max()) > longest:
+            raise ValueError(
+                f"a piece of {int(lens16.max()) / ENCODER_SR:.1f} s is longer than the "
+                f"{self.encoder.kind.name} encoder takes ({longest / ENCODER_SR:g} s): convert "
+                f"with --clip (clip_seconds) below that")
         ulens = np.asarray(self.encoder.num_frames(lens16)).reshape(-1)
         i0 = np.zeros((rows, tb), np.int32)
         i1 = np.zeros((rows, tb), np.int32)

@@ -116,7 +116,9 @@ class CompileCounter(contextlib.AbstractContextManager):
             conv.convert(clips)
         print(cc.compiles)
 
-    A program loaded from the persistent compilation cache is not a backend compilation.
+    JAX reports a program loaded from the persistent compilation cache with the same event:
+    ``compiles`` counts the executables obtained either way (without a persistent cache, as
+    in tests, every one is a compilation).
     """
 
     def __init__(self):
