@@ -2,6 +2,10 @@
 
 Tiny random-weight models (tests/tiny_models.py): SoVITS + content encoder + shallow diffusion
 + the NSF-HiFiGAN fixture, DIO F0, on synthetic voiced clips without pauses (one piece each).
+The conversion tests compile six or seven programs of eight rows over the eight test devices
+(3-10 minutes on a shared 2-core machine): they are marked slow (``pytest -m slow
+tests/test_runtime.py``); tests/test_convert_cli.py and tests/test_eval.py run the same
+program in the fast suite.
 """
 
 import numpy as np
@@ -45,6 +49,7 @@ def test_row_count_and_piece_id():
     assert 0 <= runtime.piece_id(x) < 2 ** 31
 
 
+@pytest.mark.slow   # compiles several conversion programs: minutes on 2 cores
 def test_a_file_converts_the_same_alone_or_among_others(conv):
     a, b, c = _clip(int(1.3 * SR), 1), _clip(int(1.25 * SR), 2), _clip(int(1.35 * SR), 3)
     opt = _opts()
@@ -65,24 +70,25 @@ def test_a_file_converts_the_same_alone_or_among_others(conv):
     np.testing.assert_allclose(again[0], together[2], atol=1e-5 * scale, rtol=0)
 
 
+@pytest.mark.slow   # compiles several conversion programs: minutes on 2 cores
 def test_new_lengths_in_the_same_buckets_compile_nothing(conv):
-    # 12 pause-free clips of distinct lengths in three frame buckets (four a bucket: one
-    # batch of four each), then 12 clips of other lengths in the same buckets
-    opt = _opts(seed=0, second_encoding=True)
-    bucket_frames = [(70, 78), (86, 94), (114, 124)]
-    rng = np.random.default_rng(0)
+    # 12 pause-free clips of distinct lengths in two frame buckets (six a bucket: one batch
+    # of eight rows each), then 12 clips of other lengths in the same buckets: nothing new
+    # is compiled, not even the host F0's interpolation (the options are those of the test
+    # above, whose programs may be reused: only the seed, which is data, differs)
+    opt = _opts(seed=0, batch_size=8)
+    bucket_frames = [(70, 79), (86, 111)]            # buckets of 80 and 112 frames
+    pad = 2 * int(0.05 * SR)
 
     def clips(offset):
         out = []
         for lo, hi in bucket_frames:
-            for j in range(4):
+            for j in range(6):
                 frames = lo + (2 * j + offset) % (hi - lo)
-                out.append(_clip(int((frames * 512 - 2 * int(0.05 * SR)) - rng.integers(0, 500)),
-                                 j + offset))
+                out.append(_clip(frames * 512 - pad - 7 * j - 100 * offset, j + offset))
         return out
 
     first, second = clips(0), clips(1)
-    assert not {len(x) for x in first} & {len(x) for x in second}
     assert len({len(x) for x in first + second}) == 24
     with runtime.CompileCounter() as cold:
         out1 = conv.convert(first, opt, progress=False)
@@ -90,18 +96,20 @@ def test_new_lengths_in_the_same_buckets_compile_nothing(conv):
         out2 = conv.convert(second, opt, progress=False)
     assert [len(x) for x in out2] == [len(x) for x in second]
     assert all(np.isfinite(x).all() and np.abs(x).max() > 1e-4 for x in out1 + out2)
-    assert cold.compiles >= 3, cold.compiles          # at least the three bucket programs
+    assert cold.compiles >= 2, cold.compiles          # at least the two bucket programs
     assert warm.compiles == 0, warm.compiles
-    assert sum(v for k, v in conv.runtime.traces.items() if k[0] == "convert") >= 3
+    assert warm.traces == 0, warm.traces
 
 
+@pytest.mark.slow   # compiles several conversion programs: minutes on 2 cores
 def test_several_diffusion_settings_from_one_front(conv):
     # F0, units and the SoVITS output once, every setting from them: the same outputs as
     # separate conversions (float32 rounding of differently fused programs aside)
-    a, b = _clip(int(1.3 * SR), 5), _clip(int(0.9 * SR), 6)
-    opts = [_opts(shallow_diffusion=False), _opts(k_step=200, speedup=100),
-            _opts(k_step=4, method="dpm-solver++", speedup=2)]
+    a, b = _clip(int(1.3 * SR), 5), _clip(int(1.25 * SR), 6)
+    opts = [_opts(shallow_diffusion=False), _opts()]
     together = conv.convert_settings([a, b], opts)
+    traces = dict(conv.runtime.traces)
+    assert len(next(k for k in traces if len(k[1][-1]) == 2)[1][-1]) == 2  # one program
     for o, outs in zip(opts, together):
         alone = conv.convert([a, b], o, progress=False)
         for x, y in zip(outs, alone):
