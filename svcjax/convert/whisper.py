@@ -136,3 +136,117 @@ def state_dict_keys(params: Mapping) -> list[str]:
     for p in traverse_util.flatten_dict(dict(params)):
         out.append(re.sub(r"_(\d+)(?=\.|$)", r".\1", ".".join(p)))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# CTranslate2 (faster-whisper) model.bin
+
+
+_CT2_DTYPES = (np.float32, np.int8, np.int16, np.int32, np.float16, "bfloat16")
+
+
+def read_ctranslate2(path: str | os.PathLike | list) -> dict[str, np.ndarray]:
+    """The named variables of a CTranslate2 ``model.bin`` (binary version 6), as NumPy arrays.
+
+    ``path`` may be a list of files that together are the model (a model split in parts, read
+    as their concatenation). The format: uint32 version, the spec name and revision, a uint32
+    count, then per variable a name (uint16 length including a NUL, UTF-8), uint8 rank, uint32
+    dims, uint8 type id (float32, int8, int16, int32, float16, bfloat16) and a uint32 byte
+    count followed by the bytes; then aliases (name -> variable). Nothing is executed.
+    """
+    import ml_dtypes
+
+    paths = [os.fspath(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+    data = b"".join(open(p, "rb").read() for p in paths)
+    where = " + ".join(paths)
+    pos = 0
+
+    def take(n):
+        nonlocal pos
+        if pos + n > len(data):
+            raise WhisperFileError(f"{where}: truncated CTranslate2 model (at byte {pos})")
+        out = data[pos:pos + n]
+        pos += n
+        return out
+
+    def num(fmt):
+        return int(np.frombuffer(take(np.dtype(fmt).itemsize), fmt)[0])
+
+    def string():
+        raw = take(num("<u2"))
+        return raw[:-1].decode("utf-8", errors="replace")
+
+    version = num("<u4")
+    if version != 6:
+        raise WhisperFileError(f"{where}: CTranslate2 binary version {version}; version 6 is read")
+    spec = string()
+    num("<u4")  # revision
+    out: dict[str, np.ndarray] = {"__spec__": np.array(spec)}
+    for _ in range(num("<u4")):
+        name = string()
+        shape = tuple(num("<u4") for _ in range(num("<u1")))
+        type_id = num("<u1")
+        if type_id >= len(_CT2_DTYPES):
+            raise WhisperFileError(f"{where}: variable {name} has unknown type id {type_id}")
+        dtype = np.dtype(ml_dtypes.bfloat16 if _CT2_DTYPES[type_id] == "bfloat16"
+                         else _CT2_DTYPES[type_id]).newbyteorder("<")
+        raw = take(num("<u4"))
+        if len(raw) != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+            raise WhisperFileError(f"{where}: variable {name} has {len(raw)} bytes for shape "
+                                   f"{shape} of {dtype.name}")
+        out[name] = np.frombuffer(raw, dtype).reshape(shape)
+    for _ in range(num("<u4")):
+        alias, target = string(), string()
+        if target in out:
+            out[alias] = out[target]
+    return out
+
+
+def ctranslate2_to_openai(variables: Mapping[str, np.ndarray], path: str = "model.bin") -> dict:
+    """A CTranslate2 ``WhisperSpec``'s encoder as OpenAI's ``{'dims', 'model_state_dict'}``.
+
+    The fused query/key/value projection is split in three (its key bias, zero by
+    construction, is dropped: Whisper's key has none and a key bias cannot change attention).
+    """
+    if str(variables.get("__spec__")) != "WhisperSpec":
+        raise WhisperFileError(f"{path} is a CTranslate2 {variables.get('__spec__')} model, "
+                               "not WhisperSpec")
+    sd: dict[str, np.ndarray] = {}
+    rename = {"conv1": "conv1", "conv2": "conv2", "layer_norm": "ln_post"}
+    leaf = {"gamma": "weight", "beta": "bias", "weight": "weight", "bias": "bias"}
+    layers = 0
+    for name, value in variables.items():
+        parts = name.split("/")
+        if parts[0] != "encoder" or len(parts) < 3:
+            continue
+        if parts[1] in rename:
+            sd[f"encoder.{rename[parts[1]]}.{leaf[parts[-1]]}"] = value
+        elif parts[1:] == ["position_encodings", "encodings"]:
+            sd["encoder.positional_embedding"] = value
+        elif parts[1].startswith("layer_"):
+            i = int(parts[1][len("layer_"):])
+            layers = max(layers, i + 1)
+            block, sub = f"encoder.blocks.{i}", "/".join(parts[2:-1])
+            lf = leaf[parts[-1]]
+            if sub == "self_attention/linear_0":
+                q, k, v = np.split(value, 3, axis=0)
+                sd[f"{block}.attn.query.{lf}"] = q
+                sd[f"{block}.attn.value.{lf}"] = v
+                if lf == "weight":
+                    sd[f"{block}.attn.key.weight"] = k
+            else:
+                target = {"self_attention/linear_1": "attn.out", "self_attention/layer_norm":
+                          "attn_ln", "ffn/layer_norm": "mlp_ln", "ffn/linear_0": "mlp.0",
+                          "ffn/linear_1": "mlp.2"}.get(sub)
+                if target is None:
+                    raise WhisperFileError(f"{path}: unexpected encoder variable {name}")
+                sd[f"{block}.{target}.{lf}"] = value
+    try:
+        width = int(sd["encoder.conv1.weight"].shape[0])
+        dims = dict(n_mels=int(sd["encoder.conv1.weight"].shape[1]),
+                    n_audio_ctx=int(sd["encoder.positional_embedding"].shape[0]),
+                    n_audio_state=width, n_audio_head=int(variables["encoder/num_heads"]),
+                    n_audio_layer=layers)
+    except KeyError as e:
+        raise WhisperFileError(f"{path}: the CTranslate2 Whisper model lacks {e}") from None
+    return {"dims": dims, "model_state_dict": sd}
