@@ -7,9 +7,13 @@ sides encode the same log-mel of a real voice with the same float16 weights, CTr
 float32 (``compute_type='float32'``) and svcjax at matmul precision "highest".
 
 Tolerance: the weights are identical (float16 values held in float32 on both sides), so only
-float32 rounding differs: ~6e-8 relative per operation, grown over six blocks of 512/2048-term
-sums and LayerNorms on activations up to ~13 (measured max difference 3e-5 on 1500 x 512).
-1e-3 absolute leaves a 30x margin and is still 1e-4 of the activations' range.
+float32 rounding differs. Against a float64 run of the same weights (checked once with the
+reference's PyTorch AudioEncoder in double precision) the float32 error is ~2e-5 on the clip's
+frames (activations up to ~13) and up to 8e-4 (svcjax), 5.5e-4 (CTranslate2), 4e-4 (PyTorch
+float32) on the frames of the zero padding to 30 s, whose nearly identical inputs make the
+LayerNorms ill-conditioned (activations up to ~24). Two float32 implementations may differ by
+the sum: 1e-3 on the clip's frames (measured 3e-5) and 3e-3 on the whole window (measured
+8.8e-4).
 
 Skipped when the packages are absent:
     pip install ctranslate2==4.8.5
@@ -78,7 +82,7 @@ def test_whisper_base_matches_ctranslate2(tmp_path):
     diff = np.abs(ours - theirs)
     print(f"whisper base vs CTranslate2: max |diff| {diff.max():.2e}, mean {diff.mean():.2e}, "
           f"max |units| {np.abs(theirs).max():.2f}")
-    np.testing.assert_allclose(ours, theirs, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(ours, theirs, atol=3e-3, rtol=0)
     # the clip's own units are the first len // 320 frames of that window
     n = len(wav) // 320
     assert int(clip_frames[0]) == n
