@@ -18,6 +18,16 @@ Sections (add one with ``@section("name")``; each gets the parsed args and the a
     ``crepe_f0_16k`` (all clips of a batch in one compiled call) against ``torchcrepe.predict``
     (one call per clip, its own internal batching of frames).
 
+``whisper``
+    Whisper-PPG units (``whisper-ppg``: Whisper medium's encoder, 24 layers of width 1024,
+    random weights) for the same clips: svcjax's Whisper encoder (``--batch`` clips per call,
+    each padded to the 30 s window as the reference pads it) against the reference's own
+    steps of ``WhisperPPG.encoder`` (``pad_or_trim``, ``log_mel_spectrogram``, its
+    ``AudioEncoder``, the crop to ``len // 320`` frames) one clip at a time, as the reference
+    runs; the same weights in both. Needs the reference checkout (``--ref`` or
+    ``SVCJAX_REF``). Every clip costs a full 30 s window on both sides, so ``--clip 30``
+    measures 60 s of audio as two windows.
+
 Each side is timed ``--repeat`` times after one warm-up call (the JAX compile is reported
 apart); the best time counts. Needs the ``reference`` extra (transformers) and torch.
 Timings on a busy machine are noisy: compare ratios from one quiet run.
@@ -155,6 +165,81 @@ def bench_f0(args, audio: np.ndarray):
     report("f0", n * args.clip, jax_s, torch_s, f"(svcjax first call incl. compile {first:.1f} s)")
 
 
+def _reference_whisper(ref: str | None):
+    """The reference's whisper audio.py / model.py modules, or None when not available."""
+    import types
+    if not ref or not os.path.isfile(os.path.join(ref, "vencoder", "whisper", "model.py")):
+        return None
+    try:
+        import ffmpeg  # noqa: F401
+    except ImportError:
+        sys.modules["ffmpeg"] = types.ModuleType("ffmpeg")  # audio.py's file reader only
+    sys.path.insert(0, os.path.abspath(ref))
+    from vencoder.whisper import audio, model
+    return audio, model
+
+
+@section("whisper")
+def bench_whisper(args, audio: np.ndarray):
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from svcjax.convert import whisper as cw
+    from svcjax.models import whisper as wm
+
+    found = _reference_whisper(args.ref)
+    if found is None:
+        print("whisper: the reference checkout is needed (--ref or SVCJAX_REF): skipped")
+        return
+    ref_audio, ref_model = found
+    clip = int(args.clip * 16000)
+    n = len(audio) // clip
+    clips = audio[: n * clip].reshape(n, clip)
+    batches = [clips[i:i + args.batch] for i in range(0, n, args.batch)]
+    dims = wm.KIND_DIMS["whisper-ppg"]
+    print(f"whisper (whisper-ppg: Whisper medium encoder, {dims['n_audio_layer']} layers of width "
+          f"{dims['n_audio_state']}, random weights): {n} clips of {args.clip:g} s (each padded "
+          f"to 30 s), batches of {args.batch}; torch threads {torch.get_num_threads()}")
+
+    torch.manual_seed(0)
+    encoder = ref_model.AudioEncoder(dims["n_mels"], dims["n_audio_ctx"], dims["n_audio_state"],
+                                     dims["n_audio_head"], dims["n_audio_layer"]).eval()
+    state = {f"encoder.{k}": v.numpy() for k, v in encoder.state_dict().items()}
+    params, config = cw.import_checkpoint({"dims": dict(dims), "model_state_dict": state},
+                                          "random medium", "whisper-ppg")
+    model = wm.build_model(config)
+    apply = jax.jit(lambda p, w, lengths: model.apply({"params": p}, w, lengths))
+
+    def run_jax():
+        out = []
+        for b in batches:
+            units, frames = apply(params, jnp.asarray(b), jnp.full((len(b),), clip, jnp.int32))
+            out.append(np.asarray(units)[:, : int(frames[0])])
+        return out
+
+    def run_torch():  # WhisperPPG.encoder's steps, one clip at a time
+        out = []
+        with torch.inference_mode():
+            for b in batches:
+                rows = []
+                for x in b:
+                    mel = ref_audio.log_mel_spectrogram(ref_audio.pad_or_trim(torch.from_numpy(x)))
+                    rows.append(encoder(mel[None])[0, : len(x) // 320].numpy())
+                out.append(np.stack(rows))
+        return out
+
+    t = time.perf_counter()
+    got = run_jax()
+    first = time.perf_counter() - t
+    want = run_torch()
+    err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+    jax_s = best_of(run_jax, args.repeat)
+    torch_s = best_of(run_torch, args.repeat)
+    report("whisper", n * args.clip, jax_s, torch_s,
+           f"(svcjax first call incl. compile {first:.1f} s; max |diff| {err:.1e})")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=sorted(SECTIONS), action="append",
@@ -167,6 +252,9 @@ def main(argv=None):
     ap.add_argument("--bucket-growth", type=float, default=1.0,
                     help="svcjax length buckets (library default 1.25; 1 = pad only to the hop, "
                          "the same work as PyTorch, default here)")
+    ap.add_argument("--ref", default=os.environ.get("SVCJAX_REF"),
+                    help="So-VITS-SVC 4.1 checkout, for sections that run its code "
+                         "(default: $SVCJAX_REF)")
     args = ap.parse_args(argv)
     import jax
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.local_device_count()} "
