@@ -29,7 +29,10 @@ import numpy as np
 from svcjax.convert.torch_params import CheckpointMismatchError, state_dict_to_params
 from svcjax.models import whisper as wm
 
-__all__ = ["WhisperFileError", "sniff", "import_checkpoint", "import_file"]
+__all__ = ["EXPECTED", "WhisperFileError", "sniff", "import_checkpoint", "import_file",
+           "read_ctranslate2", "ctranslate2_to_openai"]
+
+EXPECTED = "an OpenAI Whisper checkpoint (medium.pt, large-v2.pt)"
 
 _ENCODER_DIMS = ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer")
 _IGNORE = [r"^decoder\."]

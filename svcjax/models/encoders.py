@@ -45,11 +45,14 @@ KINDS: dict[str, Kind] = {
     "vec768l12": Kind("vec768l12", "hubert", 768, "ContentVec checkpoint_best_legacy_500.pt"),
     "vec256l9": Kind("vec256l9", "hubert", 256, "ContentVec checkpoint_best_legacy_500.pt"),
     "hubertsoft": Kind("hubertsoft", "hubert", 256, "HuBERT-Soft hubert-soft-0d54a1f4.pt"),
+    "whisper-ppg": Kind("whisper-ppg", "whisper", 1024, "OpenAI Whisper medium.pt"),
+    "whisper-ppg-large": Kind("whisper-ppg-large", "whisper", 1280, "OpenAI Whisper large-v2.pt"),
 }
 
 # family -> (model module, importer module)
 FAMILIES: dict[str, tuple[str, str]] = {
     "hubert": ("svcjax.models.content_encoder", "svcjax.convert.content_encoder"),
+    "whisper": ("svcjax.models.whisper", "svcjax.convert.whisper"),
 }
 
 

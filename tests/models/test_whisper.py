@@ -135,3 +135,37 @@ def test_wrong_and_broken_files_are_refused_in_one_sentence(tmp_path, imported):
     assert cw._default_kind(1280) == "whisper-ppg-large" and cw._default_kind(64) == "whisper-ppg"
     params, config = cw.import_file(CKPT, "whisper-ppg-large")
     assert config.kind == "whisper-ppg-large" and config.n_audio_state == 64
+
+
+def test_public_api_load_import_encoder_and_init(ref, tmp_path, capsys):
+    import svcjax
+    from svcjax.cli import main as cli_main
+    from svcjax.convert.content_encoder import ContentEncoderFileError
+
+    clips = [ref[f"clip_{i}"] for i in range(3)]
+    enc = svcjax.load_content_encoder(CKPT, kind="whisper-ppg")
+    assert enc.family == "whisper" and enc.dim == 64 and enc.hop == 320 and enc.pretrained
+    assert enc.min_samples == 320 and enc.max_samples is None
+    units, frames = enc.encode(clips)          # a list of clips: padded, bucketed, sharded
+    for i in range(3):
+        np.testing.assert_allclose(units[i, : frames[i]], ref[f"units_{i}"], atol=TOL, rtol=0)
+
+    out = tmp_path / "wl"
+    assert cli_main(["import-encoder", CKPT, "--kind", "whisper-ppg-large", str(out)]) == 0
+    assert "kind whisper-ppg-large" in capsys.readouterr().out
+    large = svcjax.load_content_encoder(str(out))   # the kind recorded at import
+    assert large.kind.name == "whisper-ppg-large"
+    np.testing.assert_allclose(large(clips[2])[0], ref["units_2"], atol=TOL, rtol=0)
+    with pytest.raises(ValueError, match="cannot compute vec768l12"):
+        svcjax.load_content_encoder(str(out), kind="vec768l12")
+    with pytest.raises(ContentEncoderFileError, match="whisper-family checkpoint"):
+        svcjax.load_content_encoder(CKPT, kind="hubertsoft")
+    assert cli_main(["import-encoder", CKPT, "--kind", "vec256l9", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "whisper-ppg" in err and len(err.splitlines()) == 1 and not (tmp_path / "x").exists()
+
+    cfg = wm.default_config("whisper-ppg", n_audio_state=32, n_audio_head=2, n_audio_layer=1)
+    rand = svcjax.init_content_encoder("whisper-ppg", rng=1, config=cfg)
+    assert not rand.pretrained and "RANDOM weights" in repr(rand)
+    u = rand(np.zeros(16000, np.float32))
+    assert u.shape == (1, 50, 32) and np.isfinite(u).all()
