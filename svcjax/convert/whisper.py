@@ -100,16 +100,20 @@ def import_checkpoint(obj: Any, path: str, kind: str | None = None
         if not isinstance(value, np.ndarray):
             raise WhisperFileError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
         sd[key] = value
-    sd = {(k[len("encoder."):] if k.startswith("encoder.") else k): v for k, v in sd.items()}
     model = wm.build_model(config, full=True)
     shapes = jax.eval_shape(model.init, jax.random.key(0),
                             jax.ShapeDtypeStruct((1, wm.HOP), jnp.float32))["params"]["encoder"]
     try:
-        params = state_dict_to_params(sd, shapes, ignore=_IGNORE,
+        params = state_dict_to_params(sd, shapes, rename=_strip_encoder, ignore=_IGNORE,
                                       what=f"{path} (Whisper, {_describe(dims)})")
-    except CheckpointMismatchError as e:
-        raise WhisperFileError(str(e)) from None
+    except CheckpointMismatchError as e:  # one sentence: the heading and each list, joined
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise WhisperFileError(" ".join(lines[:1]) + " " + "; ".join(lines[1:])) from None
     return {"encoder": params}, config
+
+
+def _strip_encoder(key: str) -> str:
+    return key[len("encoder."):] if key.startswith("encoder.") else key
 
 
 def _describe(dims: Mapping[str, int]) -> str:
