@@ -8,7 +8,9 @@ kind                   checkpoint the reference loads         network           
 =====================  =====================================  =========================  ====
 
 Both kinds run the same code on whatever ``dims`` the checkpoint records, so any size of
-Whisper loads under either name (the name only says which ``speech_encoder`` it serves).
+Whisper loads under either name (the name only says which ``speech_encoder`` it serves). The
+reference's front-end accepts only 80 mel bins; svcjax builds the filterbank for the
+checkpoint's ``n_mels`` (so large-v3's 128 would load too, beyond the reference).
 
 What the reference computes for a clip of ``n`` samples at 16 kHz (``n <= 480000``, 30 s):
 
@@ -66,6 +68,7 @@ __all__ = [
     "num_frames",
     "min_samples",
     "max_samples",
+    "window_samples",
     "unit_dim",
     "hop",
     "sinusoids",
@@ -124,6 +127,12 @@ def min_samples(config=None) -> int:
 def max_samples(config=None) -> None:
     """None: longer clips are encoded in consecutive 30 s windows (see the module docstring)."""
     return None
+
+
+def window_samples(config=None) -> int:
+    """Samples per encoded window (30 s): any input length up to a multiple of it costs the
+    same, so a runner may pad to a multiple of it without extra work (one program per count)."""
+    return WINDOW_SAMPLES
 
 
 def unit_dim(config) -> int:

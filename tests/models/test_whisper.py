@@ -59,6 +59,7 @@ def test_config_and_frames_come_from_the_checkpoint(imported):
     assert wm.num_frames(16000) == 50 and wm.num_frames(319) == 0 and wm.min_samples() == 320
     np.testing.assert_array_equal(wm.num_frames(np.array([319, 320, 960001])), [0, 1, 3000])
     assert wm.hop(config) == 320 and wm.unit_dim(config) == 64 and wm.max_samples(config) is None
+    assert wm.window_samples(config) == 480000
     full = wm.default_config("whisper-ppg-large")
     assert wm.unit_dim(full) == 1280 and full.n_audio_layer == 32
 
