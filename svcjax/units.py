@@ -138,7 +138,7 @@ class ContentEncoder:
     def __repr__(self):
         weights = "pretrained" if self.pretrained else "RANDOM weights (not pretrained)"
         return (f"ContentEncoder(kind={self.kind.name}, dim={self.dim}, "
-                f"layers={self.kind.output_layer}, {weights}"
+                f"layers={self.kind.output_layer or self.config.num_layers}, {weights}"
                 + (f", from {self.source}" if self.source else "") + ")")
 
     def _prune(self, params):

@@ -402,6 +402,16 @@ def _found(arch: dict) -> str:
 
 
 def _check(kind: ce.Kind, arch: dict, path: str) -> None:
+    if kind.name == "cnhubertlarge":
+        if arch["layout"] == "hubert_soft":
+            raise ContentEncoderFileError(
+                f"{path} is a HuBERT-Soft checkpoint; it gives hubertsoft units, not cnhubertlarge "
+                "(use --kind hubertsoft)")
+        if not arch["pos_conv_weight_norm"]:
+            raise ContentEncoderFileError(
+                f"{path}: found {_found(arch)}; cnhubertlarge expects a weight-normed position "
+                f"convolution, as in {kind.source}")
+        return
     if (kind.name == "hubertsoft") != (arch["layout"] == "hubert_soft"):
         if arch["layout"] == "hubert_soft":
             raise ContentEncoderFileError(
@@ -436,7 +446,8 @@ def import_encoder(path: str | os.PathLike, kind: str | None = None, *,
                    num_heads: int | None = None) -> tuple[dict, ml_collections.ConfigDict]:
     """``(params, config)`` of the content encoder in ``path``.
 
-    ``kind`` defaults to ``hubertsoft`` for a HuBERT-Soft file and ``vec768l12`` otherwise.
+    ``kind`` defaults to ``hubertsoft`` for a HuBERT-Soft file, ``cnhubertlarge`` for a
+    HuBERT-large-structured one (pre-LN or layer-norm conv extractor) and ``vec768l12`` otherwise.
     Every layer of the checkpoint (and ``final_proj`` when present) is imported, so one
     import of ContentVec serves both ``vec768l12`` and ``vec256l9``. ``num_heads`` overrides
     the attention head count where the file does not record it (HuBERT-Soft, a HF state_dict
@@ -444,21 +455,27 @@ def import_encoder(path: str | os.PathLike, kind: str | None = None, *,
     """
     path = os.fspath(path)
     layout, sd, meta = read_encoder_file(path)
-    if kind is None:
-        kind = "hubertsoft" if layout == "hubert_soft" else "vec768l12"
-    spec = ce.get_kind(kind)
     if layout == "hf":
         sd = {_hf_rename(k): v for k, v in sd.items()}
     elif layout == "hubert_soft":
         sd = _soft_state_dict(sd)
     arch = _architecture(layout, sd, meta, num_heads)
+    if kind is None:
+        kind = ("hubertsoft" if layout == "hubert_soft" else "cnhubertlarge"
+                if arch["layer_norm_first"] or arch["layer_norm_extractor"] else "vec768l12")
+    spec = ce.get_kind(kind)
     _check(spec, arch, path)
     if arch["final_dim"] == 0:
         sd = {k: v for k, v in sd.items() if not k.startswith("final_proj.")}
+    if layout == "hf" and arch["layer_norm_extractor"]:
+        # transformers' conv_layers.N.layer_norm is fairseq's conv_layers.N.2.1 in this mode
+        sd = {re.sub(r"^(feature_extractor\.conv_layers\.\d+\.2)\.", r"\1.1.", k): v
+              for k, v in sd.items()}
     config = ce.default_config(kind)
     for field in ("layout", "conv_layers", "embed_dim", "ffn_dim", "num_heads", "num_layers",
-                  "conv_pos", "conv_pos_groups", "final_dim"):
+                  "conv_pos", "conv_pos_groups", "final_dim", "conv_bias", "layer_norm_first"):
         config[field] = arch[field]
+    config.extractor_mode = "layer_norm" if arch["layer_norm_extractor"] else "default"
     if config.embed_dim % config.num_heads:
         raise ContentEncoderFileError(
             f"{path}: width {config.embed_dim} is not divisible by {config.num_heads} attention heads")
