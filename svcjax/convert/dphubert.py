@@ -27,7 +27,9 @@ import numpy as np
 from svcjax.convert.torch_params import state_dict_to_params
 from svcjax.models import dphubert as dp
 
-__all__ = ["DPHubertFileError", "sniff", "import_checkpoint"]
+__all__ = ["DPHubertFileError", "EXPECTED", "sniff", "import_checkpoint"]
+
+EXPECTED = "DPHuBERT's pruned HuBERT (DPHuBERT-sp0.75.pth)"
 
 _PRUNE_SWITCHES = ("extractor_prune_conv_channels", "encoder_prune_attention_heads",
                    "encoder_prune_attention_layer", "encoder_prune_feed_forward_intermediate",
