@@ -18,6 +18,20 @@ Sections (add one with ``@section("name")``; each gets the parsed args and the a
     ``crepe_f0_16k`` (all clips of a batch in one compiled call) against ``torchcrepe.predict``
     (one call per clip, its own internal batching of frames).
 
+``cnhubertlarge``
+    Chinese-HuBERT-large's network at full size (24 pre-LN layers of width 1024, layer-norm conv
+    extractor, random weights) over the same clips: svcjax against transformers' PyTorch
+    ``HubertModel(do_stable_layer_norm=True, feat_extract_norm='layer')`` with the same weights.
+    The reference runs fairseq, which does not install here; the parity fixture's script
+    checks that transformers computes what the reference's torchaudio port of fairseq does.
+
+``dphubert``
+    DPHuBERT at the size of ``DPHuBERT-sp0.75.pth`` (24 M parameters: conv channels, heads and
+    FFN widths pruned per layer; the real file's exact sizes are not on this machine), random
+    weights saved in DPHuBERT's format: svcjax (imported from that file) against the
+    reference's own ``vencoder/DPHubert`` network loaded by its class from the same file (in
+    eval mode, batched; needs ``--ref`` or ``SVCJAX_REF``, the So-VITS-SVC checkout).
+
 Each side is timed ``--repeat`` times after one warm-up call (the JAX compile is reported
 apart); the best time counts. Needs the ``reference`` extra (transformers) and torch.
 Timings on a busy machine are noisy: compare ratios from one quiet run.
@@ -114,6 +128,116 @@ def bench_units(args, audio: np.ndarray):
            f"(svcjax first call incl. compile {first:.1f} s; max |diff| {err:.1e})")
 
 
+def _time_pair(name, args, n, enc, run_torch, batches, dim_note):
+    def run_jax():
+        return [enc(b) for b in batches]
+
+    clip = batches[0].shape[1]
+    print(f"  svcjax pads each clip of {clip} samples to {enc.bucket(clip)}")
+    t = time.perf_counter()
+    got = run_jax()
+    first = time.perf_counter() - t
+    jax_s = best_of(run_jax, args.repeat)
+    if run_torch is None:
+        print(f"  {name}: svcjax {jax_s:7.2f} s ({n * args.clip / jax_s:6.1f}x real time); "
+              f"{dim_note}")
+        return
+    want = run_torch()
+    err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+    torch_s = best_of(run_torch, args.repeat)
+    report(name, n * args.clip, jax_s, torch_s,
+           f"(svcjax first call incl. compile {first:.1f} s; max |diff| {err:.1e})")
+
+
+def _clip_batches(args, audio):
+    clip = int(args.clip * 16000)
+    n = len(audio) // clip
+    clips = audio[: n * clip].reshape(n, clip)
+    return n, [clips[i:i + args.batch] for i in range(0, n, args.batch)]
+
+
+@section("cnhubertlarge")
+def bench_cnhubertlarge(args, audio: np.ndarray):
+    import torch
+    import transformers
+
+    from svcjax.units import load_content_encoder
+
+    n, batches = _clip_batches(args, audio)
+    print(f"cnhubertlarge (HuBERT-large 24 pre-LN layers x 1024, random weights): {n} clips of "
+          f"{args.clip:g} s, batches of {args.batch}; torch threads {torch.get_num_threads()}")
+    torch.manual_seed(0)
+    hf = transformers.HubertModel(transformers.HubertConfig(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+        do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True)).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        enc = load_content_encoder(tmp, kind="cnhubertlarge", bucket_growth=args.bucket_growth)
+
+    def run_torch():
+        with torch.inference_mode():
+            return [hf(torch.from_numpy(b)).last_hidden_state.numpy() for b in batches]
+
+    _time_pair("cnhubertlarge", args, n, enc, run_torch, batches, "")
+
+
+# A DPHuBERT-sp0.75-sized pruned config (about 24 M parameters, as the paper's model): HuBERT-base
+# with conv channels, attention heads (64 wide) and FFN widths cut per layer.
+DPHUBERT_SP075 = dict(
+    extractor_mode="group_norm",
+    extractor_conv_layer_config=[(256, 10, 5), (320, 3, 2), (384, 3, 2), (384, 3, 2),
+                                 (384, 3, 2), (384, 2, 2), (384, 2, 2)],
+    extractor_conv_bias=False, encoder_embed_dim=768, encoder_projection_dropout=0.1,
+    encoder_pos_conv_kernel=128, encoder_pos_conv_groups=16, encoder_num_layers=12,
+    encoder_use_attention=[True] * 11 + [False], encoder_use_feed_forward=[True] * 12,
+    encoder_num_heads=[7, 6, 6, 5, 4, 4, 3, 2, 1, 1, 1, 0], encoder_head_dim=64,
+    encoder_attention_dropout=0.1,
+    encoder_ff_interm_features=[900, 800, 750, 700, 600, 550, 500, 450, 350, 250, 100, 50],
+    encoder_ff_interm_dropout=0.0, encoder_dropout=0.1, encoder_layer_norm_first=False,
+    encoder_layer_drop=0.05, aux_num_out=None, normalize_waveform=False)
+
+
+@section("dphubert")
+def bench_dphubert(args, audio: np.ndarray):
+    import importlib
+
+    import torch
+
+    from svcjax.units import load_content_encoder
+
+    n, batches = _clip_batches(args, audio)
+    ref = args.ref or os.environ.get("SVCJAX_REF", "")
+    print(f"dphubert (pruned HuBERT, {sum(DPHUBERT_SP075['encoder_num_heads'])} heads and "
+          f"{sum(DPHUBERT_SP075['encoder_ff_interm_features'])} FFN units over 12 layers, random "
+          f"weights): {n} clips of {args.clip:g} s, batches of {args.batch}; torch threads "
+          f"{torch.get_num_threads()}")
+    if not ref:
+        print("  no --ref / SVCJAX_REF: the reference's DPHubert is needed to build the network")
+        return
+    sys.path.insert(0, os.path.abspath(ref))
+    try:
+        model_mod = importlib.import_module("vencoder.dphubert.model")
+        ref_enc = importlib.import_module("vencoder.DPHubert")
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    net = model_mod.wav2vec2_model(**DPHUBERT_SP075)
+    params = sum(p.numel() for p in net.parameters())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "DPHuBERT-sp0.75.pth")
+        torch.save({"state_dict": net.state_dict(), "config": DPHUBERT_SP075}, path)
+        reference = ref_enc.DPHubert(vec_path=path, device="cpu")
+        enc = load_content_encoder(path, kind="dphubert", bucket_growth=args.bucket_growth)
+    model = reference.model.eval()
+    print(f"  {params / 1e6:.1f} M parameters")
+
+    def run_torch():
+        with torch.inference_mode():
+            return [model(torch.from_numpy(b))[0].numpy() for b in batches]
+
+    _time_pair("dphubert", args, n, enc, run_torch, batches, "")
+
+
 @section("f0")
 def bench_f0(args, audio: np.ndarray):
     import types
@@ -164,6 +288,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=3, help="clips per call (default 3)")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs per side; the best counts")
     ap.add_argument("--capacity", default="full", choices=["full", "tiny"], help="CREPE size")
+    ap.add_argument("--ref", default="", help="So-VITS-SVC checkout (dphubert; default "
+                    "$SVCJAX_REF)")
     ap.add_argument("--bucket-growth", type=float, default=1.0,
                     help="svcjax length buckets (library default 1.25; 1 = pad only to the hop, "
                          "the same work as PyTorch, default here)")
