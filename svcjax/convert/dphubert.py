@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from svcjax.convert.torch_params import state_dict_to_params
+from svcjax.convert.torch_params import CheckpointMismatchError, state_dict_to_params
 from svcjax.models import dphubert as dp
 
 __all__ = ["DPHubertFileError", "EXPECTED", "sniff", "import_checkpoint"]
@@ -134,6 +134,11 @@ def import_checkpoint(obj: Any, path: str, kind: str | None = None
     model = dp.build_model(config)
     shapes = jax.eval_shape(model.init, jax.random.key(0),
                             jax.ShapeDtypeStruct((1, 16000), jnp.float32))["params"]
-    params = state_dict_to_params(sd, shapes, what=f"{path} (DPHuBERT layout)")
+    try:
+        params = state_dict_to_params(sd, shapes, what=f"{path} (DPHuBERT layout)")
+    except CheckpointMismatchError as e:  # one line: the command line shows one
+        detail = "; ".join(ln.strip() for ln in str(e).splitlines()[1:])
+        raise CheckpointMismatchError(
+            f"{path}: the tensors do not fit the network its config describes: {detail}") from None
     config.source = os.path.basename(path)
     return params, config
