@@ -275,15 +275,18 @@ class DPHubert(nn.Module):
         if wav.ndim != 2:
             raise ValueError(f"expected a (batch, samples) waveform, got shape {wav.shape}")
         if len(self.num_heads) != len(self.ffn_dims):
-            raise ValueError(f"{len(self.num_heads)} attention sizes for {len(self.ffn_dims)} layers")
+            raise ValueError(f"{len(self.num_heads)} attention sizes for "
+                             f"{len(self.ffn_dims)} layers")
         b, n = wav.shape
-        lengths = jnp.full((b,), n, jnp.int32) if lengths is None else jnp.asarray(lengths, jnp.int32)
-        lengths = jnp.minimum(lengths, n)
+        if lengths is None:
+            lengths = jnp.full((b,), n, jnp.int32)
+        lengths = jnp.minimum(jnp.asarray(lengths, jnp.int32), n)
         valid = jnp.arange(n)[None, :] < lengths[:, None]
         if self.normalize_waveform:  # F.layer_norm over each clip's valid samples, no affine
             count = jnp.maximum(lengths, 1)[:, None].astype(jnp.float32)
             mean = jnp.sum(jnp.where(valid, wav, 0), axis=1, keepdims=True) / count
-            var = jnp.sum(jnp.where(valid, jnp.square(wav - mean), 0), axis=1, keepdims=True) / count
+            var = jnp.sum(jnp.where(valid, jnp.square(wav - mean), 0), axis=1,
+                          keepdims=True) / count
             wav = jnp.where(valid, (wav - mean) * lax.rsqrt(var + self.layer_norm_eps), 0)
         lin = dict(dtype=self.dtype, precision=self.precision)
         eps = self.layer_norm_eps

@@ -42,7 +42,8 @@ def reference():
                     "dphubert_ln_tiny": split(ref["dphubert_ln_tiny_units"])}
 
 
-@pytest.mark.parametrize("path", [PRUNED, LN], ids=["pruned-group-norm-post-ln", "layer-norm-pre-ln"])
+@pytest.mark.parametrize("path", [PRUNED, LN],
+                         ids=["pruned-group-norm-post-ln", "layer-norm-pre-ln"])
 def test_fixture_parity_through_the_public_api(path):
     """Each file's family is recognised; a padded batch matches each clip alone within 1e-4."""
     clips_, outs = reference()
@@ -96,8 +97,8 @@ def test_padding_content_never_reaches_a_valid_frame(path):
     (clean, frames), (dirty, frames2) = outs
     np.testing.assert_array_equal(frames, frames2)
     np.testing.assert_array_equal(frames, dp.num_frames(lengths, config))
-    convs = [k * c for (c, k, _), (_, _, _) in zip([[1, 10, 5]] + config.conv_layers[:-1],
-                                                   config.conv_layers)]
+    convs = [prev[0] * cur[1]  # input channels x taps
+             for prev, cur in zip([[1]] + config.conv_layers[:-1], config.conv_layers)]
     for layer, (a, b) in enumerate(zip(clean, dirty)):
         for j, n in enumerate(np.asarray(frames)):
             want = np.asarray(a)[j, :n]
@@ -140,8 +141,8 @@ def _variant(**config):
 
 @pytest.mark.parametrize("change,message", [
     ({"encoder_remaining_heads": [[0, 1]] * 6}, "is a pruned WavLM .DPWavLM"),
-    ({"encoder_prune_attention_heads": True}, "still has pruning switched on "
-                                              r"\(encoder_prune_attention_heads\): it is a training"),
+    ({"encoder_prune_attention_heads": True},
+     r"still has pruning switched on \(encoder_prune_attention_heads\): it is a training"),
     ({"extractor_mode": "batch_norm"}, "extractor_mode 'batch_norm'; expected 'group_norm'"),
     ({"encoder_num_heads": [4, 3]}, "encoder_num_heads should list one value for each of the 6"),
     ({"encoder_use_attention": [True] * 5}, "encoder_use_attention lists 5 layers"),
