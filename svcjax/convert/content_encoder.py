@@ -457,7 +457,8 @@ def _check(kind: ce.Kind, arch: dict, path: str) -> None:
             or not arch["pos_conv_weight_norm"]):
         raise ContentEncoderFileError(
             f"{path}: found {_found(arch)}; {kind.name} expects {_BASE_EXPECTED}, as in "
-            f"{kind.source}")
+            f"{kind.source}" + ("; this file gives cnhubertlarge units (--kind cnhubertlarge)"
+                                if arch["pos_conv_weight_norm"] else ""))
     if arch["num_layers"] < kind.output_layer:
         raise ContentEncoderFileError(
             f"{path}: found {arch['num_layers']} transformer layers; {kind.name} uses the output "
