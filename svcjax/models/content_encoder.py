@@ -1,16 +1,16 @@
-"""HuBERT-base speech content encoders in Flax: 16 kHz audio in, 50 Hz content units out.
+"""HuBERT speech content encoders in Flax: 16 kHz audio in, 50 Hz content units out.
 
 So-VITS-SVC conditions its generator on "content units", hidden states of a self-supervised
 speech model. The kinds it ships that share fairseq's HuBERT network are built here:
 
-=============  ==============================================  ====================  =====
-kind           checkpoint the reference loads                  units                 dim
-=============  ==============================================  ====================  =====
-``vec768l12``  ContentVec ``checkpoint_best_legacy_500.pt``    output of layer 12    768
-``vec256l9``   the same file                                   layer 9 -> final_proj 256
-``hubertsoft`` bshall's ``hubert-soft-0d54a1f4.pt``            layer 12 -> proj      256
-``cnhubertlarge`` ``chinese-hubert-large-fairseq-ckpt.pt``     last layer, final LN  1024
-=============  ==============================================  ====================  =====
+=================  ==============================================  ====================  =====
+kind               checkpoint the reference loads                  units                 dim
+=================  ==============================================  ====================  =====
+``vec768l12``      ContentVec ``checkpoint_best_legacy_500.pt``    output of layer 12    768
+``vec256l9``       the same file                                   layer 9 -> final_proj 256
+``hubertsoft``     bshall's ``hubert-soft-0d54a1f4.pt``            layer 12 -> proj      256
+``cnhubertlarge``  ``chinese-hubert-large-fairseq-ckpt.pt``        last layer, final LN  1024
+=================  ==============================================  ====================  =====
 
 Layer ``n`` means the output of the ``n``-th post-LN transformer layer (fairseq's
 ``extract_features(output_layer=n)``, Hugging Face's ``hidden_states[n]``); in a post-LN
