@@ -47,10 +47,14 @@ import numpy as np
 from svcjax.convert import safetensors_reader, torch_pickle
 from svcjax.convert.torch_params import state_dict_to_params
 from svcjax.models import content_encoder as ce
+from svcjax.models import encoders
 
 __all__ = [
     "ContentEncoderFileError",
+    "read_encoder_object",
     "read_encoder_file",
+    "sniff",
+    "import_checkpoint",
     "import_encoder",
     "import_encoder_dir",
     "add_parser",
@@ -81,31 +85,39 @@ def _state_dict_like(x) -> bool:
         isinstance(k, str) and _is_array(v) for k, v in x.items())
 
 
-def read_encoder_file(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray], dict]:
-    """``(layout, state_dict, meta)`` of a content-encoder file (or HF model directory).
+def read_encoder_object(path: str | os.PathLike) -> tuple[Any, str]:
+    """``(obj, file)``: the object a content-encoder file holds, read without running code.
 
-    ``meta`` holds the config found with it (fairseq ``cfg['model']`` / ``args``, or HF
-    ``config.json``) as a plain dict. Raises :class:`ContentEncoderFileError` naming what the
-    file looks like when it is not a content encoder.
+    ``path`` is a checkpoint file (safetensors, or a PyTorch pickle read by the restricted
+    unpickler) or a Hugging Face model directory (its ``model.safetensors`` /
+    ``pytorch_model.bin`` is read; ``file`` names it).
     """
     path = os.fspath(path)
     if os.path.isdir(path):
         for name in ("model.safetensors", "pytorch_model.bin"):
             if os.path.isfile(os.path.join(path, name)):
-                return read_encoder_file(os.path.join(path, name))
+                return read_encoder_object(os.path.join(path, name))
         raise ContentEncoderFileError(
             f"{path} is a directory without model.safetensors or pytorch_model.bin (nor an svcjax "
             "model directory with config.json and params/)")
     if not os.path.exists(path):
         raise FileNotFoundError(f"content encoder checkpoint not found: {path}")
     if safetensors_reader.is_safetensors(path):
-        obj: Any = safetensors_reader.load(path)
-    else:
-        try:
-            obj = torch_pickle.load(path)
-        except torch_pickle.TorchFileError as e:  # names the file and what is wrong with it
-            raise ContentEncoderFileError(f"cannot read the content encoder: {e}") from None
-    return _identify(obj, path)
+        return safetensors_reader.load(path), path
+    try:
+        return torch_pickle.load(path), path
+    except torch_pickle.TorchFileError as e:  # names the file and what is wrong with it
+        raise ContentEncoderFileError(f"cannot read the content encoder: {e}") from None
+
+
+def read_encoder_file(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray], dict]:
+    """``(layout, state_dict, meta)`` of a HuBERT-family file (or HF model directory).
+
+    ``meta`` holds the config found with it (fairseq ``cfg['model']`` / ``args``, or HF
+    ``config.json``) as a plain dict. Raises :class:`ContentEncoderFileError` naming what the
+    file looks like when it is not a content encoder.
+    """
+    return _identify(*read_encoder_object(path))
 
 
 def _strip(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -115,6 +127,14 @@ def _strip(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def _identify(obj: Any, path: str) -> tuple[str, dict[str, np.ndarray], dict]:
+    found = _layout(obj, path)
+    if found is None:
+        raise ContentEncoderFileError(
+            f"{path} is {_describe(obj)}, not a speech content encoder; expected {EXPECTED}")
+    return found
+
+
+def _layout(obj: Any, path: str | None) -> tuple[str, dict[str, np.ndarray], dict] | None:
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         sd = obj["model"]
         if any(str(k).startswith("feature_extractor.conv_layers.") for k in sd) and any(
@@ -131,11 +151,18 @@ def _identify(obj: Any, path: str) -> tuple[str, dict[str, np.ndarray], dict]:
             return "hubert_soft", sd, {}
         if "feature_extractor.conv_layers.0.conv.weight" in sd and any(
                 k.startswith("encoder.pos_conv_embed.") for k in sd):
-            return "hf", sd, _hf_meta(path)
-    raise ContentEncoderFileError(
-        f"{path} is {_describe(obj)}, not a speech content encoder; expected a ContentVec/HuBERT "
-        "fairseq checkpoint (checkpoint_best_legacy_500.pt), a Hugging Face HubertModel "
-        "(pytorch_model.bin / model.safetensors) or HuBERT-Soft (hubert-soft-0d54a1f4.pt)")
+            return "hf", sd, (_hf_meta(path) if path else {})
+    return None
+
+
+EXPECTED = ("a ContentVec/HuBERT fairseq checkpoint (checkpoint_best_legacy_500.pt), a Hugging "
+            "Face HubertModel (pytorch_model.bin / model.safetensors) or HuBERT-Soft "
+            "(hubert-soft-0d54a1f4.pt)")
+
+
+def sniff(obj: Any) -> bool:
+    """Whether ``obj`` (a checkpoint read by the restricted unpickler) is a HuBERT-family file."""
+    return _layout(obj, None) is not None
 
 
 def _describe(obj: Any) -> str:
@@ -434,7 +461,38 @@ def _check(kind: ce.Kind, arch: dict, path: str) -> None:
 
 def import_encoder(path: str | os.PathLike, kind: str | None = None, *,
                    num_heads: int | None = None) -> tuple[dict, ml_collections.ConfigDict]:
-    """``(params, config)`` of the content encoder in ``path``.
+    """``(params, config)`` of the content encoder in ``path``, of any registered family.
+
+    The family is the one whose importer recognises the file (:mod:`svcjax.models.encoders`);
+    ``kind`` (a So-VITS ``speech_encoder`` name) defaults to the family's usual one for the file
+    (``vec768l12`` for ContentVec/HuBERT, ``hubertsoft`` for HuBERT-Soft). ``num_heads``
+    overrides the attention head count where a HuBERT file does not record it.
+    """
+    path = os.fspath(path)
+    obj, file = read_encoder_object(path)
+    families = list(encoders.FAMILIES)
+    found = next((f for f in families if encoders.importer_module(f).sniff(obj)), None)
+    if found is None:
+        expected = "; ".join(filter(None, (getattr(encoders.importer_module(f), "EXPECTED", None)
+                                           for f in families)))
+        raise ContentEncoderFileError(
+            f"{path} is {_describe(obj)}, not a speech content encoder; expected {expected}")
+    if kind is not None:
+        want = encoders.get_kind(kind)
+        if want.family != found:
+            gives = ", ".join(k for k, v in encoders.KINDS.items() if v.family == found)
+            raise ContentEncoderFileError(
+                f"{path} is a {found}-family checkpoint: it gives {gives} units, not {kind} "
+                f"(which needs {want.source})")
+    importer = encoders.importer_module(found)
+    if found == "hubert":
+        return import_checkpoint(obj, file, kind, num_heads=num_heads)
+    return importer.import_checkpoint(obj, file, kind)
+
+
+def import_checkpoint(obj: Any, path: str, kind: str | None = None, *,
+                      num_heads: int | None = None) -> tuple[dict, ml_collections.ConfigDict]:
+    """``(params, config)`` of a HuBERT-family checkpoint object read from ``path``.
 
     ``kind`` defaults to ``hubertsoft`` for a HuBERT-Soft file and ``vec768l12`` otherwise.
     Every layer of the checkpoint (and ``final_proj`` when present) is imported, so one
@@ -442,8 +500,7 @@ def import_encoder(path: str | os.PathLike, kind: str | None = None, *,
     the attention head count where the file does not record it (HuBERT-Soft, a HF state_dict
     without config.json: 64-wide heads are assumed).
     """
-    path = os.fspath(path)
-    layout, sd, meta = read_encoder_file(path)
+    layout, sd, meta = _identify(obj, path)
     if kind is None:
         kind = "hubertsoft" if layout == "hubert_soft" else "vec768l12"
     spec = ce.get_kind(kind)
@@ -481,17 +538,18 @@ def import_encoder_dir(path: str | os.PathLike, outdir: str | os.PathLike, kind:
 
 
 def add_parser(subparsers):
+    kinds = "; ".join(f"{k.name}: {k.source}" for k in encoders.KINDS.values())
     p = subparsers.add_parser(
         "import-encoder",
-        help="import a ContentVec / HuBERT / HuBERT-Soft checkpoint as an svcjax model directory",
-        description="Import a speech content encoder: a fairseq ContentVec/HuBERT checkpoint "
-                    "(checkpoint_best_legacy_500.pt), a Hugging Face HubertModel "
-                    "(pytorch_model.bin / model.safetensors) or HuBERT-Soft "
-                    "(hubert-soft-0d54a1f4.pt).")
+        help="import a speech content encoder checkpoint as an svcjax model directory",
+        description="Import a speech content encoder checkpoint (the file So-VITS-SVC loads for "
+                    f"each speech_encoder: {kinds}; Hugging Face HubertModel weights are read "
+                    "too). The network is recognised from the file.")
     p.add_argument("file", help="checkpoint file (or a Hugging Face model directory)")
     p.add_argument("outdir", help="model directory to write")
-    p.add_argument("--kind", choices=sorted(ce.KINDS), default=None,
-                   help="units to extract (default: vec768l12; hubertsoft for HuBERT-Soft)")
+    p.add_argument("--kind", choices=sorted(encoders.KINDS), default=None,
+                   help="units to extract (default: the usual kind for the file, e.g. vec768l12 "
+                        "for ContentVec, hubertsoft for HuBERT-Soft)")
     p.add_argument("--num-heads", type=int, default=None,
                    help="attention heads, where the file does not record them (default: width/64)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTDIR")
@@ -510,5 +568,7 @@ def add_parser(subparsers):
 def _summary(outdir: str) -> tuple[str, str]:
     with open(os.path.join(outdir, "config.json")) as f:
         cfg = json.load(f)
+    if not {"num_layers", "embed_dim"} <= set(cfg):
+        return outdir, f"kind {cfg['kind']} ({cfg.get('family', 'hubert')} family)"
     return outdir, (f"kind {cfg['kind']}, {cfg['num_layers']} layers of width {cfg['embed_dim']}"
                     + (f", final_proj to {cfg['final_dim']}" if cfg.get("final_dim") else ""))

@@ -56,6 +56,10 @@ __all__ = [
     "default_config",
     "build_model",
     "num_frames",
+    "min_samples",
+    "max_samples",
+    "unit_dim",
+    "hop",
     "Hubert",
 ]
 
@@ -98,6 +102,7 @@ def default_config(kind: str = "vec768l12", **overrides) -> ml_collections.Confi
     k = get_kind(kind)
     cfg = ml_collections.ConfigDict(dict(
         kind=k.name,
+        family="hubert",
         layout="hubert_soft" if k.name == "hubertsoft" else "fairseq",  # checkpoint family
         conv_layers=[list(c) for c in BASE_CONV_LAYERS],
         embed_dim=768,
@@ -116,17 +121,43 @@ def default_config(kind: str = "vec768l12", **overrides) -> ml_collections.Confi
     return cfg
 
 
-def num_frames(n_samples, conv_layers: Sequence[Sequence[int]] = BASE_CONV_LAYERS, input_pad: int = 0):
+def num_frames(n_samples, conv_layers: Any = BASE_CONV_LAYERS, input_pad: int = 0):
     """Frames the conv stack makes of ``n_samples`` (ints, NumPy or JAX arrays; 0 if too short).
 
+    ``conv_layers`` is the stack, or an encoder config (its stack and its kind's ``input_pad``).
     Each layer maps ``n`` to ``floor((n - kernel) / stride) + 1``; the base stack turns 16000
     samples into 49 frames.
     """
+    if hasattr(conv_layers, "conv_layers"):  # a config: the family API of svcjax.models.encoders
+        conv_layers, input_pad = conv_layers.conv_layers, get_kind(conv_layers.kind).input_pad
     xp = jnp if isinstance(n_samples, jax.Array) else np
     n = xp.asarray(n_samples) + 2 * input_pad
     for _, k, s in conv_layers:
         n = xp.where(n >= k, (n - k) // s + 1, 0)
     return int(n) if np.ndim(n) == 0 and not isinstance(n, jax.Array) else n
+
+
+def min_samples(config) -> int:
+    """The shortest clip that gives one frame (400 samples, 25 ms, for the base stack)."""
+    n = 1
+    for _, k, s in reversed(config.conv_layers):
+        n = (n - 1) * s + k
+    return max(n - 2 * get_kind(config.kind).input_pad, 1)
+
+
+def max_samples(config) -> None:
+    """No upper bound: the position embedding is convolutional."""
+    return None
+
+
+def unit_dim(config) -> int:
+    """The width of ``config.kind``'s units (``final_proj``'s output where the kind uses it)."""
+    return int(config.final_dim) if get_kind(config.kind).use_head else int(config.embed_dim)
+
+
+def hop(config) -> int:
+    """Input samples per unit frame (320: 50 frames per second at 16 kHz)."""
+    return int(np.prod([s for _, _, s in config.conv_layers]))
 
 
 def _gelu(x):
