@@ -27,7 +27,9 @@ from svcjax.convert.content_encoder import (ContentEncoderFileError, _parse_conv
 from svcjax.convert.torch_params import CheckpointMismatchError, state_dict_to_params
 from svcjax.models import wavlm as W
 
-__all__ = ["WavLMFileError", "sniff", "import_checkpoint", "read_config"]
+__all__ = ["EXPECTED", "WavLMFileError", "sniff", "import_checkpoint", "read_config"]
+
+EXPECTED = "a WavLM checkpoint (WavLM-Base+.pt: {'cfg': dict, 'model': state_dict})"
 
 # training-only tensors, never needed to compute units
 _TRAINING_ONLY = [r"^mask_emb$"]
@@ -163,8 +165,8 @@ def import_checkpoint(obj: Any, path: str, kind: str | None = None
     """``(params, config)`` of a WavLM checkpoint object (as read by the restricted unpickler)."""
     path = os.fspath(path)
     kind = kind or "wavlmbase+"
-    if kind not in W.KINDS:
-        raise WavLMFileError(f"{path} is a WavLM checkpoint; it gives {', '.join(W.KINDS)} "
+    if kind not in W.kinds():
+        raise WavLMFileError(f"{path} is a WavLM checkpoint; it gives {', '.join(W.kinds())} "
                              f"units, not {kind}")
     cfg = _config_dict(obj)
     sd = obj.get("model") if isinstance(obj, Mapping) else None

@@ -59,7 +59,7 @@ Array = jax.Array
 
 __all__ = [
     "FAMILY",
-    "KINDS",
+    "kinds",
     "SAMPLE_RATE",
     "ACTIVATIONS",
     "default_config",
@@ -78,18 +78,24 @@ SAMPLE_RATE = 16000
 
 BASE_CONV_LAYERS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 
-# kind -> (unit dim of the full-size model, the file the reference loads)
-KINDS: dict[str, tuple[int, str]] = {
-    "wavlmbase+": (768, "WavLM-Base+.pt"),
-}
+
+
+def kinds() -> list[str]:
+    """The So-VITS ``speech_encoder`` names this family computes (from the registry)."""
+    from svcjax.models import encoders
+    return [k for k, v in encoders.KINDS.items() if v.family == FAMILY]
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in kinds():
+        raise ValueError(f"{kind!r} is not a WavLM encoder kind; known: {', '.join(kinds())}")
 
 ACTIVATIONS = ("gelu", "gelu_accurate", "gelu_fast", "relu", "tanh", "linear", "glu")
 
 
 def default_config(kind: str = "wavlmbase+", **overrides) -> ml_collections.ConfigDict:
     """WavLM-Base+'s config (the ``cfg`` of ``WavLM-Base+.pt``); override fields for other sizes."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown WavLM encoder kind {kind!r}; known: {', '.join(KINDS)}")
+    _check_kind(kind)
     cfg = ml_collections.ConfigDict(dict(
         kind=kind,
         family=FAMILY,
@@ -380,26 +386,29 @@ class Encoder(nn.Module):
         layer = EncoderLayer(self.ffn_dim, self.num_heads, self.activation_fn,
                              self.layer_norm_first, self.gru_rel_pos, self.epsilon,
                              self.attention_block, parent=None, **lin)
-        if n:
-            if self.is_initializing():
-                # One vmapped init for all layers (a small program), then one parameter per
-                # layer; the first layer also owns the relative-position table.
-                zero_table = jnp.zeros((self.num_buckets, h), jnp.float32) if rel else None
-                dummy_buckets = jnp.zeros((2,), jnp.int32) if rel else None
-                fresh = jax.vmap(lambda k: layer.init(
-                    k, jnp.zeros((1, 1, c), x.dtype), jnp.ones((1, 1), bool), zero_table,
-                    dummy_buckets)["params"])(jax.random.split(self.make_rng("params"), n))
-                table_init = nn.initializers.xavier_normal()(
-                    self.make_rng("params"), (self.num_buckets, h), jnp.float32)
-                for i in range(n):
-                    def init_layer(_key, i=i):
-                        p = jax.tree.map(lambda a: a[i], fresh)
-                        if rel and i == 0:
-                            p = dict(p)
-                            p["self_attn"] = dict(p["self_attn"], relative_attention_bias={
-                                "embedding": table_init})
-                        return p
-                    self.param(f"layers_{i}", init_layer)
+        if n and self.is_initializing():
+            # Parameters only: one vmapped init for all layers (a small program), then one
+            # parameter per layer; the first layer also owns the relative-position table. The
+            # layers are not run (init's output is discarded), which keeps init's compile small.
+            zero_table = jnp.zeros((self.num_buckets, h), jnp.float32) if rel else None
+            dummy_buckets = jnp.zeros((2,), jnp.int32) if rel else None
+            fresh = jax.vmap(lambda k: layer.init(
+                k, jnp.zeros((1, 1, c), x.dtype), jnp.ones((1, 1), bool), zero_table,
+                dummy_buckets)["params"])(jax.random.split(self.make_rng("params"), n))
+            table_init = nn.initializers.xavier_normal()(
+                self.make_rng("params"), (self.num_buckets, h), jnp.float32)
+            for i in range(n):
+                def init_layer(_key, i=i):
+                    p = jax.tree.map(lambda a: a[i], fresh)
+                    if rel and i == 0:
+                        p = dict(p)
+                        p["self_attn"] = dict(p["self_attn"], relative_attention_bias={
+                            "embedding": table_init})
+                    return p
+                self.param(f"layers_{i}", init_layer)
+            if hidden_states:
+                states += [x] * n
+        elif n:
             params = self.variables["params"]
             per_layer = [dict(params[f"layers_{i}"]) for i in range(n)]
             table = buckets = None
@@ -503,8 +512,7 @@ def build_model(config, *, dtype: Any = None, precision: Any = None, attention_b
     """The :class:`WavLM` of ``config`` (every layer: the reference uses the last one's output,
     so ``full`` builds the same network)."""
     del full
-    if config.kind not in KINDS:
-        raise ValueError(f"unknown WavLM encoder kind {config.kind!r}; known: {', '.join(KINDS)}")
+    _check_kind(str(config.kind))
     if config.activation_fn not in ACTIVATIONS:
         raise ValueError(f"WavLM activation_fn {config.activation_fn!r} is not supported; "
                          f"known: {', '.join(ACTIVATIONS)}")

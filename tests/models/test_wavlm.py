@@ -188,3 +188,39 @@ def test_missing_and_unexpected_tensors_are_refused():
         CW.import_checkpoint(obj, "x.pt")
     with pytest.raises(CW.WavLMFileError, match="gives wavlmbase\\+ units, not vec768l12"):
         CW.import_checkpoint(_base_obj(), "x.pt", "vec768l12")
+
+
+def test_public_api_imports_loads_and_initialises_wavlm(ref, tmp_path, capsys):
+    """``svcjax import-encoder --kind wavlmbase+``, ``svcjax.load_content_encoder`` (file and
+    imported directory) and ``svcjax.init_content_encoder('wavlmbase+')``."""
+    import svcjax
+    from svcjax.cli import main
+
+    src = os.path.join(FIX, "wavlm_base_tiny.pt")
+    out = str(tmp_path / "wavlm")
+    assert main(["import-encoder", src, out, "--kind", "wavlmbase+"]) == 0
+    assert "kind wavlmbase+" in capsys.readouterr().out
+    from_file = svcjax.load_content_encoder(src, kind="wavlmbase+")
+    enc = svcjax.load_content_encoder(out)
+    assert (enc.kind.name, enc.family, enc.dim, enc.hop) == ("wavlmbase+", "wavlm", 64, 320)
+    assert enc.config.to_dict() == {**from_file.config.to_dict(), "source": "wavlm_base_tiny.pt"}
+    jax.tree.map(np.testing.assert_array_equal, enc.params, from_file.params)
+    with jax.default_matmul_precision("highest"):
+        units, frames = enc.encode(clips(ref))   # a padded batch of three clips
+    want = np.split(ref["wavlm_base_tiny"], np.cumsum(ref["wavlm_base_tiny_frames"])[:-1])
+    np.testing.assert_array_equal(frames, [len(w) for w in want])
+    for j, w in enumerate(want):
+        np.testing.assert_allclose(units[j, : len(w)], w, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="wavlm-family checkpoint: it gives wavlmbase\\+ units, "
+                                         "not vec768l12"):
+        svcjax.load_content_encoder(src, kind="vec768l12")
+    with pytest.raises(ValueError, match="hubert-family checkpoint: .* not wavlmbase\\+ "
+                                         "\\(which needs Microsoft's WavLM-Base\\+.pt\\)"):
+        svcjax.load_content_encoder(os.path.join(CE_FIX, "contentvec_tiny.pt"), kind="wavlmbase+")
+
+    cfg = W.default_config("wavlmbase+", **{k: v for k, v in from_file.config.items()
+                                            if k not in ("kind", "family", "source")})
+    rand = svcjax.init_content_encoder("wavlmbase+", config=cfg)
+    assert not rand.pretrained and "RANDOM" in repr(rand) and rand.dim == 64
+    shapes = lambda p: jax.tree.map(np.shape, p)  # noqa: E731
+    assert shapes(rand.params) == shapes(enc.params)
