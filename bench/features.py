@@ -18,6 +18,13 @@ Sections (add one with ``@section("name")``; each gets the parsed args and the a
     ``crepe_f0_16k`` (all clips of a batch in one compiled call) against ``torchcrepe.predict``
     (one call per clip, its own internal batching of frames).
 
+``wavlm``
+    Content units (wavlmbase+: full-size WavLM-Base+, random weights) over the same clips:
+    svcjax's :class:`~svcjax.units.ContentEncoder` against the reference's own PyTorch WavLM
+    (``vencoder/wavlm`` of ``--ref`` / ``$SVCJAX_REF``, the network its ``WavLMBasePlus``
+    encoder runs, here on whole batches of equal-length clips), the same weights saved as
+    ``WavLM-Base+.pt`` is and loaded through ``svcjax.load_content_encoder``.
+
 Each side is timed ``--repeat`` times after one warm-up call (the JAX compile is reported
 apart); the best time counts. Needs the ``reference`` extra (transformers) and torch.
 Timings on a busy machine are noisy: compare ratios from one quiet run.
@@ -114,6 +121,52 @@ def bench_units(args, audio: np.ndarray):
            f"(svcjax first call incl. compile {first:.1f} s; max |diff| {err:.1e})")
 
 
+@section("wavlm")
+def bench_wavlm(args, audio: np.ndarray):
+    ref = args.ref or os.environ.get("SVCJAX_REF")
+    if not ref or not os.path.isfile(os.path.join(ref, "vencoder", "wavlm", "WavLM.py")):
+        print("wavlm: needs the So-VITS-SVC checkout (--ref or SVCJAX_REF): skipped")
+        return
+    import torch
+
+    sys.path.insert(0, os.path.abspath(ref))
+    from vencoder.wavlm.WavLM import WavLM, WavLMConfig
+
+    from svcjax.units import load_content_encoder
+
+    clip = int(args.clip * 16000)
+    n = len(audio) // clip
+    clips = audio[: n * clip].reshape(n, clip)
+    batches = [clips[i:i + args.batch] for i in range(0, n, args.batch)]
+    print(f"wavlm (wavlmbase+, WavLM-Base+ 12 layers, random weights): {n} clips of "
+          f"{args.clip:g} s, batches of {args.batch}; torch threads {torch.get_num_threads()}")
+    torch.manual_seed(0)
+    cfg = WavLMConfig(dict(relative_position_embedding=True, num_buckets=320, max_distance=800,
+                           gru_rel_pos=True))   # WavLM-Base+'s cfg (the rest: the defaults)
+    model = WavLM(cfg).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "WavLM-Base+.pt")
+        torch.save({"cfg": dict(cfg.__dict__), "model": model.state_dict()}, path)
+        enc = load_content_encoder(path, kind="wavlmbase+", bucket_growth=args.bucket_growth)
+
+    def run_jax():
+        return [enc(b) for b in batches]
+
+    def run_torch():
+        with torch.inference_mode():
+            return [model.extract_features(torch.from_numpy(b))[0].numpy() for b in batches]
+
+    t = time.perf_counter()
+    got = run_jax()
+    first = time.perf_counter() - t
+    want = run_torch()
+    err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+    jax_s = best_of(run_jax, args.repeat)
+    torch_s = best_of(run_torch, args.repeat)
+    report("wavlm", n * args.clip, jax_s, torch_s,
+           f"(svcjax first call incl. compile {first:.1f} s; max |diff| {err:.1e})")
+
+
 @section("f0")
 def bench_f0(args, audio: np.ndarray):
     import types
@@ -167,6 +220,9 @@ def main(argv=None):
     ap.add_argument("--bucket-growth", type=float, default=1.0,
                     help="svcjax length buckets (library default 1.25; 1 = pad only to the hop, "
                          "the same work as PyTorch, default here)")
+    ap.add_argument("--ref", default=None,
+                    help="So-VITS-SVC 4.1 checkout for the reference's own encoders "
+                         "(default: $SVCJAX_REF)")
     args = ap.parse_args(argv)
     import jax
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.local_device_count()} "
