@@ -285,8 +285,7 @@ class SelfAttention(nn.Module):
                 rel = jnp.arange(t)[None, :] - qi[:, None]                    # key - query
                 idx = jnp.minimum(jnp.abs(rel), buckets.shape[0] - 1)
                 bucket = buckets[idx] + jnp.where(rel > 0, table.shape[0] // 2, 0)
-                bias = jnp.take(table.astype(jnp.float32), bucket, axis=0)     # (blk, T, H)
-                bias = bias.transpose(2, 0, 1)[None]                           # (1, H, blk, T)
+                bias = jnp.take(table.T.astype(jnp.float32), bucket, axis=1)[None]  # (1,H,blk,T)
                 if gb is not None:
                     bias = gb.transpose(0, 2, 1)[..., None] * bias
                 logits = logits + bias
