@@ -81,7 +81,8 @@ def float32_drift(want: np.ndarray, lengths: list[int], tail: float = 6.0) -> fl
 def test_units_match_the_reference_encoder_alone_and_in_a_padded_batch(name, ref, imported):
     """svcjax's units == the reference's WavLMBasePlus.encoder() on three real voices.
 
-    The shortest clip runs alone; all three run as one padded batch with loud garbage past
+    The shortest clip runs alone (Base+'s options; the other model only batched, to save a
+    compile); all three run as one padded batch with loud garbage past
     each length and attention in query blocks of 16 frames (blocks straddle clip ends), and
     every row must still give the reference's units for that clip alone, with zeros after
     (and a fourth row of length 0 stays finite and zero).
@@ -102,10 +103,11 @@ def test_units_match_the_reference_encoder_alone_and_in_a_padded_batch(name, ref
         assert not got[len(want):].any()
 
     with jax.default_matmul_precision("highest"):
-        j = int(np.argmin(lengths))
-        got, frames = jax.jit(W.build_model(cfg).apply)({"params": params}, xs[j][None])
-        assert int(frames[0]) == len(wants[j]) == W.num_frames(len(xs[j]), cfg)
-        check(np.asarray(got)[0], j, "alone")
+        if name == "wavlm_base_tiny":
+            j = int(np.argmin(lengths))
+            got, frames = jax.jit(W.build_model(cfg).apply)({"params": params}, xs[j][None])
+            assert int(frames[0]) == len(wants[j]) == W.num_frames(len(xs[j]), cfg)
+            check(np.asarray(got)[0], j, "alone")
 
         batch = np.full((len(xs) + 1, int(lengths.max()) + 3000), 0.7, np.float32)
         for j, x in enumerate(xs):
