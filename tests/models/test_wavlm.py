@@ -226,3 +226,31 @@ def test_public_api_imports_loads_and_initialises_wavlm(ref, tmp_path, capsys):
     assert not rand.pretrained and "RANDOM" in repr(rand) and rand.dim == 64
     shapes = lambda p: jax.tree.map(np.shape, p)  # noqa: E731
     assert shapes(rand.params) == shapes(enc.params)
+
+
+def test_without_relative_positions_it_is_hubert():
+    """WavLMConfig's own defaults (no relative positions, no gate; default extractor, post-LN,
+    GELU) make fairseq's HuBERT network: on the same parameters, svcjax's WavLM and its HuBERT
+    port give the same units (the only WavLM branch the reference fixtures do not reach)."""
+    from svcjax.models import content_encoder as ce
+
+    conv = [[8, 10, 5]] + [[8, 3, 2]] * 4 + [[8, 2, 2]] * 2
+    cfg = W.default_config("wavlmbase+", conv_layers=conv, embed_dim=16, ffn_dim=32,
+                           num_heads=2, num_layers=1, conv_pos=8, conv_pos_groups=4,
+                           relative_position_embedding=False, gru_rel_pos=False)
+    wavlm = W.build_model(cfg)
+    hubert = ce.Hubert(conv_layers=tuple(map(tuple, conv)), embed_dim=16, ffn_dim=32,
+                       num_heads=2, num_layers=1, conv_pos=8, conv_pos_groups=4)
+    shapes = jax.eval_shape(wavlm.init, jax.random.key(0), jnp.zeros((1, 400)))["params"]
+    assert shapes == jax.eval_shape(hubert.init, jax.random.key(0), jnp.zeros((1, 400)))["params"]
+    rng = np.random.default_rng(1)   # N(0, 0.3) weights, norm scales and gains near 1
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, s: rng.standard_normal(s.shape).astype(np.float32) * 0.3
+        + (path[-1].key in ("scale", "kernel_g")), shapes)
+    wav = np.random.default_rng(0).standard_normal((2, 4000)).astype(np.float32)
+    lengths = np.array([4000, 2500])
+    with jax.default_matmul_precision("highest"):
+        a, fa = jax.jit(wavlm.apply)({"params": params}, wav, lengths)
+        b, fb = jax.jit(hubert.apply)({"params": params}, wav, lengths)
+    np.testing.assert_array_equal(fa, fb)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
