@@ -303,7 +303,8 @@ class SelfAttention(nn.Module):
             qp = qp.reshape(b, nblk, blk, h, d).swapaxes(0, 1)
             gp = None
             if gate is not None:
-                gp = jnp.pad(gate, ((0, 0), (0, pad), (0, 0))).reshape(b, nblk, blk, h).swapaxes(0, 1)
+                gp = jnp.pad(gate, ((0, 0), (0, pad), (0, 0)))
+                gp = gp.reshape(b, nblk, blk, h).swapaxes(0, 1)
             starts = jnp.arange(nblk) * blk
             out = lax.map(attend, (starts, qp, gp)).swapaxes(0, 1).reshape(b, nblk * blk, h, d)
             out = out[:, :t]
@@ -311,7 +312,8 @@ class SelfAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """The reference's ``TransformerSentenceEncoderLayer`` (post-LN, or pre-LN if ``layer_norm_first``)."""
+    """The reference's ``TransformerSentenceEncoderLayer``: post-LN, or pre-LN with
+    ``layer_norm_first``."""
 
     ffn_dim: int
     num_heads: int
@@ -476,7 +478,8 @@ class WavLM(nn.Module):
         if wav.ndim != 2:
             raise ValueError(f"expected a (batch, samples) waveform, got shape {wav.shape}")
         b, n = wav.shape
-        lengths = jnp.full((b,), n, jnp.int32) if lengths is None else jnp.asarray(lengths, jnp.int32)
+        lengths = (jnp.full((b,), n, jnp.int32) if lengths is None
+                   else jnp.asarray(lengths, jnp.int32))
         lengths = jnp.minimum(lengths, n)
         valid = jnp.arange(n)[None, :] < lengths[:, None]
         if self.normalize:

@@ -3,9 +3,10 @@ describe, and WavLM / HuBERT files given for the other family's kind, through ``
 import-encoder``.
 
 Two cases run by default, the others are ``slow`` (about 5 s each; the same messages are
-checked in-process by tests/models/test_wavlm.py). Each case runs the real command and checks: a non-zero status, one line on stderr naming the
-problem (no traceback), no output written, and an existing output directory replaced only by
-a good import (``--overwrite`` with a bad file leaves it as it was).
+checked in-process by tests/models/test_wavlm.py). Each case runs the real command and
+checks: a non-zero status, one line on stderr naming the problem (no traceback), no output
+written, and an existing output directory replaced only by a good import (``--overwrite``
+with a bad file leaves it as it was).
 """
 
 from __future__ import annotations
