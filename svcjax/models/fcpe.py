@@ -54,7 +54,7 @@ from svcjax import sharding as shd
 from svcjax.buckets import bucket_length
 
 __all__ = ["FCPEConfig", "FCPENet", "FCPEWeightsError", "load_fcpe", "find_torchfcpe_weights",
-           "default_weights", "pad_for_mel", "mel_frames", "decode_local_argmax", "FCPERunner",
+           "default_weights", "pad_for_mel", "mel_frames", "prepare", "log_mel", "decode_local_argmax", "FCPERunner",
            "KINDS", "DEFAULT_THRESHOLD"]
 
 KINDS = ("pcmer", "cfnaive")
@@ -520,25 +520,45 @@ class FCPERunner:
 
     def __call__(self, clips16: Sequence[np.ndarray], n_in: Sequence[int], threshold: float,
                  raw: bool = False):
-        c = self.conf
         bsz = len(clips16)
-        counts = [mel_frames(len(x), int(n), c) for x, n in zip(clips16, n_in)]
-        frames = np.array([f for _, f in counts], np.int32)
-        n_max = bucket_length(int(frames.max()), min_len=16, multiple=16)
-        width = (n_max - 1) * c.hop + c.n_fft
         rows = -(-bsz // self.n_dev) * self.n_dev
-        padded = np.zeros((rows, width), np.float32)
-        src = np.zeros((rows, n_max), np.int32)
-        mask = np.zeros((rows, n_max), np.float32)
-        for b, x in enumerate(clips16):
-            xp = pad_for_mel(x, c)[:width]
-            padded[b, :xp.shape[0]] = xp
-            t, f = counts[b]
-            src[b, :f] = np.minimum(np.arange(f), t - 1)
-            mask[b, :f] = 1.0
+        padded, src, mask, frames = prepare(clips16, n_in, self.conf, rows)
         out = self._run[bool(raw)](self.params, self.table, padded, src, mask,
                                    np.float32(threshold))
         n = int(frames.max())
         if raw:
             return np.asarray(out[0])[:bsz, :n], frames, np.asarray(out[1])[:bsz, :n]
         return np.asarray(out)[:bsz, :n], frames
+
+
+def prepare(clips16: Sequence[np.ndarray], n_in: Sequence[int], conf: FCPEConfig,
+            rows: int | None = None):
+    """Host side of a batch: each clip padded for the STFT as alone, zeros after it; the mel
+    frame each output frame copies (the appended last frame), the frame mask and counts.
+    Frames are bucketed (few compiled shapes); ``rows`` pads the batch (device multiple)."""
+    bsz = len(clips16)
+    rows = bsz if rows is None else rows
+    counts = [mel_frames(len(x), int(n), conf) for x, n in zip(clips16, n_in)]
+    frames = np.array([f for _, f in counts], np.int32)
+    n_max = bucket_length(int(frames.max()), min_len=16, multiple=16)
+    width = (n_max - 1) * conf.hop + conf.n_fft
+    padded = np.zeros((rows, width), np.float32)
+    src = np.zeros((rows, n_max), np.int32)
+    mask = np.zeros((rows, n_max), np.float32)
+    for b, x in enumerate(clips16):
+        xp = pad_for_mel(x, conf)[:width]
+        padded[b, :xp.shape[0]] = xp
+        t, f = counts[b]
+        src[b, :f] = np.minimum(np.arange(f), t - 1)
+        mask[b, :f] = 1.0
+    return padded, src, mask, frames
+
+
+def log_mel(clips16: Sequence[np.ndarray], n_in: Sequence[int], conf: FCPEConfig):
+    """The network's input: ``(mel (B, N, n_mels), frames (B,))`` as both codes compute it."""
+    padded, src, _, frames = prepare(clips16, n_in, conf)
+    mel = _mel_jit(padded, src, conf)
+    return np.asarray(mel)[:, :int(frames.max())], frames
+
+
+_mel_jit = jax.jit(_mel, static_argnums=2)
