@@ -114,11 +114,47 @@ class _ConvModule(nn.Module):
         h = nn.Dense(2 * inner, name="pw1")(h)
         h = h[..., :inner] * jax.nn.sigmoid(h[..., inner:])
         h = h * mask
-        pad = CONV_KERNEL // 2
-        h = nn.Conv(inner, (CONV_KERNEL,), padding=((pad, pad - (CONV_KERNEL + 1) % 2),),
-                    feature_group_count=inner, name="dw")(h)
+        h = _DepthwiseConv(inner, CONV_KERNEL, name="dw")(h)
         h = jax.nn.silu(h)
         return nn.Dense(self.dim, name="pw2")(h)
+
+
+class _Conv3(nn.Module):
+    """Conv1d, kernel 3, zero padding 1, as one matmul over the three shifted inputs (about
+    twice as fast as XLA's CPU convolution here)."""
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (3, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        n = x.shape[1]
+        xp = jnp.pad(x, ((0, 0), (1, 1), (0, 0)))
+        cols = jnp.concatenate([xp[:, i:i + n] for i in range(3)], axis=-1)
+        return cols @ kernel.reshape(-1, self.features) + bias
+
+
+class _DepthwiseConv(nn.Module):
+    """Depthwise conv1d with zero 'same' padding (``calc_same_padding``: k // 2 left,
+    k // 2 - (k + 1) % 2 right) as ``kernel_size`` shifted multiply-adds: XLA's CPU backend
+    runs a ``feature_group_count == channels`` convolution ~20x slower than this."""
+    features: int
+    kernel_size: int
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.kernel_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, 1, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        left = k // 2
+        right = left - (k + 1) % 2
+        xp = jnp.pad(x, ((0, 0), (left, right), (0, 0)))
+        n = x.shape[1]
+        y = xp[:, 0:n] * kernel[0, 0]
+        for i in range(1, k):
+            y = y + xp[:, i:i + n] * kernel[i, 0]
+        return y + bias
 
 
 class _FastAttention(nn.Module):
@@ -181,12 +217,12 @@ class FCPENet(nn.Module):
     def __call__(self, mel, mask):
         c = self.cfg
         m = mask[..., None].astype(mel.dtype)
-        x = nn.Conv(c.hidden, (3,), padding=((1, 1),), name="in_conv1")(mel * m)
+        x = _Conv3(c.hidden, name="in_conv1")(mel * m)
         x = _masked_group_norm(x, m, 4, self.param("in_gn_scale", nn.initializers.ones,
                                                    (c.hidden,)),
                                self.param("in_gn_bias", nn.initializers.zeros, (c.hidden,)))
         x = jax.nn.leaky_relu(x, 0.01) * m
-        x = nn.Conv(c.hidden, (3,), padding=((1, 1),), name="in_conv2")(x)
+        x = _Conv3(c.hidden, name="in_conv2")(x)
         if c.harmonic_emb:
             x = x + self.param("harmonic", nn.initializers.normal(1.0), (c.hidden,))
         for i in range(c.n_layers):
