@@ -61,7 +61,8 @@ METHODS = ("crepe", "crepe-tiny", "dio", "harvest", "pm", "fcpe")
 DECODERS = ("viterbi", "weighted_argmax")
 
 __all__ = ["extract_f0", "interpolate_f0", "transpose_f0", "num_frames", "nearest_index",
-           "crepe_f0_16k", "fcpe_f0_16k", "METHODS", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN", "F0_MAX"]
+           "crepe_f0_16k", "fcpe_f0_16k", "fcpe_runner", "METHODS", "DECODERS", "SAMPLING_RATE",
+           "HOP", "F0_MIN", "F0_MAX"]
 
 
 # --------------------------------------------------------------------------------------

@@ -54,7 +54,8 @@ from svcjax import sharding as shd
 from svcjax.buckets import bucket_length
 
 __all__ = ["FCPEConfig", "FCPENet", "FCPEWeightsError", "load_fcpe", "find_torchfcpe_weights",
-           "default_weights", "pad_for_mel", "mel_frames", "prepare", "log_mel", "decode_local_argmax", "FCPERunner",
+           "default_weights", "pad_for_mel", "mel_frames", "prepare", "log_mel",
+           "decode_local_argmax", "FCPERunner",
            "KINDS", "DEFAULT_THRESHOLD"]
 
 KINDS = ("pcmer", "cfnaive")
