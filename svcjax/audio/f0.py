@@ -298,9 +298,11 @@ def fcpe_runner(weights: str | os.PathLike | None = None, mesh: Any = None):
     ``$SVCJAX_FCPE``, else torchfcpe's bundled file)."""
     from svcjax.models import fcpe
 
-    path = os.path.abspath(fcpe.default_weights() if weights is None else os.fspath(weights))
+    given = fcpe.default_weights() if weights is None else os.fspath(weights)
+    path = os.path.abspath(given)
     if not os.path.isfile(path):
-        raise fcpe.FCPEWeightsError(f"FCPE weights {path!r} not found (expected So-VITS-SVC's "
+        origin = "SVCJAX_FCPE names FCPE weights" if weights is None else "FCPE weights"
+        raise fcpe.FCPEWeightsError(f"{origin} {given!r} not found (expected So-VITS-SVC's "
                                     f"pretrain/fcpe.pt or torchfcpe's fcpe_c_v001.pt)")
     return _fcpe_runner(path, os.path.getmtime(path), mesh)
 

@@ -181,6 +181,9 @@ def test_default_weights_need_env_or_torchfcpe(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(fcpe.FCPEWeightsError, match="SVCJAX_FCPE is not set and torchfcpe"):
         F.extract_f0(np.zeros(4096), 44100, "fcpe")
+    monkeypatch.setenv("SVCJAX_FCPE", "gone/fcpe.pt")
+    with pytest.raises(fcpe.FCPEWeightsError, match="SVCJAX_FCPE names FCPE weights 'gone"):
+        F.extract_f0(np.zeros(4096), 44100, "fcpe")
 
 
 def _torchfcpe_weights():
