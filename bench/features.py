@@ -25,6 +25,15 @@ Sections (add one with ``@section("name")``; each gets the parsed args and the a
     encoder runs, here on whole batches of equal-length clips), the same weights saved as
     ``WavLM-Base+.pt`` is and loaded through ``svcjax.load_content_encoder``.
 
+``fcpe``
+    FCPE pitch, both networks: torchfcpe's bundled ``CFNaiveMelPE`` (real weights from its
+    wheel) and, with ``--ref``, So-VITS-SVC's PCmer FCPE at its default size (12 layers of 512,
+    random weights saved in the real ``fcpe.pt`` format). svcjax's :class:`FCPERunner` (mel +
+    network + decoding, all clips of a batch in one compiled call) against the PyTorch code's
+    mel + network + decoding on the same batch (equal-length clips, so PyTorch batches exactly).
+    Then the real-time factor (seconds of compute per second of audio) at batch 1 on 0.5 s
+    blocks, one call per block, both sides.
+
 Each side is timed ``--repeat`` times after one warm-up call (the JAX compile is reported
 apart); the best time counts. Needs the ``reference`` extra (transformers) and torch.
 Timings on a busy machine are noisy: compare ratios from one quiet run.
@@ -208,6 +217,122 @@ def bench_f0(args, audio: np.ndarray):
     report("f0", n * args.clip, jax_s, torch_s, f"(svcjax first call incl. compile {first:.1f} s)")
 
 
+def _fcpe_torch_stubs():
+    """torchaudio (no CPU wheel here) is imported by both FCPE codes only to resample and
+    local_attention only for local heads (never built): stand-ins when they are absent."""
+    import types
+    try:
+        import torchaudio  # noqa: F401
+    except ImportError:
+        ta, tt = types.ModuleType("torchaudio"), types.ModuleType("torchaudio.transforms")
+        tt.Resample, ta.transforms = None, tt
+        sys.modules.update({"torchaudio": ta, "torchaudio.transforms": tt})
+    try:
+        import local_attention  # noqa: F401
+    except ImportError:
+        la = types.ModuleType("local_attention")
+        la.LocalAttention = None
+        sys.modules["local_attention"] = la
+
+
+@section("fcpe")
+def bench_fcpe(args, audio: np.ndarray):
+    from svcjax.models import fcpe
+
+    clip = int(args.clip * 16000)
+    n = len(audio) // clip
+    clips = list(audio[: n * clip].reshape(n, clip))
+    batches = [clips[i:i + args.batch] for i in range(0, n, args.batch)]
+    block = 8000  # 0.5 s
+    blocks = [audio[i:i + block] for i in range(0, len(audio) - block + 1, block)]
+    _fcpe_torch_stubs()
+    import torch
+
+    nets = []  # (name, weights path, torch batch fn(list of clips))
+    try:
+        import torchfcpe
+        tf = torchfcpe.spawn_bundled_infer_model(device="cpu")
+
+        def tf_run(b):
+            wav = torch.from_numpy(np.stack(b))[..., None]
+            return tf.infer(wav, sr=16000, decoder_mode="local_argmax", threshold=0.006)
+
+        nets.append(("torchfcpe CFNaiveMelPE", fcpe.find_torchfcpe_weights(), tf_run))
+    except (ImportError, fcpe.FCPEWeightsError) as e:
+        print(f"  torchfcpe unavailable ({e}): no CFNaiveMelPE rows")
+    tmp = tempfile.mkdtemp()
+    if args.ref:
+        sys.path.insert(0, os.path.abspath(args.ref))
+        from modules.F0Predictor.fcpe.model import FCPE, FCPEInfer
+        torch.manual_seed(0)
+        cfg = {"model": {"input_channel": 128, "out_dims": 360, "n_layers": 12, "n_chans": 512,
+                         "use_siren": False, "use_full": False, "f0_max": 1975.5,
+                         "f0_min": 32.70, "confidence": False},
+               "loss": {"loss_mse_scale": 10, "loss_l2_regularization": False,
+                        "loss_l2_regularization_scale": 1, "loss_grad1_mse": False,
+                        "loss_grad1_mse_scale": 1},
+               "mel": {"sampling_rate": 16000, "num_mels": 128, "n_fft": 1024, "win_size": 1024,
+                       "hop_size": 160, "fmin": 0, "fmax": 8000}}
+        pt = os.path.join(tmp, "fcpe.pt")
+        torch.save({"model": FCPE(n_layers=12, n_chans=512).state_dict(), "config": cfg}, pt)
+        ref = FCPEInfer(pt, device="cpu")
+
+        def ref_run(b):
+            mel = ref.wav2mel(audio=torch.from_numpy(np.stack(b)), sample_rate=16000)
+            return ref.model(mel=mel, infer=True, return_hz_f0=True)
+
+        nets.append(("So-VITS PCmer FCPE (12x512)", pt, ref_run))
+    else:
+        print("  no --ref: the reference's PCmer FCPE is not timed")
+    for name, path, torch_run in nets:
+        conf, params, table = fcpe.load_fcpe(path)
+        runner = fcpe.FCPERunner(conf, params, table)
+        th = conf.threshold
+        print(f"fcpe ({name}): {n} clips of {args.clip:g} s, batches of {args.batch}; "
+              f"torch threads {torch.get_num_threads()}")
+
+        def run_jax():
+            return [runner(b, [len(x) for x in b], th) for b in batches]
+
+        def run_torch():
+            with torch.inference_mode():
+                return [torch_run(b) for b in batches]
+
+        t = time.perf_counter()
+        got = run_jax()
+        first = time.perf_counter() - t
+        want = run_torch()
+        cents = []
+        for (g, _), w in zip(got, want):
+            w = w[..., 0].numpy()
+            both = (g > 0) & (w > 0)
+            cents.append(np.abs(1200 * np.log2(g[both] / w[both])))
+        agree = np.concatenate(cents)
+        jax_s = best_of(run_jax, args.repeat)
+        torch_s = best_of(run_torch, args.repeat)
+        report("fcpe", n * args.clip, jax_s, torch_s,
+               f"(svcjax first call incl. compile {first:.1f} s; "
+               f"{np.mean(agree < 1) * 100:.2f}% of voiced frames within 1 cent)")
+
+        def rt_jax():
+            for x in blocks:
+                runner([x], [block], th)
+
+        def rt_torch():
+            with torch.inference_mode():
+                for x in blocks:
+                    torch_run([x])
+
+        rt_jax()
+        rt_torch()
+        j, t_ = best_of(rt_jax, args.repeat), best_of(rt_torch, args.repeat)
+        secs = len(blocks) * block / 16000
+        print(f"  fcpe real-time factor, batch 1, 0.5 s blocks ({len(blocks)} calls): "
+              f"svcjax {j / secs:.4f} ({1000 * j / len(blocks):.1f} ms/block)   "
+              f"torch {t_ / secs:.4f} ({1000 * t_ / len(blocks):.1f} ms/block)   "
+              f"torch/svcjax {t_ / j:5.2f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=sorted(SECTIONS), action="append",
@@ -220,9 +345,9 @@ def main(argv=None):
     ap.add_argument("--bucket-growth", type=float, default=1.0,
                     help="svcjax length buckets (library default 1.25; 1 = pad only to the hop, "
                          "the same work as PyTorch, default here)")
-    ap.add_argument("--ref", default=None,
-                    help="So-VITS-SVC 4.1 checkout for the reference's own encoders "
-                         "(default: $SVCJAX_REF)")
+    ap.add_argument("--ref", default=os.environ.get("SVCJAX_REF"),
+                    help="So-VITS-SVC 4.1 checkout for the reference's own networks (wavlm; "
+                         "fcpe: also its PCmer FCPE; default: $SVCJAX_REF)")
     args = ap.parse_args(argv)
     import jax
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.local_device_count()} "
