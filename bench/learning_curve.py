@@ -125,7 +125,7 @@ def measure_outputs(outs: list[np.ndarray], val: dict, task) -> dict:
 # GAN
 # ---------------------------------------------------------------------------------------------
 
-def run_gan(args, work: Path, data_dir: Path, speakers: dict) -> dict:
+def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partial: None) -> dict:
     import jax
     import torch
     import torch.nn.functional as F
@@ -257,6 +257,7 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict) -> dict:
             curves[side].append(m)
             say(f"GAN step {step:5d} {side:9s} mel L1 {m['mel_l1']:.3f}  F0 RMSE "
                 f"{m['f0_rmse_cents']:.0f} cents  GPE {m['gpe']:.0%}  V/UV {m['vuv_error']:.0%}")
+        save({"curves": curves, "losses": losses, "seconds": times})
 
     evaluate_at(0)
     for step in range(args.steps):
@@ -286,7 +287,8 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict) -> dict:
 # diffusion
 # ---------------------------------------------------------------------------------------------
 
-def run_diffusion(args, work: Path, data_dir: Path, speakers: dict) -> dict:
+def run_diffusion(args, work: Path, data_dir: Path, speakers: dict,
+                  save=lambda partial: None) -> dict:
     import jax
     import jax.numpy as jnp
     import torch
@@ -393,6 +395,7 @@ def run_diffusion(args, work: Path, data_dir: Path, speakers: dict) -> dict:
             curves[side].append({"step": step, "val_eps_mse": v})
         say(f"diffusion step {step:5d} validation eps-MSE svcjax {ours:.4f} reference "
             f"{curves['reference'][-1]['val_eps_mse']:.4f}")
+        save({"curves": curves, "losses": losses, "seconds": times})
 
     loader = iter(input_pipeline.make_loader(icfg, process_index=0, process_count=1))
     say(f"diffusion: {n_val} validation crops, {n_train} training clips, batch "
@@ -532,16 +535,24 @@ def main(argv=None) -> int:
     result = {"steps": args.steps, "every": args.every, "seed": args.seed,
               "torch_threads": torch.get_num_threads(), "speakers": list(speakers)}
     t0 = time.perf_counter()
+    out = work / "learning_curve.json"
+
+    def write(res):
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(res, indent=1, allow_nan=True))
+        os.replace(tmp, out)
+
     for what in args.what.split(","):
         fn = {"gan": run_gan, "diffusion": run_diffusion}[what]
-        result[what] = fn(args, work, data_dir, speakers)
+
+        def save(partial, what=what):  # after every evaluation: a run cut short keeps its curve
+            write({**result, what: {**partial, "partial": True}})
+
+        result[what] = fn(args, work, data_dir, speakers, save)
         say(f"{what}: {args.steps} steps, svcjax {result[what]['seconds']['svcjax']:.0f} s, "
             f"reference {result[what]['seconds']['reference']:.0f} s of training")
     result["wall_seconds"] = time.perf_counter() - t0
-    out = work / "learning_curve.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1, allow_nan=True))
-    os.replace(tmp, out)
+    write(result)
     plot(result, work / "learning_curve.png")
     print(table(result))
     print(f"\n{out}\n{work / 'learning_curve.png'}")
