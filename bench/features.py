@@ -18,6 +18,22 @@ Sections (add one with ``@section("name")``; each gets the parsed args and the a
     ``crepe_f0_16k`` (all clips of a batch in one compiled call) against ``torchcrepe.predict``
     (one call per clip, its own internal batching of frames).
 
+``wavlm``
+    Content units (wavlmbase+: full-size WavLM-Base+, random weights) over the same clips:
+    svcjax's :class:`~svcjax.units.ContentEncoder` against the reference's own PyTorch WavLM
+    (``vencoder/wavlm`` of ``--ref`` / ``$SVCJAX_REF``, the network its ``WavLMBasePlus``
+    encoder runs, here on whole batches of equal-length clips), the same weights saved as
+    ``WavLM-Base+.pt`` is and loaded through ``svcjax.load_content_encoder``.
+
+``fcpe``
+    FCPE pitch, both networks: torchfcpe's bundled ``CFNaiveMelPE`` (real weights from its
+    wheel) and, with ``--ref``, So-VITS-SVC's PCmer FCPE at its default size (12 layers of 512,
+    random weights saved in the real ``fcpe.pt`` format). svcjax's :class:`FCPERunner` (mel +
+    network + decoding, all clips of a batch in one compiled call) against the PyTorch code's
+    mel + network + decoding on the same batch (equal-length clips, so PyTorch batches exactly).
+    Then the real-time factor (seconds of compute per second of audio) at batch 1 on 0.5 s
+    blocks, one call per block, both sides.
+
 ``cnhubertlarge``
     Chinese-HuBERT-large's network at full size (24 pre-LN layers of width 1024, layer-norm conv
     extractor, random weights) over the same clips: svcjax against transformers' PyTorch
@@ -125,6 +141,52 @@ def bench_units(args, audio: np.ndarray):
     jax_s = best_of(run_jax, args.repeat)
     torch_s = best_of(run_torch, args.repeat)
     report("units", n * args.clip, jax_s, torch_s,
+           f"(svcjax first call incl. compile {first:.1f} s; max |diff| {err:.1e})")
+
+
+@section("wavlm")
+def bench_wavlm(args, audio: np.ndarray):
+    ref = args.ref or os.environ.get("SVCJAX_REF")
+    if not ref or not os.path.isfile(os.path.join(ref, "vencoder", "wavlm", "WavLM.py")):
+        print("wavlm: needs the So-VITS-SVC checkout (--ref or SVCJAX_REF): skipped")
+        return
+    import torch
+
+    sys.path.insert(0, os.path.abspath(ref))
+    from vencoder.wavlm.WavLM import WavLM, WavLMConfig
+
+    from svcjax.units import load_content_encoder
+
+    clip = int(args.clip * 16000)
+    n = len(audio) // clip
+    clips = audio[: n * clip].reshape(n, clip)
+    batches = [clips[i:i + args.batch] for i in range(0, n, args.batch)]
+    print(f"wavlm (wavlmbase+, WavLM-Base+ 12 layers, random weights): {n} clips of "
+          f"{args.clip:g} s, batches of {args.batch}; torch threads {torch.get_num_threads()}")
+    torch.manual_seed(0)
+    cfg = WavLMConfig(dict(relative_position_embedding=True, num_buckets=320, max_distance=800,
+                           gru_rel_pos=True))   # WavLM-Base+'s cfg (the rest: the defaults)
+    model = WavLM(cfg).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "WavLM-Base+.pt")
+        torch.save({"cfg": dict(cfg.__dict__), "model": model.state_dict()}, path)
+        enc = load_content_encoder(path, kind="wavlmbase+", bucket_growth=args.bucket_growth)
+
+    def run_jax():
+        return [enc(b) for b in batches]
+
+    def run_torch():
+        with torch.inference_mode():
+            return [model.extract_features(torch.from_numpy(b))[0].numpy() for b in batches]
+
+    t = time.perf_counter()
+    got = run_jax()
+    first = time.perf_counter() - t
+    want = run_torch()
+    err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+    jax_s = best_of(run_jax, args.repeat)
+    torch_s = best_of(run_torch, args.repeat)
+    report("wavlm", n * args.clip, jax_s, torch_s,
            f"(svcjax first call incl. compile {first:.1f} s; max |diff| {err:.1e})")
 
 
@@ -278,6 +340,122 @@ def bench_f0(args, audio: np.ndarray):
     report("f0", n * args.clip, jax_s, torch_s, f"(svcjax first call incl. compile {first:.1f} s)")
 
 
+def _fcpe_torch_stubs():
+    """torchaudio (no CPU wheel here) is imported by both FCPE codes only to resample and
+    local_attention only for local heads (never built): stand-ins when they are absent."""
+    import types
+    try:
+        import torchaudio  # noqa: F401
+    except ImportError:
+        ta, tt = types.ModuleType("torchaudio"), types.ModuleType("torchaudio.transforms")
+        tt.Resample, ta.transforms = None, tt
+        sys.modules.update({"torchaudio": ta, "torchaudio.transforms": tt})
+    try:
+        import local_attention  # noqa: F401
+    except ImportError:
+        la = types.ModuleType("local_attention")
+        la.LocalAttention = None
+        sys.modules["local_attention"] = la
+
+
+@section("fcpe")
+def bench_fcpe(args, audio: np.ndarray):
+    from svcjax.models import fcpe
+
+    clip = int(args.clip * 16000)
+    n = len(audio) // clip
+    clips = list(audio[: n * clip].reshape(n, clip))
+    batches = [clips[i:i + args.batch] for i in range(0, n, args.batch)]
+    block = 8000  # 0.5 s
+    blocks = [audio[i:i + block] for i in range(0, len(audio) - block + 1, block)]
+    _fcpe_torch_stubs()
+    import torch
+
+    nets = []  # (name, weights path, torch batch fn(list of clips))
+    try:
+        import torchfcpe
+        tf = torchfcpe.spawn_bundled_infer_model(device="cpu")
+
+        def tf_run(b):
+            wav = torch.from_numpy(np.stack(b))[..., None]
+            return tf.infer(wav, sr=16000, decoder_mode="local_argmax", threshold=0.006)
+
+        nets.append(("torchfcpe CFNaiveMelPE", fcpe.find_torchfcpe_weights(), tf_run))
+    except (ImportError, fcpe.FCPEWeightsError) as e:
+        print(f"  torchfcpe unavailable ({e}): no CFNaiveMelPE rows")
+    tmp = tempfile.mkdtemp()
+    if args.ref:
+        sys.path.insert(0, os.path.abspath(args.ref))
+        from modules.F0Predictor.fcpe.model import FCPE, FCPEInfer
+        torch.manual_seed(0)
+        cfg = {"model": {"input_channel": 128, "out_dims": 360, "n_layers": 12, "n_chans": 512,
+                         "use_siren": False, "use_full": False, "f0_max": 1975.5,
+                         "f0_min": 32.70, "confidence": False},
+               "loss": {"loss_mse_scale": 10, "loss_l2_regularization": False,
+                        "loss_l2_regularization_scale": 1, "loss_grad1_mse": False,
+                        "loss_grad1_mse_scale": 1},
+               "mel": {"sampling_rate": 16000, "num_mels": 128, "n_fft": 1024, "win_size": 1024,
+                       "hop_size": 160, "fmin": 0, "fmax": 8000}}
+        pt = os.path.join(tmp, "fcpe.pt")
+        torch.save({"model": FCPE(n_layers=12, n_chans=512).state_dict(), "config": cfg}, pt)
+        ref = FCPEInfer(pt, device="cpu")
+
+        def ref_run(b):
+            mel = ref.wav2mel(audio=torch.from_numpy(np.stack(b)), sample_rate=16000)
+            return ref.model(mel=mel, infer=True, return_hz_f0=True)
+
+        nets.append(("So-VITS PCmer FCPE (12x512)", pt, ref_run))
+    else:
+        print("  no --ref: the reference's PCmer FCPE is not timed")
+    for name, path, torch_run in nets:
+        conf, params, table = fcpe.load_fcpe(path)
+        runner = fcpe.FCPERunner(conf, params, table)
+        th = conf.threshold
+        print(f"fcpe ({name}): {n} clips of {args.clip:g} s, batches of {args.batch}; "
+              f"torch threads {torch.get_num_threads()}")
+
+        def run_jax():
+            return [runner(b, [len(x) for x in b], th) for b in batches]
+
+        def run_torch():
+            with torch.inference_mode():
+                return [torch_run(b) for b in batches]
+
+        t = time.perf_counter()
+        got = run_jax()
+        first = time.perf_counter() - t
+        want = run_torch()
+        cents = []
+        for (g, _), w in zip(got, want):
+            w = w[..., 0].numpy()
+            both = (g > 0) & (w > 0)
+            cents.append(np.abs(1200 * np.log2(g[both] / w[both])))
+        agree = np.concatenate(cents)
+        jax_s = best_of(run_jax, args.repeat)
+        torch_s = best_of(run_torch, args.repeat)
+        report("fcpe", n * args.clip, jax_s, torch_s,
+               f"(svcjax first call incl. compile {first:.1f} s; "
+               f"{np.mean(agree < 1) * 100:.2f}% of voiced frames within 1 cent)")
+
+        def rt_jax():
+            for x in blocks:
+                runner([x], [block], th)
+
+        def rt_torch():
+            with torch.inference_mode():
+                for x in blocks:
+                    torch_run([x])
+
+        rt_jax()
+        rt_torch()
+        j, t_ = best_of(rt_jax, args.repeat), best_of(rt_torch, args.repeat)
+        secs = len(blocks) * block / 16000
+        print(f"  fcpe real-time factor, batch 1, 0.5 s blocks ({len(blocks)} calls): "
+              f"svcjax {j / secs:.4f} ({1000 * j / len(blocks):.1f} ms/block)   "
+              f"torch {t_ / secs:.4f} ({1000 * t_ / len(blocks):.1f} ms/block)   "
+              f"torch/svcjax {t_ / j:5.2f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=sorted(SECTIONS), action="append",
@@ -287,11 +465,12 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=3, help="clips per call (default 3)")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs per side; the best counts")
     ap.add_argument("--capacity", default="full", choices=["full", "tiny"], help="CREPE size")
-    ap.add_argument("--ref", default="", help="So-VITS-SVC checkout (dphubert; default "
-                    "$SVCJAX_REF)")
     ap.add_argument("--bucket-growth", type=float, default=1.0,
                     help="svcjax length buckets (library default 1.25; 1 = pad only to the hop, "
                          "the same work as PyTorch, default here)")
+    ap.add_argument("--ref", default=os.environ.get("SVCJAX_REF"),
+                    help="So-VITS-SVC 4.1 checkout for the reference's own networks (wavlm, "
+                         "dphubert; fcpe: also its PCmer FCPE; default: $SVCJAX_REF)")
     args = ap.parse_args(argv)
     import jax
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.local_device_count()} "

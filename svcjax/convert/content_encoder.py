@@ -141,7 +141,10 @@ def _identify(obj: Any, path: str) -> tuple[str, dict[str, np.ndarray], dict]:
 def _layout(obj: Any, path: str | None) -> tuple[str, dict[str, np.ndarray], dict] | None:
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         sd = obj["model"]
-        if any(str(k).startswith("feature_extractor.conv_layers.") for k in sd) and any(
+        # fairseq's cfg has sections (cfg['model']); a flat one is WavLM's (svcjax.convert.wavlm)
+        flat_cfg = isinstance(obj.get("cfg"), Mapping) and "encoder_embed_dim" in obj["cfg"]
+        if not flat_cfg and any(
+                str(k).startswith("feature_extractor.conv_layers.") for k in sd) and any(
                 str(k).startswith("encoder.") for k in sd):
             return "fairseq", {k: v for k, v in sd.items() if _is_array(v)}, _fairseq_meta(obj)
     candidates = [obj]
