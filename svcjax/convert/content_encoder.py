@@ -490,7 +490,12 @@ def import_encoder(path: str | os.PathLike, kind: str | None = None, *,
     path = os.fspath(path)
     obj, file = read_encoder_object(path)
     families = list(encoders.FAMILIES)
-    found = next((f for f in families if encoders.importer_module(f).sniff(obj)), None)
+    claims = [f for f in families if encoders.importer_module(f).sniff(obj)]
+    if len(claims) > 1:  # never guess between two networks
+        raise ContentEncoderFileError(
+            f"{path} fits the checkpoint layouts of several encoder families "
+            f"({', '.join(claims)}); it cannot be imported unambiguously")
+    found = claims[0] if claims else None
     if found is None:
         expected = "; ".join(filter(None, (getattr(encoders.importer_module(f), "EXPECTED", None)
                                            for f in families)))
