@@ -108,7 +108,7 @@ def test_infer_matches_reference(case, model):
           [f"{e:.2e}" for e in errs])
 
 
-@pytest.mark.slow  # a second compilation of the whole model (~40 s on 2 cores)
+@pytest.mark.slow  # two more compilations of the whole model (minutes on 2 busy cores)
 def test_padded_batch_equals_clips_alone(case, model):
     """The replicate padding of every anti-aliased snake follows each clip's own end."""
     io, x = case
@@ -211,7 +211,7 @@ def test_small_snake_decoder_pads_and_trains(resblock):
     assert all(np.abs(np.asarray(v)).max() > 0 for v in snakes.values())
 
 
-@pytest.mark.slow  # compiles the whole GAN step (~1-2 min on 2 cores)
+@pytest.mark.slow  # compiles the whole GAN step (minutes on 2 cores)
 def test_one_training_step_gives_finite_losses():
     from configs import sovits_44k
     from svcjax.train_sovits import SovitsTask
