@@ -179,7 +179,8 @@ def test_vocoder_name_mismatch_says_what_differs():
 @pytest.mark.parametrize("resblock", ["1", "2"])
 def test_small_snake_decoder_pads_and_trains(resblock):
     """A small snake decoder (both resblock kinds): a clip padded into a longer buffer gives
-    its samples alone, and a loss has finite gradients that reach every snake parameter."""
+    its samples alone; (resblock 1) a loss has finite gradients that reach every snake
+    parameter."""
     gen = nsf_hifigan.Generator(8000, resblock, (3,), ((1, 3, 5),) if resblock == "1" else
                                 ((1, 3),), (4,), 8, (8,), gin_channels=4, activation="snake")
     rs = np.random.RandomState(0)
@@ -196,6 +197,8 @@ def test_small_snake_decoder_pads_and_trains(resblock):
     alone = np.asarray(run(params, x[1:, :n], f0[1:, :n], g[1:], mask[1:, :n]))
     assert not both[1, n * 4:].any() and np.abs(alone).max() > 0.05
     np.testing.assert_allclose(both[1, :n * 4], alone[0], rtol=0, atol=1e-5)
+    if resblock == "2":   # the gradient check compiles most; once is enough
+        return
 
     def loss(p):
         return jnp.mean(jnp.abs(gen.apply(p, x, f0, g, mask) - 0.1))
@@ -204,7 +207,7 @@ def test_small_snake_decoder_pads_and_trains(resblock):
     assert np.isfinite(float(value))
     flat = flax.traverse_util.flatten_dict(grads["params"])
     snakes = {k: v for k, v in flat.items() if k[-2] == "act"}
-    n_snakes = 1 + (6 if resblock == "1" else 2) + 1
+    n_snakes = 1 + 6 + 1
     assert len(snakes) == 2 * n_snakes
     for k, v in flat.items():
         assert np.isfinite(np.asarray(v)).all(), k
