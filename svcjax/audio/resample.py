@@ -47,8 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["ResampleFilter", "HannSincFilter", "PRESETS", "resample", "resample_host", "resampled_length",
-           "design_filter", "rate_ratio"]
+__all__ = ["ResampleFilter", "HannSincFilter", "PRESETS", "resample",
+           "resample_host", "resampled_length", "design_filter", "rate_ratio"]
 
 
 class ResampleFilter(NamedTuple):
