@@ -30,9 +30,9 @@ then nearest-neighbour resampling to ``T`` frames and interpolation. The default
 deterministic here (torchcrepe adds +-20 cents of random dither).
 
 RMVPE follows the reference's ``RMVPEF0Predictor.compute_f0_uv``: 16 kHz (``ceil(L * 16000 /
-sr)`` samples; the reference resamples with torchaudio's Hann-windowed sinc of 128 zero
-crossings and roll-off 0.99, svcjax with a Kaiser-windowed sinc of the same width and roll-off,
-:data:`RMVPE_RESAMPLE`), a 128-bin log-mel every 160 samples (``1 + L16 // 160`` frames), the
+sr)`` samples, resampled with torchaudio's Hann-windowed sinc of 128 zero crossings and
+roll-off 0.99, as the reference; :func:`svcjax.models.rmvpe.resample_sinc_hann`), a 128-bin
+log-mel every 160 samples (``1 + L16 // 160`` frames), the
 network, local-average decoding with the voicing ``threshold`` (0.05), then nearest-neighbour
 resampling to ``T`` frames and interpolation. Clips need more than 512 samples at 16 kHz (32
 ms), as the reference's reflect-padded STFT does.
@@ -60,7 +60,7 @@ DECODERS = ("viterbi", "weighted_argmax")
 
 __all__ = ["extract_f0", "interpolate_f0", "transpose_f0", "num_frames", "nearest_index",
            "crepe_f0_16k", "rmvpe_f0_16k", "rmvpe_weights", "prepare_f0", "METHODS",
-           "RMVPE_ENV", "RMVPE_RESAMPLE", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN", "F0_MAX"]
+           "RMVPE_ENV", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN", "F0_MAX"]
 
 
 # --------------------------------------------------------------------------------------
@@ -158,16 +158,14 @@ def _as_batch(audio: Any, sr: Any, lengths: Any) -> tuple[np.ndarray, np.ndarray
     return x, lens, single
 
 
-def _to_16k(x: np.ndarray, lens: np.ndarray, sr: int, quality: Any,
-            ceil: bool = False) -> list[np.ndarray]:
+def _to_16k(x: np.ndarray, lens: np.ndarray, sr: int, quality: str) -> list[np.ndarray]:
     """Each clip of a padded batch at 16 kHz, ``floor(L * 16000 / sr)`` samples long (resampy's
-    length convention, which torchcrepe uses; ``ceil`` for torchaudio's ``ceil(L * 16000 /
-    sr)``), resampled on the device in one call (:mod:`svcjax.audio.resample`;
-    ``kaiser_best`` is resampy's filter design, torchcrepe's)."""
+    length convention, which torchcrepe uses), resampled on the device in one call
+    (:mod:`svcjax.audio.resample`; ``kaiser_best`` is resampy's filter design, torchcrepe's)."""
     from svcjax.audio.resample import resample
     from svcjax.buckets import bucket_length
 
-    n16 = [-(-int(n) * 16000 // sr) if ceil else int(n) * 16000 // sr for n in lens]
+    n16 = [int(n) * 16000 // sr for n in lens]
     if sr == 16000:
         return [x[b, :n].copy() for b, n in enumerate(n16)]
     width = bucket_length(max(int(lens.max()), 1), min_len=8192, multiple=4096)
@@ -283,16 +281,22 @@ def crepe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
 # RMVPE
 
 
-def _rmvpe_resample_filter():
-    from svcjax.audio.resample import ResampleFilter
+def _to_16k_sinc_hann(x: np.ndarray, lens: np.ndarray, sr: int) -> list[np.ndarray]:
+    """Each clip of a padded batch at 16 kHz, ``ceil(L * 16000 / sr)`` samples, resampled as
+    the reference's RMVPE does (torchaudio's Hann-windowed sinc, 128 zero crossings, roll-off
+    0.99: :func:`svcjax.models.rmvpe.resample_sinc_hann`), on the device in one call."""
+    from svcjax.buckets import bucket_length
+    from svcjax.models.rmvpe import resample_sinc_hann
 
-    # torchaudio's Resample(lowpass_filter_width=128, rolloff=0.99) as the reference calls it:
-    # 128 zero crossings of a sinc cut at 0.99 x 8 kHz, i.e. 128 / 0.99 -> 130 input samples
-    # at 16 kHz each side; Kaiser beta 6 has about the main lobe of its Hann window.
-    return ResampleFilter(130, 6.0, 0.99)
-
-
-RMVPE_RESAMPLE = _rmvpe_resample_filter()
+    n16 = [-(-int(n) * 16000 // sr) for n in lens]
+    if sr == 16000:
+        return [x[b, :n].copy() for b, n in enumerate(n16)]
+    width = bucket_length(max(int(lens.max()), 1), min_len=8192, multiple=4096)
+    padded = np.zeros((x.shape[0], width), np.float32)
+    for b, n in enumerate(lens):
+        padded[b, :n] = x[b, :n]  # zeros past each clip: the resampler sees the clip alone
+    y = np.asarray(resample_sinc_hann(padded, sr, 16000))
+    return [y[b, :n] for b, n in enumerate(n16)]
 
 
 def rmvpe_weights(weights: str | os.PathLike | None) -> str:
@@ -497,7 +501,7 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
                               mesh=mesh, chunk=chunk)
     elif method == "rmvpe":
         _rmvpe_runner(weights, mesh)  # a missing or bad weights file fails before any work
-        audio16 = _to_16k(x, lens, sr, RMVPE_RESAMPLE, ceil=True)
+        audio16 = _to_16k_sinc_hann(x, lens, sr)
         f0, uv = rmvpe_f0_16k(audio16, n_out, weights=weights, threshold=threshold, mesh=mesh)
     else:
         t_max = max(n_out)

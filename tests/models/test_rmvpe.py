@@ -148,3 +148,47 @@ def test_featurizer_passes_the_weights_file_and_records_it(monkeypatch):
     with pytest.raises(RmvpeWeightsError, match="not found"):
         featurizer.Featurizer.from_config(dict(features="f0", f0_method="rmvpe",
                                                f0_weights=PT + ".missing"))
+
+
+def test_resampling_is_torchaudios_sinc_hann():
+    """The reference resamples to 16 kHz with torchaudio's Resample(sr, 16000,
+    lowpass_filter_width=128) (Hann-windowed sinc, roll-off 0.99). Its definition, written as
+    one filter on the 44100 * 160 / 441 upsampled grid, run through SciPy's independent
+    polyphase ``resample_poly``, must give svcjax's strided-convolution result (float32
+    rounding of a ~300-tap sum: < 1e-5 on a unit-scale signal)."""
+    import math
+
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    from svcjax.models.rmvpe import resample_sinc_hann
+
+    x, sr = sf.read(os.path.join(HERE, "..", "fixtures", "voices", "slt_up5_44k.wav"),
+                    dtype="float32")
+    x = x[:12000]
+    o, n, zeros, rolloff = 441, 160, 128, 0.99
+    cut = min(o, n) * rolloff
+    half = math.ceil(zeros * o * n / cut)
+    t = np.arange(-half, half + 1) * cut / (o * n)
+    h = np.sinc(t) * np.cos(np.clip(t, -zeros, zeros) * math.pi / zeros / 2) ** 2 * cut / o
+    want = resample_poly(x.astype(np.float64), n, o, window=h / n)
+    got = np.asarray(resample_sinc_hann(x[None], sr, 16000))[0]
+    assert got.shape == (-(-len(x) * n // o),)  # torchaudio's ceil(L * 16000 / sr)
+    np.testing.assert_allclose(got, want[:len(got)], atol=1e-5)
+
+
+def test_a_44k_clip_is_resampled_then_tracked(ref, batched):
+    import soundfile as sf
+
+    from svcjax.models.rmvpe import resample_sinc_hann
+
+    x, sr = sf.read(os.path.join(HERE, "..", "fixtures", "voices", "slt_up5_44k.wav"),
+                    dtype="float32")
+    x = x[:48510]  # 17600 samples at 16 kHz, as the fixture's slt clip: no new compilation
+    f0, uv = f0mod.extract_f0(x, sr, "rmvpe", weights=PT)
+    assert f0.shape == uv.shape == (f0mod.num_frames(len(x), sr),)
+    x16 = np.asarray(resample_sinc_hann(x[None], sr, 16000))[0]
+    f16, u16 = f0mod.rmvpe_f0_16k([x16], [len(f0)], weights=PT)
+    np.testing.assert_array_equal(uv, u16[0])
+    np.testing.assert_allclose(f0, f16[0], rtol=1e-6)
+    assert 0.3 < uv.mean() < 1.0
