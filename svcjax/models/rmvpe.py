@@ -438,9 +438,10 @@ class RmvpeRunner:
         lengths = np.asarray(lengths, np.int32).reshape(-1)
         b = audio16.shape[0]
         n_max = 1 + int(lengths.max()) // HOP
-        # length bucket in samples: frames of 1 + L // 160 cover the clip
-        width = (bucket_length(n_max, min_len=FRAME_MULTIPLE, multiple=FRAME_MULTIPLE) - 1) * HOP
-        width = max(width, audio16.shape[1])
+        # the widest input that still gives the bucket's number of frames (1 + L // 160)
+        frames = bucket_length(n_max, min_len=FRAME_MULTIPLE, multiple=FRAME_MULTIPLE)
+        width = frames * HOP - 1
+        audio16 = audio16[:, :width]  # past every clip's end: padding only
         bp = -(-b // self.n_dev) * self.n_dev
         x = np.zeros((bp, width), np.float32)
         x[:b, :audio16.shape[1]] = audio16

@@ -192,3 +192,21 @@ def test_a_44k_clip_is_resampled_then_tracked(ref, batched):
     np.testing.assert_array_equal(uv, u16[0])
     np.testing.assert_allclose(f0, f16[0], rtol=1e-6)
     assert 0.3 < uv.mean() < 1.0
+
+
+def test_converter_hands_the_weights_file_to_the_f0_tracker():
+    from svcjax import pipeline
+    from tests.test_pipeline import _voiced, identity_converter
+
+    conv, _ = identity_converter()
+    seen = []
+
+    def tracker(audio, sr, method, lengths, **kw):
+        seen.append((method, kw))
+        t = audio.shape[1] // 512
+        return np.full((audio.shape[0], t), 220.0), np.ones((audio.shape[0], t))
+
+    conv.f0_fn = tracker
+    opts = pipeline.ConvertOptions(speaker="tenor", f0_method="rmvpe", f0_weights=PT)
+    conv.convert([_voiced(44100, 0)], opts, progress=False)
+    assert seen and all(call == ("rmvpe", {"weights": PT}) for call in seen)
