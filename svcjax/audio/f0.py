@@ -460,9 +460,11 @@ def prepare_f0(method: str, weights: str | os.PathLike | None = None) -> str | N
         _rmvpe_runner(path)
         return path
     if method.startswith("crepe"):
-        _crepe_runner(None if weights is None else os.fspath(weights),
-                      "tiny" if method == "crepe-tiny" else "full", None, 256)
-        return None if weights is None else os.path.abspath(weights)
+        path = None if weights is None else os.fspath(weights)
+        if path is not None and os.path.exists(path):  # (else a capacity name or an error)
+            path = os.path.abspath(path)
+        _crepe_runner(path, "tiny" if method == "crepe-tiny" else "full", None, 256)
+        return path
     if weights is not None:
         raise ValueError(f"F0 method {method!r} takes no weights file (got "
                          f"{os.fspath(weights)!r})")
