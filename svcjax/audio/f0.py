@@ -369,7 +369,7 @@ def rmvpe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
     x = np.zeros((len(audio16), int(lens.max())), np.float32)
     for b, a in enumerate(audio16):
         x[b, :a.shape[0]] = a
-    sal = runner(x, lens)
+    sal = runner(x, lens, trim=False)  # (B, frames bucket, 360)
     counts = 1 + lens // rmvpe.HOP
     tb = bucket_length(int(max(n_out)))
     index = np.zeros((len(audio16), tb), np.int32)
@@ -381,7 +381,7 @@ def rmvpe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
     t_max = int(max(n_out))
     f0, uv = np.asarray(f0)[:, :t_max], np.asarray(uv)[:, :t_max]
     if return_raw:
-        return f0, uv, sal, counts
+        return f0, uv, sal[:, :int(counts.max())], counts
     return f0, uv
 
 

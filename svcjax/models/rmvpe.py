@@ -399,7 +399,8 @@ class RmvpeRunner:
 
     ``runner(audio16, lengths)`` takes ``(B, L)`` host audio and each clip's sample count and
     returns saliences ``(B, N, 360)`` with ``N = 1 + max(lengths) // 160`` (frames past a
-    clip's ``1 + lengths[b] // 160`` are padding). ``mesh=None``: every device of an
+    clip's ``1 + lengths[b] // 160`` are padding; ``trim=False``: ``N`` is the length bucket,
+    a multiple of 32, so that what follows compiles once per bucket). ``mesh=None``: every device of an
     accelerator backend, one device on the CPU (whose single device already uses every core).
     """
 
@@ -431,7 +432,7 @@ class RmvpeRunner:
                                                shd.batch_sharding(self.mesh, 1)),
                             out_shardings=shd.batch_sharding(self.mesh, 3))
 
-    def __call__(self, audio16: np.ndarray, lengths) -> np.ndarray:
+    def __call__(self, audio16: np.ndarray, lengths, trim: bool = True) -> np.ndarray:
         from svcjax.buckets import bucket_length
 
         audio16 = np.asarray(audio16, np.float32)
@@ -447,5 +448,5 @@ class RmvpeRunner:
         x[:b, :audio16.shape[1]] = audio16
         lens = np.full((bp,), width, np.int32)
         lens[:b] = lengths
-        out = self._run(self.params, x, lens)
-        return np.asarray(out)[:b, :n_max]
+        out = np.asarray(self._run(self.params, x, lens))[:b]
+        return out[:, :n_max] if trim else out
