@@ -213,6 +213,13 @@ def bench_rmvpe(args, audio: np.ndarray):
             return [F.rmvpe_f0_16k(b, [n_out] * len(b), weights=path, return_raw=True)
                     for b in batches]
 
+        from svcjax.buckets import bucket_length
+        from svcjax.models.rmvpe import FRAME_MULTIPLE
+        frames = 1 + clip // 160
+        bucket = bucket_length(frames, min_len=FRAME_MULTIPLE, multiple=FRAME_MULTIPLE)
+        print(f"  svcjax pads each clip's {frames} mel frames to {bucket} (its length bucket), "
+              f"the reference to {-(-frames // FRAME_MULTIPLE) * FRAME_MULTIPLE}")
+
         t = time.perf_counter()
         got = run_jax()
         first = time.perf_counter() - t

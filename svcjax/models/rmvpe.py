@@ -105,9 +105,41 @@ def _masked(x, mask):
     return x if mask is None else x * mask[:, :, None, None].astype(x.dtype)
 
 
+# Planes of at most this many (time x mel) points are convolved as one matmul over the nine
+# shifted copies (im2col): XLA's CPU convolution is pathologically slow on the deepest levels'
+# few-point planes (a 2 x 4 plane of 512 channels: ~50x the matmul's time).
+IM2COL_MAX_POINTS = 256
+
+
+class Conv3x3(nn.Module):
+    """``nn.Conv2d(kernel 3, padding 1)``: ``kernel (3, 3, Cin, Cout)``, optional ``bias``
+    (the layout of :class:`~svcjax.models.layers.Conv2d`)."""
+
+    features: int
+    use_bias: bool = False
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        b, h, w, cin = x.shape
+        kernel = self.param("kernel", torch_uniform(9 * cin), (3, 3, cin, self.features))
+        if h * w <= IM2COL_MAX_POINTS:
+            xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+            cols = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(3) for j in range(3)],
+                                   axis=-1)
+            y = jnp.matmul(cols, kernel.reshape(9 * cin, self.features),
+                           precision=self.precision)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x, kernel, window_strides=(1, 1), padding=[(1, 1), (1, 1)],
+                dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
+        if self.use_bias:
+            y = y + self.param("bias", torch_uniform(9 * cin), (self.features,))
+        return y
+
+
 def _conv3(features, name, precision, use_bias=False):
-    return Conv2d(features, (3, 3), padding=(1, 1), use_bias=use_bias, precision=precision,
-                  name=name)
+    return Conv3x3(features, use_bias, precision, name=name)
 
 
 class ConvBlockRes(nn.Module):
@@ -287,7 +319,7 @@ class Rmvpe(nn.Module):
             level = deep - 1 - i
             x = DecoderBlock(c, cfg.n_blocks, cfg.pool, prec, name=f"unet_decoder_layers_{i}")(
                 x, skips[level], mask_at(level + 1), mask_at(level))
-        x = Conv2d(3, (3, 3), padding=(1, 1), precision=prec, name="cnn")(_masked(x, mask_at(0)))
+        x = _conv3(3, "cnn", prec, use_bias=True)(_masked(x, mask_at(0)))
         x = x.transpose(0, 1, 3, 2).reshape(b, t, 3 * f)  # channel-major, as the reference
         x = BiGRU(cfg.gru_hidden, cfg.gru_layers, prec, name="fc_0_gru")(x, frames)
         x = Linear(PITCH_BINS, precision=prec, name="fc_1")(x)
