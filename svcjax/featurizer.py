@@ -361,9 +361,10 @@ def _svcjax_extractors(cfg: ml_collections.ConfigDict, features: tuple[str, ...]
             elif cfg.random_encoder:
                 enc_cfg = None
                 if cfg.encoder_overrides:
-                    from svcjax.models import content_encoder as ce
-                    enc_cfg = ce.default_config(cfg.encoder_variant,
-                                                **dict(cfg.encoder_overrides))
+                    from svcjax.models import encoders
+                    net = encoders.model_module(encoders.get_kind(cfg.encoder_variant).family)
+                    enc_cfg = net.default_config(cfg.encoder_variant,
+                                                 **dict(cfg.encoder_overrides))
                 encoder = svcjax.init_content_encoder(
                     cfg.encoder_variant, rng=int(cfg.encoder_seed), config=enc_cfg,
                     bucket_growth=float(cfg.bucket_growth))

@@ -29,6 +29,7 @@ from flax import traverse_util
 from svcjax import buckets
 from svcjax.audio.features import align_frames
 from svcjax.models import content_encoder as ce
+from svcjax.models import encoders
 from svcjax.sharding import batch_sharding, make_mesh, replicated
 
 __all__ = [
@@ -110,9 +111,11 @@ class ContentEncoder:
                  min_bucket: int = 16000, bucket_growth: float = 1.25,
                  attention_block: int = 1024):
         self.config = config
-        self.kind = ce.get_kind(config.kind)
-        self.model = ce.build_model(config, dtype=dtype, precision=precision,
-                                    attention_block=attention_block)
+        self.kind = encoders.get_kind(config.kind)
+        self.family = encoders.family_of(config)
+        self._net = encoders.model_module(self.family)
+        self.model = self._net.build_model(config, dtype=dtype, precision=precision,
+                                           attention_block=attention_block)
         self.params = self._prune(params)
         self.pretrained = pretrained
         self.source = source
@@ -124,26 +127,32 @@ class ContentEncoder:
     # -- shapes ---------------------------------------------------------------------------
     @property
     def dim(self) -> int:
-        return int(self.config.final_dim) if self.kind.use_head else int(self.config.embed_dim)
+        return int(self._net.unit_dim(self.config))
 
     @property
     def hop(self) -> int:
         """Input samples per output frame (320: 50 frames per second at 16 kHz)."""
-        return int(np.prod([s for _, _, s in self.config.conv_layers]))
+        return int(self._net.hop(self.config))
 
     def num_frames(self, n_samples):
         """Unit frames of a clip of ``n_samples`` samples (int or array)."""
-        return ce.num_frames(n_samples, self.config.conv_layers, self.kind.input_pad)
+        return self._net.num_frames(n_samples, self.config)
+
+    @property
+    def max_samples(self) -> int | None:
+        """The longest clip the network takes (``None``: any length)."""
+        m = self._net.max_samples(self.config)
+        return None if m is None else int(m)
 
     def __repr__(self):
         weights = "pretrained" if self.pretrained else "RANDOM weights (not pretrained)"
-        return (f"ContentEncoder(kind={self.kind.name}, dim={self.dim}, "
-                f"layers={self.kind.output_layer}, {weights}"
-                + (f", from {self.source}" if self.source else "") + ")")
+        return (f"ContentEncoder(kind={self.kind.name}, family={self.family}, dim={self.dim}, "
+                f"{weights}" + (f", from {self.source}" if self.source else "") + ")")
 
     def _prune(self, params):
         shapes = jax.eval_shape(self.model.init, jax.random.key(0),
-                                jax.ShapeDtypeStruct((1, 16000), jnp.float32))["params"]
+                                jax.ShapeDtypeStruct((1, 16000), jnp.float32),
+                                jax.ShapeDtypeStruct((1,), jnp.int32))["params"]
         want = traverse_util.flatten_dict(shapes)
         have = traverse_util.flatten_dict(dict(params.get("params", params)))
         missing = [p for p in want if p not in have]
@@ -181,6 +190,12 @@ class ContentEncoder:
             raise ValueError(
                 f"clip {j} has {int(lengths[j])} samples at 16 kHz; the {self.kind.name} encoder "
                 f"needs at least {self.min_samples} (one frame)")
+        longest = self.max_samples
+        if longest is not None and int(lengths.max()) > longest:
+            j = int(np.argmax(lengths))
+            raise ValueError(
+                f"clip {j} has {int(lengths[j])} samples at 16 kHz; the {self.kind.name} encoder "
+                f"takes at most {longest} ({longest / ce.SAMPLE_RATE:g} s): slice it first")
         b = wav.shape[0]
         target = self.bucket(int(lengths.max()))
         ndev = min(b, jax.local_device_count())
@@ -202,20 +217,20 @@ class ContentEncoder:
         ``bucket_growth <= 1`` pads only to a multiple of the hop (a program per length).
         """
         if self.bucket_growth <= 1:
-            return -(-int(n_samples) // self.hop) * self.hop
-        return buckets.bucket_length(int(n_samples), min_len=self.min_bucket,
-                                     growth=self.bucket_growth, multiple=self.hop)
+            target = -(-int(n_samples) // self.hop) * self.hop
+        else:
+            target = buckets.bucket_length(int(n_samples), min_len=self.min_bucket,
+                                           growth=self.bucket_growth, multiple=self.hop)
+        longest = self.max_samples
+        return target if longest is None else max(min(target, longest), int(n_samples))
 
     def __call__(self, wav, lengths=None) -> np.ndarray:
         return self.encode(wav, lengths)[0]
 
     @property
     def min_samples(self) -> int:
-        """The shortest clip that gives one frame (400 samples, 25 ms, for the base stack)."""
-        n = 1
-        for _, k, s in reversed(self.config.conv_layers):
-            n = (n - 1) * s + k
-        return max(n - 2 * self.kind.input_pad, 1)
+        """The shortest clip that gives one frame (400 samples, 25 ms, for HuBERT-base)."""
+        return int(self._net.min_samples(self.config))
 
     def frames(self, wav, n_frames, lengths=None, mode: str = "nearest") -> np.ndarray:
         """Units stretched to ``n_frames`` frames per clip (the So-VITS frame rate, 44.1 kHz/512).
@@ -230,13 +245,18 @@ class ContentEncoder:
 def _kind_config(config: ml_collections.ConfigDict, kind: str | None) -> ml_collections.ConfigDict:
     if kind is None or kind == config.kind:
         return config
-    want = ce.get_kind(kind)
-    have_soft = config.get("layout", "") == "hubert_soft"
-    if (want.name == "hubertsoft") != have_soft:
-        raise ValueError(
-            f"this model was imported as {config.kind} from a "
-            f"{'HuBERT-Soft' if have_soft else 'ContentVec/HuBERT'} checkpoint; it cannot "
-            f"compute {kind} units")
+    want = encoders.get_kind(kind)
+    family = encoders.family_of(config)
+    if want.family != family:
+        raise ValueError(f"this model was imported as {config.kind} ({family} family); it cannot "
+                         f"compute {kind} units, which need {want.source}")
+    if family == "hubert":
+        have_soft = config.get("layout", "") == "hubert_soft"
+        if (want.name == "hubertsoft") != have_soft:
+            raise ValueError(
+                f"this model was imported as {config.kind} from a "
+                f"{'HuBERT-Soft' if have_soft else 'ContentVec/HuBERT'} checkpoint; it cannot "
+                f"compute {kind} units")
     config = ml_collections.ConfigDict(config.to_dict())
     config.kind = kind
     return config
@@ -270,13 +290,16 @@ def init_content_encoder(kind: str = "vec768l12", rng: Any = 0,
     Its units carry no linguistic content; it exists for demos and tests without the
     user-supplied weights (``repr`` and ``.pretrained`` say so).
     """
-    config = ce.default_config(kind) if config is None else config
+    net = encoders.model_module(encoders.get_kind(kind).family)
+    config = net.default_config(kind) if config is None else config
     if config.kind != kind:
         config = ml_collections.ConfigDict(config.to_dict())
         config.kind = kind
     # An int seed uses XLA's RngBitGenerator keys: the init program compiles twice as fast as
     # with threefry (this runs once, for a demo); pass a key to choose its implementation.
     key = jax.random.key(rng, impl="rbg") if isinstance(rng, int) else rng
-    model = ce.build_model(config, full=True)
-    params = jax.jit(model.init)(key, jnp.zeros((1, 400), jnp.float32))["params"]
+    model = net.build_model(config, full=True)
+    n = max(int(net.min_samples(config)), 400)
+    params = jax.jit(model.init)(key, jnp.zeros((1, n), jnp.float32),
+                                 jnp.full((1,), n, jnp.int32))["params"]
     return ContentEncoder(params, config, pretrained=False, **kwargs)

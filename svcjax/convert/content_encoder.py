@@ -6,7 +6,8 @@ Three file layouts are read, all without PyTorch:
 
 ``fairseq``
     A fairseq checkpoint (ContentVec ``checkpoint_best_legacy_500.pt``, HuBERT
-    ``hubert_base_ls960.pt``): ``{'model': state_dict, 'cfg': ..., 'args': ...}`` with keys
+    ``hubert_base_ls960.pt``, Chinese HuBERT-large ``chinese-hubert-large-fairseq-ckpt.pt``):
+    ``{'model': state_dict, 'cfg': ..., 'args': ...}`` with keys
     ``feature_extractor.conv_layers.0.0.weight``, ``post_extract_proj``,
     ``encoder.pos_conv.0.weight_g``, ``encoder.layers.N.self_attn.k_proj``, ``final_proj``,
     ``label_embs_concat``, ``mask_emb``. The config is read from ``cfg['model']`` (a plain
@@ -24,7 +25,10 @@ Three file layouts are read, all without PyTorch:
     (q, k, v stacked), ``proj``; optionally under ``'hubert'`` and with a ``module.`` prefix.
 
 Each is renamed onto the fairseq names that :mod:`svcjax.models.content_encoder` uses and
-filled by :func:`svcjax.convert.torch_params.state_dict_to_params`. Training-only tensors
+filled by :func:`svcjax.convert.torch_params.state_dict_to_params`. HuBERT-large's structure
+(``extractor_mode='layer_norm'``: ``conv_layers.N.2.1`` layer norms, conv bias, and
+``layer_norm_first``) is read from the tensors and the config, and serves ``cnhubertlarge``;
+the ContentVec / HuBERT-Soft kinds take HuBERT-base's structure only. Training-only tensors
 (mask embedding, label embeddings) are dropped. A file of another kind (a So-VITS-SVC
 generator, a pitch tracker, HuBERT-large when a base layout is expected) is refused with one
 sentence saying what was found and what was expected.
@@ -47,10 +51,14 @@ import numpy as np
 from svcjax.convert import safetensors_reader, torch_pickle
 from svcjax.convert.torch_params import state_dict_to_params
 from svcjax.models import content_encoder as ce
+from svcjax.models import encoders
 
 __all__ = [
     "ContentEncoderFileError",
+    "read_encoder_object",
     "read_encoder_file",
+    "sniff",
+    "import_checkpoint",
     "import_encoder",
     "import_encoder_dir",
     "add_parser",
@@ -81,31 +89,39 @@ def _state_dict_like(x) -> bool:
         isinstance(k, str) and _is_array(v) for k, v in x.items())
 
 
-def read_encoder_file(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray], dict]:
-    """``(layout, state_dict, meta)`` of a content-encoder file (or HF model directory).
+def read_encoder_object(path: str | os.PathLike) -> tuple[Any, str]:
+    """``(obj, file)``: the object a content-encoder file holds, read without running code.
 
-    ``meta`` holds the config found with it (fairseq ``cfg['model']`` / ``args``, or HF
-    ``config.json``) as a plain dict. Raises :class:`ContentEncoderFileError` naming what the
-    file looks like when it is not a content encoder.
+    ``path`` is a checkpoint file (safetensors, or a PyTorch pickle read by the restricted
+    unpickler) or a Hugging Face model directory (its ``model.safetensors`` /
+    ``pytorch_model.bin`` is read; ``file`` names it).
     """
     path = os.fspath(path)
     if os.path.isdir(path):
         for name in ("model.safetensors", "pytorch_model.bin"):
             if os.path.isfile(os.path.join(path, name)):
-                return read_encoder_file(os.path.join(path, name))
+                return read_encoder_object(os.path.join(path, name))
         raise ContentEncoderFileError(
             f"{path} is a directory without model.safetensors or pytorch_model.bin (nor an svcjax "
             "model directory with config.json and params/)")
     if not os.path.exists(path):
         raise FileNotFoundError(f"content encoder checkpoint not found: {path}")
     if safetensors_reader.is_safetensors(path):
-        obj: Any = safetensors_reader.load(path)
-    else:
-        try:
-            obj = torch_pickle.load(path)
-        except torch_pickle.TorchFileError as e:  # names the file and what is wrong with it
-            raise ContentEncoderFileError(f"cannot read the content encoder: {e}") from None
-    return _identify(obj, path)
+        return safetensors_reader.load(path), path
+    try:
+        return torch_pickle.load(path), path
+    except torch_pickle.TorchFileError as e:  # names the file and what is wrong with it
+        raise ContentEncoderFileError(f"cannot read the content encoder: {e}") from None
+
+
+def read_encoder_file(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray], dict]:
+    """``(layout, state_dict, meta)`` of a HuBERT-family file (or HF model directory).
+
+    ``meta`` holds the config found with it (fairseq ``cfg['model']`` / ``args``, or HF
+    ``config.json``) as a plain dict. Raises :class:`ContentEncoderFileError` naming what the
+    file looks like when it is not a content encoder.
+    """
+    return _identify(*read_encoder_object(path))
 
 
 def _strip(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -115,9 +131,20 @@ def _strip(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def _identify(obj: Any, path: str) -> tuple[str, dict[str, np.ndarray], dict]:
+    found = _layout(obj, path)
+    if found is None:
+        raise ContentEncoderFileError(
+            f"{path} is {_describe(obj)}, not a speech content encoder; expected {EXPECTED}")
+    return found
+
+
+def _layout(obj: Any, path: str | None) -> tuple[str, dict[str, np.ndarray], dict] | None:
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         sd = obj["model"]
-        if any(str(k).startswith("feature_extractor.conv_layers.") for k in sd) and any(
+        # fairseq's cfg has sections (cfg['model']); a flat one is WavLM's (svcjax.convert.wavlm)
+        flat_cfg = isinstance(obj.get("cfg"), Mapping) and "encoder_embed_dim" in obj["cfg"]
+        if not flat_cfg and any(
+                str(k).startswith("feature_extractor.conv_layers.") for k in sd) and any(
                 str(k).startswith("encoder.") for k in sd):
             return "fairseq", {k: v for k, v in sd.items() if _is_array(v)}, _fairseq_meta(obj)
     candidates = [obj]
@@ -131,11 +158,19 @@ def _identify(obj: Any, path: str) -> tuple[str, dict[str, np.ndarray], dict]:
             return "hubert_soft", sd, {}
         if "feature_extractor.conv_layers.0.conv.weight" in sd and any(
                 k.startswith("encoder.pos_conv_embed.") for k in sd):
-            return "hf", sd, _hf_meta(path)
-    raise ContentEncoderFileError(
-        f"{path} is {_describe(obj)}, not a speech content encoder; expected a ContentVec/HuBERT "
-        "fairseq checkpoint (checkpoint_best_legacy_500.pt), a Hugging Face HubertModel "
-        "(pytorch_model.bin / model.safetensors) or HuBERT-Soft (hubert-soft-0d54a1f4.pt)")
+            return "hf", sd, (_hf_meta(path) if path else {})
+    return None
+
+
+EXPECTED = ("a ContentVec/HuBERT fairseq checkpoint (checkpoint_best_legacy_500.pt, "
+            "chinese-hubert-large-fairseq-ckpt.pt), a Hugging "
+            "Face HubertModel (pytorch_model.bin / model.safetensors) or HuBERT-Soft "
+            "(hubert-soft-0d54a1f4.pt)")
+
+
+def sniff(obj: Any) -> bool:
+    """Whether ``obj`` (a checkpoint read by the restricted unpickler) is a HuBERT-family file."""
+    return _layout(obj, None) is not None
 
 
 def _describe(obj: Any) -> str:
@@ -402,6 +437,16 @@ def _found(arch: dict) -> str:
 
 
 def _check(kind: ce.Kind, arch: dict, path: str) -> None:
+    if kind.name == "cnhubertlarge":
+        if arch["layout"] == "hubert_soft":
+            raise ContentEncoderFileError(
+                f"{path} is a HuBERT-Soft checkpoint; it gives hubertsoft units, not cnhubertlarge "
+                "(use --kind hubertsoft)")
+        if not arch["pos_conv_weight_norm"]:
+            raise ContentEncoderFileError(
+                f"{path}: found {_found(arch)}; cnhubertlarge expects a weight-normed position "
+                f"convolution, as in {kind.source}")
+        return
     if (kind.name == "hubertsoft") != (arch["layout"] == "hubert_soft"):
         if arch["layout"] == "hubert_soft":
             raise ContentEncoderFileError(
@@ -415,7 +460,8 @@ def _check(kind: ce.Kind, arch: dict, path: str) -> None:
             or not arch["pos_conv_weight_norm"]):
         raise ContentEncoderFileError(
             f"{path}: found {_found(arch)}; {kind.name} expects {_BASE_EXPECTED}, as in "
-            f"{kind.source}")
+            f"{kind.source}" + ("; this file gives cnhubertlarge units (--kind cnhubertlarge)"
+                                if arch["pos_conv_weight_norm"] else ""))
     if arch["num_layers"] < kind.output_layer:
         raise ContentEncoderFileError(
             f"{path}: found {arch['num_layers']} transformer layers; {kind.name} uses the output "
@@ -434,31 +480,73 @@ def _check(kind: ce.Kind, arch: dict, path: str) -> None:
 
 def import_encoder(path: str | os.PathLike, kind: str | None = None, *,
                    num_heads: int | None = None) -> tuple[dict, ml_collections.ConfigDict]:
-    """``(params, config)`` of the content encoder in ``path``.
+    """``(params, config)`` of the content encoder in ``path``, of any registered family.
 
-    ``kind`` defaults to ``hubertsoft`` for a HuBERT-Soft file and ``vec768l12`` otherwise.
+    The family is the one whose importer recognises the file (:mod:`svcjax.models.encoders`);
+    ``kind`` (a So-VITS ``speech_encoder`` name) defaults to the family's usual one for the file
+    (``vec768l12`` for ContentVec/HuBERT, ``hubertsoft`` for HuBERT-Soft). ``num_heads``
+    overrides the attention head count where a HuBERT file does not record it.
+    """
+    path = os.fspath(path)
+    obj, file = read_encoder_object(path)
+    families = list(encoders.FAMILIES)
+    claims = [f for f in families if encoders.importer_module(f).sniff(obj)]
+    if len(claims) > 1:  # never guess between two networks
+        raise ContentEncoderFileError(
+            f"{path} fits the checkpoint layouts of several encoder families "
+            f"({', '.join(claims)}); it cannot be imported unambiguously")
+    found = claims[0] if claims else None
+    if found is None:
+        expected = "; ".join(filter(None, (getattr(encoders.importer_module(f), "EXPECTED", None)
+                                           for f in families)))
+        raise ContentEncoderFileError(
+            f"{path} is {_describe(obj)}, not a speech content encoder; expected {expected}")
+    if kind is not None:
+        want = encoders.get_kind(kind)
+        if want.family != found:
+            gives = ", ".join(k for k, v in encoders.KINDS.items() if v.family == found)
+            raise ContentEncoderFileError(
+                f"{path} is a {found}-family checkpoint: it gives {gives} units, not {kind} "
+                f"(which needs {want.source})")
+    importer = encoders.importer_module(found)
+    if found == "hubert":
+        return import_checkpoint(obj, file, kind, num_heads=num_heads)
+    return importer.import_checkpoint(obj, file, kind)
+
+
+def import_checkpoint(obj: Any, path: str, kind: str | None = None, *,
+                      num_heads: int | None = None) -> tuple[dict, ml_collections.ConfigDict]:
+    """``(params, config)`` of a HuBERT-family checkpoint object read from ``path``.
+
+    ``kind`` defaults to ``hubertsoft`` for a HuBERT-Soft file, ``cnhubertlarge`` for a
+    HuBERT-large-structured one (pre-LN or layer-norm conv extractor) and ``vec768l12`` otherwise.
     Every layer of the checkpoint (and ``final_proj`` when present) is imported, so one
     import of ContentVec serves both ``vec768l12`` and ``vec256l9``. ``num_heads`` overrides
     the attention head count where the file does not record it (HuBERT-Soft, a HF state_dict
     without config.json: 64-wide heads are assumed).
     """
-    path = os.fspath(path)
-    layout, sd, meta = read_encoder_file(path)
-    if kind is None:
-        kind = "hubertsoft" if layout == "hubert_soft" else "vec768l12"
-    spec = ce.get_kind(kind)
+    layout, sd, meta = _identify(obj, path)
     if layout == "hf":
         sd = {_hf_rename(k): v for k, v in sd.items()}
     elif layout == "hubert_soft":
         sd = _soft_state_dict(sd)
     arch = _architecture(layout, sd, meta, num_heads)
+    if kind is None:
+        kind = ("hubertsoft" if layout == "hubert_soft" else "cnhubertlarge"
+                if arch["layer_norm_first"] or arch["layer_norm_extractor"] else "vec768l12")
+    spec = ce.get_kind(kind)
     _check(spec, arch, path)
     if arch["final_dim"] == 0:
         sd = {k: v for k, v in sd.items() if not k.startswith("final_proj.")}
+    if layout == "hf" and arch["layer_norm_extractor"]:
+        # transformers' conv_layers.N.layer_norm is fairseq's conv_layers.N.2.1 in this mode
+        sd = {re.sub(r"^(feature_extractor\.conv_layers\.\d+\.2)\.", r"\1.1.", k): v
+              for k, v in sd.items()}
     config = ce.default_config(kind)
     for field in ("layout", "conv_layers", "embed_dim", "ffn_dim", "num_heads", "num_layers",
-                  "conv_pos", "conv_pos_groups", "final_dim"):
+                  "conv_pos", "conv_pos_groups", "final_dim", "conv_bias", "layer_norm_first"):
         config[field] = arch[field]
+    config.extractor_mode = "layer_norm" if arch["layer_norm_extractor"] else "default"
     if config.embed_dim % config.num_heads:
         raise ContentEncoderFileError(
             f"{path}: width {config.embed_dim} is not divisible by {config.num_heads} attention heads")
@@ -481,17 +569,18 @@ def import_encoder_dir(path: str | os.PathLike, outdir: str | os.PathLike, kind:
 
 
 def add_parser(subparsers):
+    kinds = "; ".join(f"{k.name}: {k.source}" for k in encoders.KINDS.values())
     p = subparsers.add_parser(
         "import-encoder",
-        help="import a ContentVec / HuBERT / HuBERT-Soft checkpoint as an svcjax model directory",
-        description="Import a speech content encoder: a fairseq ContentVec/HuBERT checkpoint "
-                    "(checkpoint_best_legacy_500.pt), a Hugging Face HubertModel "
-                    "(pytorch_model.bin / model.safetensors) or HuBERT-Soft "
-                    "(hubert-soft-0d54a1f4.pt).")
+        help="import a speech content encoder checkpoint as an svcjax model directory",
+        description="Import a speech content encoder checkpoint (the file So-VITS-SVC loads for "
+                    f"each speech_encoder: {kinds}; Hugging Face HubertModel weights are read "
+                    "too). The network is recognised from the file.")
     p.add_argument("file", help="checkpoint file (or a Hugging Face model directory)")
     p.add_argument("outdir", help="model directory to write")
-    p.add_argument("--kind", choices=sorted(ce.KINDS), default=None,
-                   help="units to extract (default: vec768l12; hubertsoft for HuBERT-Soft)")
+    p.add_argument("--kind", choices=sorted(encoders.KINDS), default=None,
+                   help="units to extract (default: the usual kind for the file, e.g. vec768l12 "
+                        "for ContentVec, hubertsoft for HuBERT-Soft)")
     p.add_argument("--num-heads", type=int, default=None,
                    help="attention heads, where the file does not record them (default: width/64)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTDIR")
@@ -510,5 +599,7 @@ def add_parser(subparsers):
 def _summary(outdir: str) -> tuple[str, str]:
     with open(os.path.join(outdir, "config.json")) as f:
         cfg = json.load(f)
+    if not {"num_layers", "embed_dim"} <= set(cfg):
+        return outdir, f"kind {cfg['kind']} ({cfg.get('family', 'hubert')} family)"
     return outdir, (f"kind {cfg['kind']}, {cfg['num_layers']} layers of width {cfg['embed_dim']}"
                     + (f", final_proj to {cfg['final_dim']}" if cfg.get("final_dim") else ""))
