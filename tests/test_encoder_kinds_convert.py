@@ -4,8 +4,8 @@ kind (``ssl_dim`` = the encoder's width) and the encoder file of that kind, thro
 
 The encoder files are the committed parity fixtures (reduced widths, random weights, in each
 real file format); the SoVITS model is the ``variant=test`` generator with random weights.
-Each kind compiles its own encoder and, per width, a generator: the kinds whose width is the
-Two kinds of two new families run in ``make test``, every kind with ``pytest -m slow``.
+Each kind compiles its own encoder and, per width, a generator: two kinds of two families run
+in ``make test``, every kind with ``pytest -m slow``.
 """
 
 import sys
