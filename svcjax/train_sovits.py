@@ -29,7 +29,6 @@ import importlib
 import os
 import re
 import sys
-from typing import Any
 
 import jax
 import jax.numpy as jnp
