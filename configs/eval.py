@@ -37,7 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                             max_clips=0))
     c.speakers = ()            # target speakers; () = every speaker of the model
     c.transpose = 0.0
-    c.f0_method = "dio"
+    c.f0_method = "dio"        # any of svcjax.audio.f0.METHODS (rmvpe, crepe, dio, ...)
+    c.f0_weights = ""          # the tracker's weights file ("" = default; rmvpe: $SVCJAX_RMVPE)
     c.noise_scale = 0.4
     c.seed = 0                 # < 0: every random draw zero
     c.slice_db = -40.0

@@ -15,7 +15,8 @@ Variants:
 The four sections (``train``, ``data``, ``model``, ``spk``) carry the reference's names, so
 ``svcjax.convert.sovits.config_from_reference("config.json")`` builds the same ConfigDict
 from a reference config.json. Overrides: ``--config.model.vol_embedding=True``,
-``--config.spk='{"alto": 0}'``.
+``--config.spk='{"alto": 0}'``, ``--config.model.vocoder_name=nsf-snake-hifigan`` (the decoder
+with anti-aliased snake activations instead of leaky ReLUs; default ``nsf-hifigan``).
 """
 
 from __future__ import annotations

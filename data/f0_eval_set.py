@@ -48,7 +48,7 @@ TEXTS = {
     "kal16": "Merrily we roll along, roll along, over the deep blue sea.",
 }
 CONTOURS = ("glide", "vibrato", "melody", "high")
-METHODS = ("crepe", "crepe-tiny", "dio", "harvest", "pm")
+METHODS = ("crepe", "crepe-tiny", "dio", "harvest", "pm", "fcpe")
 
 
 def contour(kind: str, t: np.ndarray, dur: float, seed: int = 0) -> np.ndarray:
@@ -212,6 +212,52 @@ def run(clips: list[dict], methods=METHODS, **kw) -> tuple[dict, dict, dict]:
     return scores, outputs, seconds
 
 
+def torchfcpe_outputs(clips: list[dict], threshold: float = 0.006) -> tuple[list, float]:
+    """torchfcpe's own PyTorch code (its bundled model, ``infer`` with local-argmax decoding)
+    on each clip, for comparison with svcjax's ``fcpe`` row: the same 16 kHz samples svcjax
+    resamples to, and the same So-VITS post-processing (nearest resize to the 44.1 kHz / 512
+    frames, interpolation through unvoiced frames). torchaudio (used by torchfcpe only to
+    resample, bypassed here) and local_attention (only built for local heads, never) are
+    stubbed when they are not installed."""
+    import types
+
+    import torch
+
+    try:
+        import torchaudio  # noqa: F401
+    except ImportError:
+        ta, tt = types.ModuleType("torchaudio"), types.ModuleType("torchaudio.transforms")
+        tt.Resample, ta.transforms = None, tt
+        sys.modules.update({"torchaudio": ta, "torchaudio.transforms": tt})
+    try:
+        import local_attention  # noqa: F401
+    except ImportError:
+        la = types.ModuleType("local_attention")
+        la.LocalAttention = None
+        sys.modules["local_attention"] = la
+    import torchfcpe
+
+    from svcjax.audio import f0 as F
+
+    model = torchfcpe.spawn_bundled_infer_model(device="cpu")
+    lens = np.array([c["audio"].shape[0] for c in clips])
+    batch = np.zeros((len(clips), lens.max()), np.float32)
+    for i, c in enumerate(clips):
+        batch[i, :lens[i]] = c["audio"]
+    audio16 = F._to_16k(batch, lens, SR, "kaiser_best", ceil=True)
+    t0 = time.perf_counter()
+    res = []
+    for c, x in zip(clips, audio16):
+        with torch.no_grad():
+            f0 = model.infer(torch.from_numpy(x)[None, :, None], sr=16000,
+                             decoder_mode="local_argmax", threshold=threshold)[0, :, 0].numpy()
+        n = c["f0"].shape[0]
+        idx = F.nearest_index(f0.shape[0], n)
+        out, uv = F.interpolate_f0(f0[idx])
+        res.append((np.asarray(out), np.asarray(uv)))
+    return res, time.perf_counter() - t0
+
+
 def agreement(clips: list[dict], outputs: dict) -> dict:
     """Pairwise GPE (%) between methods on the truly voiced frames (interpolated F0)."""
     out = {}
@@ -239,6 +285,8 @@ def main(argv=None):
     ap.add_argument("--voices", default=",".join(VOICES))
     ap.add_argument("--contours", default=",".join(CONTOURS))
     ap.add_argument("--out", help="also write the clips (wav) and truth (npz) here")
+    ap.add_argument("--torchfcpe", action="store_true",
+                    help="also score torchfcpe's own PyTorch code (row 'torchfcpe (torch)')")
     args = ap.parse_args(argv)
     why = available()
     if why:
@@ -256,6 +304,11 @@ def main(argv=None):
             np.savez(os.path.join(args.out, c["name"] + ".npz"), f0=c["f0"], voiced=c["voiced"],
                      unvoiced=c["unvoiced"])
     scores, outputs, seconds = run(clips, args.methods.split(","))
+    if args.torchfcpe:
+        name = "torchfcpe (torch)"
+        outputs[name], seconds[name] = torchfcpe_outputs(clips)
+        scores[name] = score(clips, [r[0] for r in outputs[name]],
+                             [r[1] for r in outputs[name]])
     print(table(scores, seconds))
     agree = agreement(clips, outputs)
     names = list(outputs)

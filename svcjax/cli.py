@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                          "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
     "import-encoder": ("svcjax.convert.content_encoder",
                        "import a ContentVec / HuBERT / HuBERT-Soft checkpoint"),
-    "f0": ("svcjax.audio.f0", "F0 and voicing of audio files (crepe, crepe-tiny, dio, harvest, pm)"),
+    "f0": ("svcjax.audio.f0", "F0 and voicing of audio files (the trackers of --method)"),
     "import-sovits": ("svcjax.convert.sovits",
                       "convert a So-VITS-SVC 4.1 G_*.pth + config.json to a model directory"),
     "export-pth": ("svcjax.trainer", "write a training run's checkpoint as the reference's .pth"),
@@ -80,6 +80,10 @@ def error_message(e: BaseException) -> str:
         text = str(e)
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     text = lines[0] if lines else type(e).__name__
+    if len(lines) > 1 and isinstance(e, _EXPECTED):
+        # a message with a list under its first line ("... does not match ...:" then one
+        # line per tensor): the list joined onto the one line, so the user sees what is wrong
+        text = text.rstrip(":") + ": " + "; ".join(ln.lstrip("-* ") for ln in lines[1:])
     if len(text) > 400:
         text = text[:397] + "..."
     if not isinstance(e, _EXPECTED + (MemoryError,)):

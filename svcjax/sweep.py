@@ -25,7 +25,6 @@ and writes ``WORKDIR/sweep.csv`` (and prints the table).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib.util
 import io

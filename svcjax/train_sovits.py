@@ -29,7 +29,6 @@ import importlib
 import os
 import re
 import sys
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -371,7 +370,7 @@ def _val_batch(icfg, n: int = 2):
 GENERATOR_LISTS = ("flows", "convs", "self_attn_layers", "norm_layers_0", "norm_layers_1",
                    "norm_layers_2", "ffn_layers", "attn_layers", "encdec_attn_layers",
                    "conv_layers", "norm_layers", "in_layers", "res_skip_layers", "convs1",
-                   "convs2", "ups", "resblocks", "noise_convs")
+                   "convs2", "ups", "resblocks", "noise_convs", "snakes", "activations")
 
 
 def generator_state_dict(params, config) -> dict[str, np.ndarray]:
@@ -398,6 +397,7 @@ def generator_state_dict(params, config) -> dict[str, np.ndarray]:
         return f"{module}.{vits_leaf[leaf]}" if module in norms else key
 
     sd = params_to_state_dict(params, list_modules=GENERATOR_LISTS, rename=vits_norm)
+    sd.update(sovits.decoder_buffers(config, params))  # nsf-snake-hifigan's fixed filters
     if bool(config["model"].get("flow_share_parameter", False)):
         shared = {k[len("flow.wn."):]: v for k, v in sd.items() if k.startswith("flow.wn.")}
         flows = sorted({int(m.group(1)) for k in sd

@@ -28,11 +28,9 @@ summaries and the data. :func:`train` does the rest, the same for every task:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import signal
 import threading
-import time
 from typing import Any, Callable, Iterator, Mapping
 
 import jax

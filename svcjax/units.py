@@ -214,8 +214,13 @@ class ContentEncoder:
         """The padded length a clip of ``n_samples`` runs at (one compiled program per bucket).
 
         Buckets grow by ``bucket_growth`` from ``min_bucket`` in multiples of the hop;
-        ``bucket_growth <= 1`` pads only to a multiple of the hop (a program per length).
+        ``bucket_growth <= 1`` pads only to a multiple of the hop (a program per length). A
+        fixed-window network (Whisper: every clip costs a 30 s window) pads to whole windows.
         """
+        window = getattr(self._net, "window_samples", None)
+        if window is not None:  # a fixed-window network (Whisper): one program per window count
+            w = int(window(self.config))
+            return max(1, -(-int(n_samples) // w)) * w
         if self.bucket_growth <= 1:
             target = -(-int(n_samples) // self.hop) * self.hop
         else:

@@ -9,7 +9,9 @@ Each run reads a corpus built with its encoder: ``CORPORA/<encoder>`` (``svcjax 
 
 from configs.common import parse_arg
 
-ENCODERS = {"vec768l12": 768, "vec256l9": 256, "hubertsoft": 256, "whisper-ppg": 1024}
+ENCODERS = {"vec768l12": 768, "vec256l9": 256, "hubertsoft": 256, "whisper-ppg": 1024,
+            "wavlmbase+": 768, "cnhubertlarge": 1024, "dphubert": 768,
+            "whisper-ppg-large": 1280}
 
 
 def get_sweep(arg=None):

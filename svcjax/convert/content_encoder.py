@@ -6,7 +6,8 @@ Three file layouts are read, all without PyTorch:
 
 ``fairseq``
     A fairseq checkpoint (ContentVec ``checkpoint_best_legacy_500.pt``, HuBERT
-    ``hubert_base_ls960.pt``): ``{'model': state_dict, 'cfg': ..., 'args': ...}`` with keys
+    ``hubert_base_ls960.pt``, Chinese HuBERT-large ``chinese-hubert-large-fairseq-ckpt.pt``):
+    ``{'model': state_dict, 'cfg': ..., 'args': ...}`` with keys
     ``feature_extractor.conv_layers.0.0.weight``, ``post_extract_proj``,
     ``encoder.pos_conv.0.weight_g``, ``encoder.layers.N.self_attn.k_proj``, ``final_proj``,
     ``label_embs_concat``, ``mask_emb``. The config is read from ``cfg['model']`` (a plain
@@ -24,7 +25,10 @@ Three file layouts are read, all without PyTorch:
     (q, k, v stacked), ``proj``; optionally under ``'hubert'`` and with a ``module.`` prefix.
 
 Each is renamed onto the fairseq names that :mod:`svcjax.models.content_encoder` uses and
-filled by :func:`svcjax.convert.torch_params.state_dict_to_params`. Training-only tensors
+filled by :func:`svcjax.convert.torch_params.state_dict_to_params`. HuBERT-large's structure
+(``extractor_mode='layer_norm'``: ``conv_layers.N.2.1`` layer norms, conv bias, and
+``layer_norm_first``) is read from the tensors and the config, and serves ``cnhubertlarge``;
+the ContentVec / HuBERT-Soft kinds take HuBERT-base's structure only. Training-only tensors
 (mask embedding, label embeddings) are dropped. A file of another kind (a So-VITS-SVC
 generator, a pitch tracker, HuBERT-large when a base layout is expected) is refused with one
 sentence saying what was found and what was expected.
@@ -137,7 +141,10 @@ def _identify(obj: Any, path: str) -> tuple[str, dict[str, np.ndarray], dict]:
 def _layout(obj: Any, path: str | None) -> tuple[str, dict[str, np.ndarray], dict] | None:
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         sd = obj["model"]
-        if any(str(k).startswith("feature_extractor.conv_layers.") for k in sd) and any(
+        # fairseq's cfg has sections (cfg['model']); a flat one is WavLM's (svcjax.convert.wavlm)
+        flat_cfg = isinstance(obj.get("cfg"), Mapping) and "encoder_embed_dim" in obj["cfg"]
+        if not flat_cfg and any(
+                str(k).startswith("feature_extractor.conv_layers.") for k in sd) and any(
                 str(k).startswith("encoder.") for k in sd):
             return "fairseq", {k: v for k, v in sd.items() if _is_array(v)}, _fairseq_meta(obj)
     candidates = [obj]
@@ -155,7 +162,8 @@ def _layout(obj: Any, path: str | None) -> tuple[str, dict[str, np.ndarray], dic
     return None
 
 
-EXPECTED = ("a ContentVec/HuBERT fairseq checkpoint (checkpoint_best_legacy_500.pt), a Hugging "
+EXPECTED = ("a ContentVec/HuBERT fairseq checkpoint (checkpoint_best_legacy_500.pt, "
+            "chinese-hubert-large-fairseq-ckpt.pt), a Hugging "
             "Face HubertModel (pytorch_model.bin / model.safetensors) or HuBERT-Soft "
             "(hubert-soft-0d54a1f4.pt)")
 
@@ -429,6 +437,16 @@ def _found(arch: dict) -> str:
 
 
 def _check(kind: ce.Kind, arch: dict, path: str) -> None:
+    if kind.name == "cnhubertlarge":
+        if arch["layout"] == "hubert_soft":
+            raise ContentEncoderFileError(
+                f"{path} is a HuBERT-Soft checkpoint; it gives hubertsoft units, not cnhubertlarge "
+                "(use --kind hubertsoft)")
+        if not arch["pos_conv_weight_norm"]:
+            raise ContentEncoderFileError(
+                f"{path}: found {_found(arch)}; cnhubertlarge expects a weight-normed position "
+                f"convolution, as in {kind.source}")
+        return
     if (kind.name == "hubertsoft") != (arch["layout"] == "hubert_soft"):
         if arch["layout"] == "hubert_soft":
             raise ContentEncoderFileError(
@@ -442,7 +460,8 @@ def _check(kind: ce.Kind, arch: dict, path: str) -> None:
             or not arch["pos_conv_weight_norm"]):
         raise ContentEncoderFileError(
             f"{path}: found {_found(arch)}; {kind.name} expects {_BASE_EXPECTED}, as in "
-            f"{kind.source}")
+            f"{kind.source}" + ("; this file gives cnhubertlarge units (--kind cnhubertlarge)"
+                                if arch["pos_conv_weight_norm"] else ""))
     if arch["num_layers"] < kind.output_layer:
         raise ContentEncoderFileError(
             f"{path}: found {arch['num_layers']} transformer layers; {kind.name} uses the output "
@@ -471,7 +490,12 @@ def import_encoder(path: str | os.PathLike, kind: str | None = None, *,
     path = os.fspath(path)
     obj, file = read_encoder_object(path)
     families = list(encoders.FAMILIES)
-    found = next((f for f in families if encoders.importer_module(f).sniff(obj)), None)
+    claims = [f for f in families if encoders.importer_module(f).sniff(obj)]
+    if len(claims) > 1:  # never guess between two networks
+        raise ContentEncoderFileError(
+            f"{path} fits the checkpoint layouts of several encoder families "
+            f"({', '.join(claims)}); it cannot be imported unambiguously")
+    found = claims[0] if claims else None
     if found is None:
         expected = "; ".join(filter(None, (getattr(encoders.importer_module(f), "EXPECTED", None)
                                            for f in families)))
@@ -494,28 +518,35 @@ def import_checkpoint(obj: Any, path: str, kind: str | None = None, *,
                       num_heads: int | None = None) -> tuple[dict, ml_collections.ConfigDict]:
     """``(params, config)`` of a HuBERT-family checkpoint object read from ``path``.
 
-    ``kind`` defaults to ``hubertsoft`` for a HuBERT-Soft file and ``vec768l12`` otherwise.
+    ``kind`` defaults to ``hubertsoft`` for a HuBERT-Soft file, ``cnhubertlarge`` for a
+    HuBERT-large-structured one (pre-LN or layer-norm conv extractor) and ``vec768l12`` otherwise.
     Every layer of the checkpoint (and ``final_proj`` when present) is imported, so one
     import of ContentVec serves both ``vec768l12`` and ``vec256l9``. ``num_heads`` overrides
     the attention head count where the file does not record it (HuBERT-Soft, a HF state_dict
     without config.json: 64-wide heads are assumed).
     """
     layout, sd, meta = _identify(obj, path)
-    if kind is None:
-        kind = "hubertsoft" if layout == "hubert_soft" else "vec768l12"
-    spec = ce.get_kind(kind)
     if layout == "hf":
         sd = {_hf_rename(k): v for k, v in sd.items()}
     elif layout == "hubert_soft":
         sd = _soft_state_dict(sd)
     arch = _architecture(layout, sd, meta, num_heads)
+    if kind is None:
+        kind = ("hubertsoft" if layout == "hubert_soft" else "cnhubertlarge"
+                if arch["layer_norm_first"] or arch["layer_norm_extractor"] else "vec768l12")
+    spec = ce.get_kind(kind)
     _check(spec, arch, path)
     if arch["final_dim"] == 0:
         sd = {k: v for k, v in sd.items() if not k.startswith("final_proj.")}
+    if layout == "hf" and arch["layer_norm_extractor"]:
+        # transformers' conv_layers.N.layer_norm is fairseq's conv_layers.N.2.1 in this mode
+        sd = {re.sub(r"^(feature_extractor\.conv_layers\.\d+\.2)\.", r"\1.1.", k): v
+              for k, v in sd.items()}
     config = ce.default_config(kind)
     for field in ("layout", "conv_layers", "embed_dim", "ffn_dim", "num_heads", "num_layers",
-                  "conv_pos", "conv_pos_groups", "final_dim"):
+                  "conv_pos", "conv_pos_groups", "final_dim", "conv_bias", "layer_norm_first"):
         config[field] = arch[field]
+    config.extractor_mode = "layer_norm" if arch["layer_norm_extractor"] else "default"
     if config.embed_dim % config.num_heads:
         raise ContentEncoderFileError(
             f"{path}: width {config.embed_dim} is not divisible by {config.num_heads} attention heads")

@@ -29,6 +29,7 @@ from svcjax.convert import torch_params, torch_pickle
 from svcjax.convert.torch_params import CheckpointMismatchError
 
 __all__ = ["config_from_reference", "read_state_dict", "config_differences", "sovits_params",
+           "decoder_buffers",
            "load_sovits_checkpoint", "import_sovits", "model_dir_config", "add_parser",
            "CheckpointMismatchError", "KIND"]
 
@@ -175,6 +176,8 @@ def checkpoint_hparams(sd: Mapping[str, np.ndarray]) -> dict[str, Any]:
                                        if shape(f"dec.resblocks.{j}.{conv}.0.weight_v")]
     if shape("enc_q.pre.weight"):
         hp["spec_channels"] = shape("enc_q.pre.weight")[1]
+    if _has(sd, "dec."):
+        hp["vocoder_name"] = "nsf-snake-hifigan" if _has(sd, "dec.snakes.") else "nsf-hifigan"
     return hp
 
 
@@ -197,6 +200,12 @@ def config_differences(config: Any, sd: Mapping[str, np.ndarray]) -> list[str]:
             out.append(f"checkpoint has {what} but config {name}={_j(want)}")
         elif want and not have:
             out.append(f"config {name}={_j(want)} but checkpoint has no {what}")
+    if "vocoder_name" in hp and model.get("vocoder_name", "nsf-hifigan") != hp["vocoder_name"]:
+        what = ("snake activations (dec.snakes.*): vocoder_name \"nsf-snake-hifigan\""
+                if hp["vocoder_name"] == "nsf-snake-hifigan" else
+                "the plain NSF-HiFiGAN decoder (no dec.snakes.*)")
+        out.append(f"checkpoint has {what} but config vocoder_name="
+                   f"{_j(model.get('vocoder_name'))}")
     if "n_speakers" in hp and int(model["n_speakers"]) != hp["n_speakers"]:
         out.append(f"n_speakers {model['n_speakers']} in config, emb_g has {hp['n_speakers']} rows")
     for name in ("hidden_channels", "ssl_dim", "inter_channels", "filter_channels", "kernel_size",
@@ -246,6 +255,45 @@ def _shared_flow_rename(sd: Mapping[str, np.ndarray], shared: bool):
     return lambda k: None if rx.match(k) and f"flow.wn.{rx.match(k).group(1)}" in sd else k
 
 
+_SNAKE_FILTER = re.compile(r"^dec\.(.*)\.(upsample\.filter|downsample\.lowpass\.filter)$")
+
+
+def _snake_filter_check(sd: Mapping[str, np.ndarray]) -> list[str]:
+    """The snake decoder's resampling filters are fixed buffers, not parameters: the keys
+    ``dec.*.upsample.filter`` / ``dec.*.downsample.lowpass.filter`` the reference saves,
+    checked against :data:`svcjax.models.snake.FILTER` (which the model uses) and dropped."""
+    from svcjax.models import snake
+
+    keys = [k for k in sd if _SNAKE_FILTER.match(k)]
+    bad = [k for k in keys if np.shape(sd[k])[-1:] != snake.FILTER.shape or
+           not np.allclose(np.asarray(sd[k], np.float64).reshape(-1), snake.FILTER, rtol=0,
+                           atol=1e-6)]
+    if bad:
+        raise CheckpointMismatchError(
+            f"{len(bad)} snake resampling filter(s) differ from the 12-tap Kaiser-sinc "
+            f"low-pass of nsf-snake-hifigan (e.g. {bad[0]}); svcjax uses that fixed filter")
+    return keys
+
+
+def decoder_buffers(config: Any, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The non-trainable tensors the reference's state_dict holds beside ``params``' decoder:
+    the snake decoder's resampling filters ``(1, 1, 12)`` (none for ``nsf-hifigan``)."""
+    from svcjax.models import snake
+
+    if config["model"].get("vocoder_name", "nsf-hifigan") != "nsf-snake-hifigan":
+        return {}
+    from flax import traverse_util
+
+    out = {}
+    for path in traverse_util.flatten_dict(dict(params.get("dec", {}))):
+        if path[-2:] == ("act", "alpha"):
+            key = "dec." + torch_params.path_to_torch_key(
+                path[:-2], ("snakes", "activations", "resblocks"))
+            for leaf in ("upsample.filter", "downsample.lowpass.filter"):
+                out[f"{key}.{leaf}"] = np.array(snake.FILTER, np.float32).reshape(1, 1, -1)
+    return out
+
+
 def sovits_params(config: Any, sd: Mapping[str, np.ndarray], *,
                   with_posterior: bool | None = None, what: str = "checkpoint") -> dict:
     """Map a reference state_dict onto the Flax parameter tree of ``config``'s model.
@@ -265,12 +313,13 @@ def sovits_params(config: Any, sd: Mapping[str, np.ndarray], *,
     bad_spk = [d for d in diffs if d.startswith("spk ids")]
     if bad_spk and len(diffs) == len(bad_spk):  # the tensors fit, the speaker map does not
         raise CheckpointMismatchError(f"{what}: {bad_spk[0]}")
+    filters = set(_snake_filter_check(sd))
     try:
         model = synthesizer.from_config(config, with_posterior=with_posterior)
         shapes = synthesizer.init_params(model, shapes_only=True)
+        flow = _shared_flow_rename(sd, bool(config["model"].get("flow_share_parameter", False)))
         return torch_params.state_dict_to_params(
-            sd, shapes, rename=_shared_flow_rename(sd, bool(config["model"].get(
-                "flow_share_parameter", False))),
+            sd, shapes, rename=lambda k: None if k in filters else (flow(k) if flow else k),
             ignore=() if with_posterior else (r"^enc_q\.",), what=what)
     except (CheckpointMismatchError, ValueError, TypeError) as e:
         if not diffs:

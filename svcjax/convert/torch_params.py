@@ -14,7 +14,7 @@ weight          kernel_t             ConvTranspose1d ``(I,O,K)->(K,I,O)``
 weight          embedding / scale    as is
 weight_v/_g     kernel_v/_g          as ``kernel``; ``g`` flattened to a vector
 weight_v/_g     kernel_t_v/_g        as ``kernel_t``; ``g`` flattened
-gamma / beta    scale / bias         as is (VITS LayerNorm)
+gamma / beta    scale / bias         as is (VITS LayerNorm; a SnakeBeta keeps beta)
 anything else   same name            as is
 ==============  ===================  ===========================================
 
@@ -102,7 +102,7 @@ _RULES: dict[str, list[tuple[str, Callable[[np.ndarray], np.ndarray]]]] = {
     "weight_v": [("kernel_v", _conv_to_flax), ("kernel_t_v", lambda w: w.transpose(2, 0, 1))],
     "weight_g": [("kernel_g", lambda g: g.reshape(-1)), ("kernel_t_g", lambda g: g.reshape(-1))],
     "gamma": [("scale", _ident)],
-    "beta": [("bias", _ident)],
+    "beta": [("bias", _ident), ("beta", _ident)],   # LayerNorm's, or a SnakeBeta's own
 }
 
 # flax leaf name -> (torch leaf name, to_torch(x, sibling_v_ndim))

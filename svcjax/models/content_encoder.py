@@ -1,20 +1,24 @@
-"""HuBERT-base speech content encoders in Flax: 16 kHz audio in, 50 Hz content units out.
+"""HuBERT speech content encoders in Flax: 16 kHz audio in, 50 Hz content units out.
 
 So-VITS-SVC conditions its generator on "content units", hidden states of a self-supervised
-speech model. The three kinds it ships that share the HuBERT-base network are built here:
+speech model. The kinds it ships that share fairseq's HuBERT network are built here:
 
-=============  ==============================================  ====================  =====
-kind           checkpoint the reference loads                  units                 dim
-=============  ==============================================  ====================  =====
-``vec768l12``  ContentVec ``checkpoint_best_legacy_500.pt``    output of layer 12    768
-``vec256l9``   the same file                                   layer 9 -> final_proj 256
-``hubertsoft`` bshall's ``hubert-soft-0d54a1f4.pt``            layer 12 -> proj      256
-=============  ==============================================  ====================  =====
+=================  ==============================================  ====================  =====
+kind               checkpoint the reference loads                  units                 dim
+=================  ==============================================  ====================  =====
+``vec768l12``      ContentVec ``checkpoint_best_legacy_500.pt``    output of layer 12    768
+``vec256l9``       the same file                                   layer 9 -> final_proj 256
+``hubertsoft``     bshall's ``hubert-soft-0d54a1f4.pt``            layer 12 -> proj      256
+``cnhubertlarge``  ``chinese-hubert-large-fairseq-ckpt.pt``        last layer, final LN  1024
+=================  ==============================================  ====================  =====
 
 Layer ``n`` means the output of the ``n``-th post-LN transformer layer (fairseq's
 ``extract_features(output_layer=n)``, Hugging Face's ``hidden_states[n]``); in a post-LN
 encoder the encoder-level LayerNorm sits *before* the layers, so no norm follows layer ``n``.
 HuBERT-Soft pads the waveform with 40 zero samples on each side before encoding.
+``cnhubertlarge`` is what the reference's ``CNHubertLarge`` takes, fairseq's
+``extract_features`` without ``output_layer``: the output of the encoder after *all* its layers,
+which for a pre-LN model (``layer_norm_first``, HuBERT-large) ends with the encoder's LayerNorm.
 
 The network (fairseq's HubertModel with ``extractor_mode='default'``,
 ``layer_norm_first=False``): seven convolutions without bias (512 channels; kernels 10,3,3,3,3,2,2;
@@ -23,6 +27,11 @@ the first (statistics over time), GELU after each; LayerNorm over the 512 featur
 projection to 768; a grouped convolutional position embedding (kernel 128, 16 groups, weight
 norm over the kernel axis, the last output frame dropped because the kernel is even, GELU)
 added to its input; LayerNorm; 12 transformer layers (12 heads, FFN 3072, GELU, post-LN).
+HuBERT-large (``extractor_mode='layer_norm'``, ``layer_norm_first=True``) differs in three
+places: a LayerNorm over the channels after *every* convolution (the convolutions may carry a
+bias, ``conv_bias``), pre-LN transformer layers (LayerNorm before attention and before the
+feed-forward, residuals around them), and the encoder's LayerNorm moved from before the layers
+to after the last one; it is 1024 wide, 16 heads, FFN 4096, 24 layers.
 
 Batches of clips of different lengths are padded and carry their lengths: the GroupNorm takes
 its mean and variance over each clip's valid frames only, frames past a clip's end are zeroed
@@ -84,7 +93,14 @@ KINDS: dict[str, Kind] = {
     "vec768l12": Kind("vec768l12", 12, False, 0, 768, "ContentVec checkpoint_best_legacy_500.pt"),
     "vec256l9": Kind("vec256l9", 9, True, 0, 256, "ContentVec checkpoint_best_legacy_500.pt"),
     "hubertsoft": Kind("hubertsoft", 12, True, 40, 256, "HuBERT-Soft hubert-soft-0d54a1f4.pt"),
+    # output_layer 0: every layer the checkpoint holds, then (pre-LN) the encoder's LayerNorm
+    "cnhubertlarge": Kind("cnhubertlarge", 0, False, 0, 1024,
+                          "Chinese HuBERT-large chinese-hubert-large-fairseq-ckpt.pt"),
 }
+
+# the structure fields of a config, with the HuBERT-base values (configs written before they
+# existed lack them)
+BASE_STRUCTURE = {"conv_bias": False, "extractor_mode": "default", "layer_norm_first": False}
 
 
 def get_kind(kind: str) -> Kind:
@@ -97,22 +113,27 @@ def default_config(kind: str = "vec768l12", **overrides) -> ml_collections.Confi
     """The full-size HuBERT-base config of ``kind`` (override widths for small test models).
 
     ``num_layers`` is how many transformer layers the checkpoint holds; the model built for a
-    kind runs only the first ``output_layer`` of them.
+    kind runs only the first ``output_layer`` of them (all of them for ``cnhubertlarge``).
+    ``cnhubertlarge`` is HuBERT-large: layer-norm conv extractor, pre-LN layers, 1024 wide.
     """
     k = get_kind(kind)
+    large = k.name == "cnhubertlarge"
     cfg = ml_collections.ConfigDict(dict(
         kind=k.name,
         family="hubert",
         layout="hubert_soft" if k.name == "hubertsoft" else "fairseq",  # checkpoint family
         conv_layers=[list(c) for c in BASE_CONV_LAYERS],
-        embed_dim=768,
-        ffn_dim=3072,
-        num_heads=12,
-        num_layers=12,
+        embed_dim=1024 if large else 768,
+        ffn_dim=4096 if large else 3072,
+        num_heads=16 if large else 12,
+        num_layers=24 if large else 12,
         conv_pos=128,
         conv_pos_groups=16,
         final_dim=256 if k.use_head else 0,
         layer_norm_eps=1e-5,
+        conv_bias=False,
+        extractor_mode="layer_norm" if large else "default",
+        layer_norm_first=large,
     ))
     for key, value in overrides.items():
         if key not in cfg:
@@ -187,22 +208,33 @@ class MaskedGroupNorm(nn.Module):
 
 
 class FeatureExtractor(nn.Module):
-    """fairseq's ConvFeatureExtractionModel, mode 'default': ``(B, L)`` -> ``(B, T, C)``."""
+    """fairseq's ConvFeatureExtractionModel: ``(B, L)`` -> ``(B, T, C)``.
+
+    ``mode='default'``: a GroupNorm (one group per channel, over time) after the first conv;
+    ``mode='layer_norm'``: a LayerNorm over the channels after every conv (fairseq's
+    ``Sequential(TransposeLast, Fp32LayerNorm, TransposeLast)``, hence the ``_2_1`` names).
+    """
 
     conv_layers: Sequence[Sequence[int]]
     epsilon: float = 1e-5
+    mode: str = "default"
+    conv_bias: bool = False
     dtype: Any = None
     precision: Any = None
 
     @nn.compact
     def __call__(self, wav: Array, lengths: Array) -> tuple[Array, Array]:
+        if self.mode not in ("default", "layer_norm"):
+            raise ValueError(f"extractor_mode {self.mode!r}: expected 'default' or 'layer_norm'")
         x = wav[..., None]
         n = lengths
         for i, (dim, k, s) in enumerate(self.conv_layers):
-            x = Conv1d(dim, k, stride=s, use_bias=False, dtype=self.dtype,
+            x = Conv1d(dim, k, stride=s, use_bias=self.conv_bias, dtype=self.dtype,
                        precision=self.precision, name=f"conv_layers_{i}_0")(x)
             n = jnp.where(n >= k, (n - k) // s + 1, 0)
-            if i == 0:
+            if self.mode == "layer_norm":
+                x = LayerNorm(self.epsilon, name=f"conv_layers_{i}_2_1")(x)
+            elif i == 0:
                 mask = (jnp.arange(x.shape[1])[None, :] < n[:, None]).astype(jnp.float32)[..., None]
                 x = MaskedGroupNorm(self.epsilon, name="conv_layers_0_2")(x, mask)
             x = _gelu(x)
@@ -248,10 +280,13 @@ class SelfAttention(nn.Module):
 
     Queries are processed in blocks of ``query_block`` frames (a ``lax.map``), so a long clip
     holds one ``(B, H, block, T)`` score matrix at a time instead of ``(B, H, T, T)``.
+    ``head_dim`` 0 means ``width / num_heads``; pruned models (DPHuBERT) keep fewer heads of a
+    fixed size, so their projections are ``num_heads * head_dim`` wide.
     """
 
     num_heads: int
     query_block: int = 1024
+    head_dim: int = 0
     dtype: Any = None
     precision: Any = None
 
@@ -259,13 +294,13 @@ class SelfAttention(nn.Module):
     def __call__(self, x: Array, key_mask: Array) -> Array:
         b, t, c = x.shape
         h = self.num_heads
-        if c % h:
+        if not self.head_dim and c % h:
             raise ValueError(f"attention: width {c} not divisible by {h} heads")
-        d = c // h
+        d = self.head_dim or c // h
         lin = dict(dtype=self.dtype, precision=self.precision)
-        q = Linear(c, name="q_proj", **lin)(x) * (d ** -0.5)
-        k = Linear(c, name="k_proj", **lin)(x).reshape(b, t, h, d)
-        v = Linear(c, name="v_proj", **lin)(x).reshape(b, t, h, d)
+        q = Linear(h * d, name="q_proj", **lin)(x) * (d ** -0.5)
+        k = Linear(h * d, name="k_proj", **lin)(x).reshape(b, t, h, d)
+        v = Linear(h * d, name="v_proj", **lin)(x).reshape(b, t, h, d)
         bias_mask = key_mask[:, None, None, :]
 
         def attend(qb):  # (B, tq, H, D) -> (B, tq, H, D)
@@ -285,28 +320,33 @@ class SelfAttention(nn.Module):
             qp = jnp.pad(q, ((0, 0), (0, nblk * blk - t), (0, 0), (0, 0)))
             qp = qp.reshape(b, nblk, blk, h, d).swapaxes(0, 1)
             out = lax.map(attend, qp).swapaxes(0, 1).reshape(b, nblk * blk, h, d)[:, :t]
-        return Linear(c, name="out_proj", **lin)(out.reshape(b, t, c))
+        return Linear(c, name="out_proj", **lin)(out.reshape(b, t, h * d))
 
 
 class EncoderLayer(nn.Module):
-    """fairseq's TransformerSentenceEncoderLayer with ``layer_norm_first=False`` (post-LN)."""
+    """fairseq's TransformerSentenceEncoderLayer: post-LN, or pre-LN with ``layer_norm_first``."""
 
     ffn_dim: int
     num_heads: int
     epsilon: float = 1e-5
     attention_block: int = 1024
+    layer_norm_first: bool = False
     dtype: Any = None
     precision: Any = None
 
     @nn.compact
     def __call__(self, x: Array, key_mask: Array) -> Array:
         lin = dict(dtype=self.dtype, precision=self.precision)
-        x = x + SelfAttention(self.num_heads, self.attention_block, name="self_attn", **lin)(
-            x, key_mask)
-        x = LayerNorm(self.epsilon, name="self_attn_layer_norm")(x)
-        y = _gelu(Linear(self.ffn_dim, name="fc1", **lin)(x))
-        x = x + Linear(x.shape[-1], name="fc2", **lin)(y)
-        return LayerNorm(self.epsilon, name="final_layer_norm")(x)
+        attn = SelfAttention(self.num_heads, self.attention_block, name="self_attn", **lin)
+        attn_norm = LayerNorm(self.epsilon, name="self_attn_layer_norm")
+        fc1 = Linear(self.ffn_dim, name="fc1", **lin)
+        fc2 = Linear(x.shape[-1], name="fc2", **lin)
+        ffn_norm = LayerNorm(self.epsilon, name="final_layer_norm")
+        if self.layer_norm_first:
+            x = x + attn(attn_norm(x), key_mask)
+            return x + fc2(_gelu(fc1(ffn_norm(x))))
+        x = attn_norm(x + attn(x, key_mask))
+        return ffn_norm(x + fc2(_gelu(fc1(x))))
 
 
 class Hubert(nn.Module):
@@ -316,7 +356,13 @@ class Hubert(nn.Module):
     (samples past it are ignored). Returns ``(units, frame_lengths)``: ``units`` is
     ``(B, T, C)`` with frames past each clip's end set to zero, ``T`` = :func:`num_frames` of
     ``L`` (plus ``input_pad``). ``hidden_states=True`` returns instead the list of the input
-    to the first layer and every layer's output (no head), for parity checks.
+    to the first layer and every layer's output (no head), for parity checks; with
+    ``final_norm`` the last of them is after the encoder's LayerNorm (as Hugging Face's
+    ``hidden_states`` of a pre-LN model).
+
+    ``extractor_mode``, ``conv_bias`` and ``layer_norm_first`` select HuBERT-large's structure
+    (module docstring); ``final_norm`` applies the encoder's LayerNorm after the last layer run
+    (pre-LN models only, where it is not used before the layers).
     """
 
     conv_layers: Sequence[Sequence[int]] = BASE_CONV_LAYERS
@@ -330,6 +376,10 @@ class Hubert(nn.Module):
     input_pad: int = 0
     layer_norm_eps: float = 1e-5
     attention_block: int = 1024   # queries per attention block (bounds memory on long clips)
+    extractor_mode: str = "default"
+    conv_bias: bool = False
+    layer_norm_first: bool = False
+    final_norm: bool = False
     dtype: Any = None
     precision: Any = None
 
@@ -346,15 +396,15 @@ class Hubert(nn.Module):
             wav = jnp.pad(jnp.where(valid, wav, 0), ((0, 0), (self.input_pad, self.input_pad)))
             lengths = lengths + 2 * self.input_pad
         lin = dict(dtype=self.dtype, precision=self.precision)
-        x, frames = FeatureExtractor(self.conv_layers, self.layer_norm_eps,
-                                     name="feature_extractor", **lin)(wav, lengths)
+        x, frames = FeatureExtractor(self.conv_layers, self.layer_norm_eps, self.extractor_mode,
+                                     self.conv_bias, name="feature_extractor", **lin)(wav, lengths)
         mask = jnp.arange(x.shape[1])[None, :] < frames[:, None]
         x = LayerNorm(self.layer_norm_eps, name="layer_norm")(x)
         if x.shape[-1] != self.embed_dim:
             x = Linear(self.embed_dim, name="post_extract_proj", **lin)(x)
         x = Encoder(self.ffn_dim, self.num_heads, self.num_layers, self.conv_pos,
                     self.conv_pos_groups, self.layer_norm_eps, self.attention_block,
-                    name="encoder", **lin)(
+                    self.layer_norm_first, self.final_norm, name="encoder", **lin)(
                         x, mask, hidden_states=hidden_states)
         zero = lambda a: jnp.where(mask[..., None], a, 0).astype(a.dtype)  # noqa: E731
         if hidden_states:
@@ -365,7 +415,9 @@ class Hubert(nn.Module):
 
 
 class Encoder(nn.Module):
-    """fairseq's TransformerEncoder (post-LN): position conv, LayerNorm, the layers.
+    """fairseq's TransformerEncoder: position conv, LayerNorm, the layers (post-LN); or, with
+    ``layer_norm_first``, position conv, the pre-LN layers, and the LayerNorm after them when
+    ``final_norm`` (fairseq applies it only when every layer runs).
 
     The layers keep their own parameters (``layers_0`` ... as in the checkpoint) but run as one
     ``lax.scan`` over their stacked parameters (and are initialised by one ``vmap``), so XLA
@@ -379,20 +431,30 @@ class Encoder(nn.Module):
     conv_pos_groups: int
     epsilon: float = 1e-5
     attention_block: int = 1024
+    layer_norm_first: bool = False
+    final_norm: bool = False
     dtype: Any = None
     precision: Any = None
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, *, hidden_states: bool = False):
         lin = dict(dtype=self.dtype, precision=self.precision)
+        if self.final_norm and not self.layer_norm_first:
+            raise ValueError("final_norm applies to pre-LN (layer_norm_first) encoders only")
         x = jnp.where(mask[..., None], x, 0)
         x = x + PositionalConv(self.conv_pos, self.conv_pos_groups, name="pos_conv_0", **lin)(x)
-        x = LayerNorm(self.epsilon, name="layer_norm")(x)
+        norm = LayerNorm(self.epsilon, name="layer_norm")
+        if self.layer_norm_first:
+            if self.is_initializing():
+                norm(x)  # declared here, applied (if at all) after the layers
+        else:
+            x = norm(x)
+        last = norm if self.final_norm else (lambda h: h)
         n = self.num_layers
         if not n:
-            return [x] if hidden_states else x
+            return [last(x)] if hidden_states else last(x)
         layer = EncoderLayer(self.ffn_dim, self.num_heads, self.epsilon, self.attention_block,
-                             parent=None, **lin)
+                             self.layer_norm_first, parent=None, **lin)
         if self.is_initializing():
             # One vmapped init for all layers (a small program), then one parameter per layer.
             c = x.shape[-1]
@@ -410,7 +472,9 @@ class Encoder(nn.Module):
 
         first = x
         x, ys = lax.scan(body, x, stacked)
-        return [first] + [ys[i] for i in range(n)] if hidden_states else x
+        if hidden_states:
+            return [first] + [ys[i] for i in range(n - 1)] + [last(ys[n - 1])]
+        return last(x)
 
 
 def build_model(config, *, full: bool = False, dtype: Any = None, precision: Any = None,
@@ -419,10 +483,19 @@ def build_model(config, *, full: bool = False, dtype: Any = None, precision: Any
 
     Only the layers the kind uses are built (``vec256l9`` runs 9 of the checkpoint's 12);
     ``full=True`` builds every layer of the checkpoint and its head, as the importer needs.
+    The ContentVec / HuBERT-Soft kinds take a layer's output as the HuBERT-base structure
+    defines it, so they refuse a config of another structure (``cnhubertlarge`` takes any).
     """
     kind = get_kind(config.kind)
+    structure = {k: config.get(k, v) for k, v in BASE_STRUCTURE.items()}
+    if kind.output_layer and structure != BASE_STRUCTURE:
+        found = ", ".join(f"{k}={v!r}" for k, v in structure.items() if BASE_STRUCTURE[k] != v)
+        raise ValueError(f"kind {kind.name} takes a layer of the HuBERT-base structure; this "
+                         f"model has {found} (a HuBERT-large-like model gives cnhubertlarge units)")
     if full:
         num_layers, final_dim = int(config.num_layers), int(config.final_dim)
+    elif not kind.output_layer:
+        num_layers, final_dim = int(config.num_layers), 0
     else:
         num_layers = kind.output_layer
         if num_layers > config.num_layers:
@@ -445,6 +518,10 @@ def build_model(config, *, full: bool = False, dtype: Any = None, precision: Any
         input_pad=kind.input_pad,
         layer_norm_eps=float(config.layer_norm_eps),
         attention_block=attention_block,
+        extractor_mode=str(structure["extractor_mode"]),
+        conv_bias=bool(structure["conv_bias"]),
+        layer_norm_first=bool(structure["layer_norm_first"]),
+        final_norm=bool(structure["layer_norm_first"]) and not kind.output_layer,
         dtype=dtype,
         precision=precision,
     )

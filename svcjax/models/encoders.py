@@ -45,11 +45,20 @@ KINDS: dict[str, Kind] = {
     "vec768l12": Kind("vec768l12", "hubert", 768, "ContentVec checkpoint_best_legacy_500.pt"),
     "vec256l9": Kind("vec256l9", "hubert", 256, "ContentVec checkpoint_best_legacy_500.pt"),
     "hubertsoft": Kind("hubertsoft", "hubert", 256, "HuBERT-Soft hubert-soft-0d54a1f4.pt"),
+    "wavlmbase+": Kind("wavlmbase+", "wavlm", 768, "Microsoft's WavLM-Base+.pt"),
+    "cnhubertlarge": Kind("cnhubertlarge", "hubert", 1024,
+                          "Chinese HuBERT-large chinese-hubert-large-fairseq-ckpt.pt"),
+    "dphubert": Kind("dphubert", "dphubert", 768, "DPHuBERT DPHuBERT-sp0.75.pth"),
+    "whisper-ppg": Kind("whisper-ppg", "whisper", 1024, "OpenAI Whisper medium.pt"),
+    "whisper-ppg-large": Kind("whisper-ppg-large", "whisper", 1280, "OpenAI Whisper large-v2.pt"),
 }
 
 # family -> (model module, importer module)
 FAMILIES: dict[str, tuple[str, str]] = {
     "hubert": ("svcjax.models.content_encoder", "svcjax.convert.content_encoder"),
+    "wavlm": ("svcjax.models.wavlm", "svcjax.convert.wavlm"),
+    "dphubert": ("svcjax.models.dphubert", "svcjax.convert.dphubert"),
+    "whisper": ("svcjax.models.whisper", "svcjax.convert.whisper"),
 }
 
 

@@ -7,6 +7,10 @@ waveform ``(B, T * prod(upsample_rates))``:
     padding (k-u+1)//2) -> + noise_convs_i(source) -> mean of the stage's resblocks
     -> leaky_relu(0.01) -> conv_post (k7, 1 channel) -> tanh
 
+``activation="snake"`` is So-VITS-SVC's ``nsf-snake-hifigan`` decoder: the same network with
+each of those leaky ReLUs (and the resblocks') replaced by an anti-aliased SnakeBeta with
+trainable per-channel parameters (:mod:`svcjax.models.snake`).
+
 The source (``SourceModuleHnNSF``: sine harmonics -> ``l_linear`` -> tanh) is a swappable piece:
 ``sine_mode`` names a function in :data:`SINE_GENERATORS` that turns frame-rate F0 into
 harmonic sines at sample rate. So-VITS-SVC's ``dec`` uses ``"sample_rate"`` (F0 upsampled x512
@@ -41,13 +45,17 @@ from jax import lax
 from svcjax.models import noise as noise_lib
 from svcjax.models import phase as phase_lib
 from svcjax.models.layers import Conv1d, ConvTranspose1d, Linear, leaky_relu
+from svcjax.models.snake import SnakeAlias
 
 Array = jax.Array
 
 __all__ = ["Generator", "SourceModuleHnNSF", "ResBlock1", "ResBlock2", "SINE_GENERATORS",
-           "sample_rate_sines", "upsample_mask", "divide_rn"]
+           "sample_rate_sines", "upsample_mask", "divide_rn", "ACTIVATIONS"]
 
 LRELU_SLOPE = 0.1
+# ``activation``: "leaky_relu" (``vdecoder/hifigan``) or "snake" (``vdecoder/hifiganwithsnake``:
+# every leaky ReLU becomes an anti-aliased SnakeBeta, :mod:`svcjax.models.snake`).
+ACTIVATIONS = ("leaky_relu", "snake")
 
 
 def _frac(x: Array) -> Array:
@@ -192,12 +200,27 @@ class SourceModuleHnNSF(nn.Module):
                                name="l_linear")(sines))
 
 
+def _activate(module: nn.Module, x: Array, m: Array | None, name: str,
+              slope: float = LRELU_SLOPE) -> Array:
+    """``module.activation`` of ``x`` (a snake is a submodule called ``name``), masked."""
+    if module.activation == "snake":
+        x = SnakeAlias(x.shape[-1], dtype=module.dtype, name=name)(x, m)
+    elif module.activation == "leaky_relu":
+        x = leaky_relu(x, slope)
+    else:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got "
+                         f"{module.activation!r}")
+    return _apply_mask(x, m)
+
+
 class ResBlock1(nn.Module):
-    """Three (dilated conv, conv) pairs with leaky ReLU, each added to the input."""
+    """Three (dilated conv, conv) pairs with leaky ReLU (or snakes ``activations_{2n}`` /
+    ``activations_{2n+1}`` before ``convs1_n`` / ``convs2_n``), each added to the input."""
 
     channels: int
     kernel_size: int = 3
     dilation: Sequence[int] = (1, 3, 5)
+    activation: str = "leaky_relu"
     dtype: Any = None
     precision: Any = None
 
@@ -206,21 +229,22 @@ class ResBlock1(nn.Module):
         common = dict(weight_norm=True, dtype=self.dtype, precision=self.precision)
         k = self.kernel_size
         for n, d in enumerate(self.dilation):
-            xt = _apply_mask(leaky_relu(x, LRELU_SLOPE), m)
+            xt = _activate(self, x, m, f"activations_{2 * n}")
             xt = Conv1d(self.channels, k, dilation=d, padding=(k * d - d) // 2,
                         name=f"convs1_{n}", **common)(xt)
-            xt = _apply_mask(leaky_relu(xt, LRELU_SLOPE), m)
+            xt = _activate(self, xt, m, f"activations_{2 * n + 1}")
             xt = Conv1d(self.channels, k, padding=(k - 1) // 2, name=f"convs2_{n}", **common)(xt)
             x = xt + x
         return x
 
 
 class ResBlock2(nn.Module):
-    """Dilated convs with leaky ReLU, each added to the input."""
+    """Dilated convs with leaky ReLU (or snake ``activations_n``), each added to the input."""
 
     channels: int
     kernel_size: int = 3
     dilation: Sequence[int] = (1, 3)
+    activation: str = "leaky_relu"
     dtype: Any = None
     precision: Any = None
 
@@ -229,7 +253,7 @@ class ResBlock2(nn.Module):
         common = dict(weight_norm=True, dtype=self.dtype, precision=self.precision)
         k = self.kernel_size
         for n, d in enumerate(self.dilation):
-            xt = _apply_mask(leaky_relu(x, LRELU_SLOPE), m)
+            xt = _activate(self, x, m, f"activations_{n}")
             xt = Conv1d(self.channels, k, dilation=d, padding=(k * d - d) // 2,
                         name=f"convs_{n}", **common)(xt)
             x = xt + x
@@ -237,7 +261,9 @@ class ResBlock2(nn.Module):
 
 
 class Generator(nn.Module):
-    """NSF-HiFiGAN generator (``vdecoder/hifigan/models.py:Generator``), channels-last."""
+    """NSF-HiFiGAN generator (``vdecoder/hifigan/models.py:Generator``), channels-last;
+    ``activation="snake"``: ``vdecoder/hifiganwithsnake/models.py:Generator`` (``snakes_i``
+    before each upsampling, ``snake_post`` before ``conv_post``, snakes in the resblocks)."""
 
     sampling_rate: int
     resblock: str
@@ -249,6 +275,7 @@ class Generator(nn.Module):
     gin_channels: int = 0
     harmonic_num: int = 8
     sine_mode: str = "sample_rate"
+    activation: str = "leaky_relu"
     dtype: Any = None
     precision: Any = None
 
@@ -289,7 +316,7 @@ class Generator(nn.Module):
         res = 1
         for i, (u, k) in enumerate(zip(rates, kernels)):
             ch = c0 // (2 ** (i + 1))
-            x = _apply_mask(leaky_relu(x, LRELU_SLOPE), upsample_mask(mask, res))
+            x = _activate(self, x, upsample_mask(mask, res), f"snakes_{i}")
             x = ConvTranspose1d(ch, k, u, padding=(k - u + 1) // 2, weight_norm=True,
                                 name=f"ups_{i}", **common)(x)
             res *= u
@@ -304,9 +331,10 @@ class Generator(nn.Module):
             xs = 0.0
             for j, (rk, rd) in enumerate(zip(self.resblock_kernel_sizes,
                                               self.resblock_dilation_sizes)):
-                xs = xs + block(ch, rk, tuple(rd), name=f"resblocks_{i * nk + j}", **common)(x, m)
+                xs = xs + block(ch, rk, tuple(rd), self.activation,
+                                name=f"resblocks_{i * nk + j}", **common)(x, m)
             x = xs / nk
-        x = _apply_mask(leaky_relu(x, 0.01), upsample_mask(mask, res))
+        x = _activate(self, x, upsample_mask(mask, res), "snake_post", slope=0.01)
         x = Conv1d(1, 7, padding=3, weight_norm=True, name="conv_post", **common)(x)
         x = jnp.tanh(x)[..., 0]
         return _apply_mask(x, None if mask is None else jnp.repeat(mask, res, axis=1))

