@@ -26,8 +26,14 @@ Pieces stream through the converter in windows of about :data:`WINDOW_SECONDS` o
 taken in file order (whole silence-delimited chunks, so a window may span several short files
 or be part of a long one): a window's pieces are sorted by length, padded to length buckets
 (:mod:`svcjax.buckets`; a new file rarely needs a new compilation), and run in batches of up to
-``batch_size`` (rounded up to a power of two by repeating a row, so batch shapes are few too),
-which each component splits over the local devices. As soon as a window is done its chunks
+``batch_size`` (rows padded once by repeating a row: :func:`svcjax.runtime.row_count`, so
+batch shapes are few too), split over the local devices. With svcjax's own models a batch is
+one compiled program (:mod:`svcjax.runtime`), audio in and audio out: 16 kHz resampling,
+units, volume, SoVITS, the vocoder's mel, shallow diffusion, the vocoder and the loudness mix,
+after the F0 tracker (host trackers and CREPE run before it); one program per (bucket, rows,
+options). A cluster model / retrieval index, the enhancer or stand-in components run
+component by component instead. :meth:`Converter.convert_settings` converts under several
+diffusion settings from one SoVITS pass (what ``svcjax eval`` uses). As soon as a window is done its chunks
 are handed on in order; :func:`convert_files` appends them to the output file (written to a
 temporary name and renamed into place when the file is complete) and forgets them.
 
@@ -62,7 +68,10 @@ output with its F0 (shifted by ``enhancer_adaptive_key`` semitones for the analy
 reference it is off when shallow diffusion runs (the vocoder already rendered that output).
 
 Random draws (SoVITS prior noise, source noise and phases, diffusion noise) come from
-``seed`` (a fixed default, so runs repeat); ``seed=None`` makes every draw zero.
+``seed`` (a fixed default, so runs repeat) folded with a stable id of each piece (a hash of
+its samples and its place in its input, :func:`svcjax.runtime.piece_id`), so a file converts
+the same alone or among others, in any order; ``seed=None`` makes every draw zero. (On the
+component-by-component path the draws are keyed by batch and row instead.)
 """
 
 from __future__ import annotations
