@@ -19,6 +19,8 @@ on the reference side:
   checkpoint, so it is *not* run on its side while svcjax's is (the ratios understate
   svcjax's advantage by the encoder's share).
 * **one 10 s file** (``--file-seconds``): the same on one clip, warm.
+* ``--components``: svcjax component by component (each model's public API in turn, host
+  arrays between them), the path the fused program replaces, for comparison.
 
 Printed: seconds, clips per second, seconds of audio per second, compiles, and the ratios
 reference / svcjax (> 1: svcjax faster). Nothing is asserted; on a shared machine the
@@ -119,6 +121,8 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--file-seconds", type=float, default=10.0)
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--components", action="store_true",
+                    help="svcjax component by component (the path before the fused program)")
     args = ap.parse_args()
     import torch
 
@@ -129,6 +133,8 @@ def main():
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} "
           f"(a shared machine: figures are noisy)", flush=True)
     conv, reference = build(args.ref)
+    if args.components:
+        conv._fusable = lambda opt: False
     lengths = np.linspace(args.min_seconds, args.max_seconds, args.clips)
     lengths = np.random.RandomState(0).permutation(lengths)
     clips = clips_of(lengths)
