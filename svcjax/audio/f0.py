@@ -41,8 +41,8 @@ resampling to ``T`` frames and interpolation. Clips need more than 512 samples a
 ms), as the reference's reflect-padded STFT does.
 
 FCPE follows the reference's ``FCPEF0Predictor``: the network's own rate (16 kHz; resampled
-on the device, ``ceil(L * 16000 / sr)`` samples as torchaudio's ``Resample`` gives, with
-svcjax's Kaiser filter rather than torchaudio's Hann-windowed one), ``L_in // 160 + 1`` mel
+on the device, ``ceil(L * 16000 / sr)`` samples with torchaudio's Hann-windowed sinc as the
+reference's ``Resample(lowpass_filter_width=128)``, the same as for RMVPE), ``L_in // 160 + 1`` mel
 frames (:mod:`svcjax.models.fcpe`), local-argmax decoding with frames whose peak salience is
 ``<= threshold`` unvoiced, then nearest-neighbour resampling to ``T`` frames and
 interpolation. ``threshold=None`` means the threshold of the code the weights come from:
@@ -172,16 +172,14 @@ def _as_batch(audio: Any, sr: Any, lengths: Any) -> tuple[np.ndarray, np.ndarray
     return x, lens, single
 
 
-def _to_16k(x: np.ndarray, lens: np.ndarray, sr: int, quality: str,
-            ceil: bool = False) -> list[np.ndarray]:
+def _to_16k(x: np.ndarray, lens: np.ndarray, sr: int, quality: str) -> list[np.ndarray]:
     """Each clip of a padded batch at 16 kHz, ``floor(L * 16000 / sr)`` samples long (resampy's
-    length convention, which torchcrepe uses; ``ceil=True``: ``ceil(...)``, torchaudio's),
-    resampled on the device in one call (:mod:`svcjax.audio.resample`; ``kaiser_best`` is
+    length convention, which torchcrepe uses), resampled on the device in one call (:mod:`svcjax.audio.resample`; ``kaiser_best`` is
     resampy's filter design, torchcrepe's)."""
     from svcjax.audio.resample import resample
     from svcjax.buckets import bucket_length
 
-    n16 = [-(-int(n) * 16000 // sr) if ceil else int(n) * 16000 // sr for n in lens]
+    n16 = [int(n) * 16000 // sr for n in lens]
     if sr == 16000:
         return [x[b, :n].copy() for b, n in enumerate(n16)]
     width = bucket_length(max(int(lens.max()), 1), min_len=8192, multiple=4096)
@@ -602,8 +600,8 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
         audio16 = _to_16k_sinc_hann(x, lens, sr)
         f0, uv = rmvpe_f0_16k(audio16, n_out, weights=weights,
                               threshold=0.05 if threshold is None else threshold, mesh=mesh)
-    elif method == "fcpe":
-        audio16 = _to_16k(x, lens, sr, resample_quality, ceil=True)
+    elif method == "fcpe":  # the reference's FCPE resamples with torchaudio's filter too
+        audio16 = _to_16k_sinc_hann(x, lens, sr)
         f0, uv = fcpe_f0_16k(audio16, [int(n) for n in lens], n_out, weights=weights,
                              threshold=threshold, mesh=mesh)
     else:
