@@ -51,9 +51,9 @@ import ml_collections
 import numpy as np
 from jax import lax
 
-from svcjax.models.content_encoder import MaskedGroupNorm, PositionalConv
+from svcjax.models.content_encoder import FeatureExtractor, PositionalConv
 from svcjax.models.content_encoder import num_frames as _conv_frames
-from svcjax.models.layers import Conv1d, LayerNorm, Linear
+from svcjax.models.layers import LayerNorm, Linear
 
 Array = jax.Array
 
@@ -185,40 +185,6 @@ def _activation(name: str):
         return lambda x: x
     raise ValueError(f"WavLM activation_fn {name!r} is not supported; known: "
                      f"{', '.join(ACTIVATIONS)}")
-
-
-def _gelu(x):
-    return jax.nn.gelu(x, approximate=False)  # torch's nn.GELU / F.gelu (erf)
-
-
-class FeatureExtractor(nn.Module):
-    """The convolutional feature extractor: ``(B, L)`` -> ``(B, T, C)`` and frame counts."""
-
-    conv_layers: Sequence[Sequence[int]]
-    mode: str = "default"
-    conv_bias: bool = False
-    epsilon: float = 1e-5
-    dtype: Any = None
-    precision: Any = None
-
-    @nn.compact
-    def __call__(self, wav: Array, lengths: Array) -> tuple[Array, Array]:
-        if self.mode not in ("default", "layer_norm"):
-            raise ValueError(f"WavLM extractor_mode {self.mode!r}; expected 'default' or "
-                             "'layer_norm'")
-        x = wav[..., None]
-        n = lengths
-        for i, (dim, k, s) in enumerate(self.conv_layers):
-            x = Conv1d(dim, k, stride=s, use_bias=self.conv_bias, dtype=self.dtype,
-                       precision=self.precision, name=f"conv_layers_{i}_0")(x)
-            n = jnp.where(n >= k, (n - k) // s + 1, 0)
-            if self.mode == "layer_norm":
-                x = LayerNorm(self.epsilon, name=f"conv_layers_{i}_2_1")(x)
-            elif i == 0:
-                mask = (jnp.arange(x.shape[1])[None, :] < n[:, None]).astype(jnp.float32)[..., None]
-                x = MaskedGroupNorm(self.epsilon, name="conv_layers_0_2")(x, mask)
-            x = _gelu(x)
-        return x, n
 
 
 class GLULinear(nn.Module):
@@ -491,9 +457,8 @@ class WavLM(nn.Module):
             wav = (wav - mean) * lax.rsqrt(var + 1e-5)
         wav = jnp.where(valid, wav, 0)
         lin = dict(dtype=self.dtype, precision=self.precision)
-        x, frames = FeatureExtractor(self.conv_layers, self.extractor_mode, self.conv_bias,
-                                     self.layer_norm_eps, name="feature_extractor", **lin)(
-                                         wav, lengths)
+        x, frames = FeatureExtractor(self.conv_layers, self.layer_norm_eps, self.extractor_mode,
+                                     self.conv_bias, name="feature_extractor", **lin)(wav, lengths)
         mask = jnp.arange(x.shape[1])[None, :] < frames[:, None]
         x = LayerNorm(self.layer_norm_eps, name="layer_norm")(x)
         if x.shape[-1] != self.embed_dim:
