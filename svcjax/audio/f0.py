@@ -34,7 +34,7 @@ deterministic here (torchcrepe adds +-20 cents of random dither).
 
 RMVPE follows the reference's ``RMVPEF0Predictor.compute_f0_uv``: 16 kHz (``ceil(L * 16000 /
 sr)`` samples, resampled with torchaudio's Hann-windowed sinc of 128 zero crossings and
-roll-off 0.99, as the reference; :func:`svcjax.models.rmvpe.resample_sinc_hann`), a 128-bin
+roll-off 0.99, as the reference; :mod:`svcjax.audio.resample`'s ``torchaudio_hann128``), a 128-bin
 log-mel every 160 samples (``1 + L16 // 160`` frames), the
 network, local-average decoding with the voicing ``threshold`` (0.05), then nearest-neighbour
 resampling to ``T`` frames and interpolation. Clips need more than 512 samples at 16 kHz (32
@@ -54,7 +54,6 @@ As in the reference, ``f0_min`` / ``f0_max`` do not clip FCPE's output (its bins
 from __future__ import annotations
 
 import functools
-import math
 import os
 from typing import Any, Sequence
 
@@ -174,12 +173,15 @@ def _as_batch(audio: Any, sr: Any, lengths: Any) -> tuple[np.ndarray, np.ndarray
 
 def _to_16k(x: np.ndarray, lens: np.ndarray, sr: int, quality: str) -> list[np.ndarray]:
     """Each clip of a padded batch at 16 kHz, ``floor(L * 16000 / sr)`` samples long (resampy's
-    length convention, which torchcrepe uses), resampled on the device in one call (:mod:`svcjax.audio.resample`; ``kaiser_best`` is
+    length convention, which torchcrepe uses) or, with ``torchaudio_hann128`` (torchaudio's
+    ``Resample``, which the reference's RMVPE and FCPE use), ``ceil(...)`` as torchaudio's;
+    resampled on the device in one call (:mod:`svcjax.audio.resample`; ``kaiser_best`` is
     resampy's filter design, torchcrepe's)."""
     from svcjax.audio.resample import resample
     from svcjax.buckets import bucket_length
 
-    n16 = [int(n) * 16000 // sr for n in lens]
+    ceil = quality == "torchaudio_hann128"
+    n16 = [-(-int(n) * 16000 // sr) if ceil else int(n) * 16000 // sr for n in lens]
     if sr == 16000:
         return [x[b, :n].copy() for b, n in enumerate(n16)]
     width = bucket_length(max(int(lens.max()), 1), min_len=8192, multiple=4096)
@@ -293,24 +295,6 @@ def crepe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
 
 # --------------------------------------------------------------------------------------
 # RMVPE
-
-
-def _to_16k_sinc_hann(x: np.ndarray, lens: np.ndarray, sr: int) -> list[np.ndarray]:
-    """Each clip of a padded batch at 16 kHz, ``ceil(L * 16000 / sr)`` samples, resampled as
-    the reference's RMVPE does (torchaudio's Hann-windowed sinc, 128 zero crossings, roll-off
-    0.99: :func:`svcjax.models.rmvpe.resample_sinc_hann`), on the device in one call."""
-    from svcjax.buckets import bucket_length
-    from svcjax.models.rmvpe import resample_sinc_hann
-
-    n16 = [-(-int(n) * 16000 // sr) for n in lens]
-    if sr == 16000:
-        return [x[b, :n].copy() for b, n in enumerate(n16)]
-    width = bucket_length(max(int(lens.max()), 1), min_len=8192, multiple=4096)
-    padded = np.zeros((x.shape[0], width), np.float32)
-    for b, n in enumerate(lens):
-        padded[b, :n] = x[b, :n]  # zeros past each clip: the resampler sees the clip alone
-    y = np.asarray(resample_sinc_hann(padded, sr, 16000))
-    return [y[b, :n] for b, n in enumerate(n16)]
 
 
 def rmvpe_weights(weights: str | os.PathLike | None) -> str:
@@ -597,11 +581,11 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
                               fmin=f0_min, fmax=f0_max, mesh=mesh, chunk=chunk)
     elif method == "rmvpe":
         _rmvpe_runner(weights, mesh)  # a missing or bad weights file fails before any work
-        audio16 = _to_16k_sinc_hann(x, lens, sr)
+        audio16 = _to_16k(x, lens, sr, "torchaudio_hann128")
         f0, uv = rmvpe_f0_16k(audio16, n_out, weights=weights,
                               threshold=0.05 if threshold is None else threshold, mesh=mesh)
     elif method == "fcpe":  # the reference's FCPE resamples with torchaudio's filter too
-        audio16 = _to_16k_sinc_hann(x, lens, sr)
+        audio16 = _to_16k(x, lens, sr, "torchaudio_hann128")
         f0, uv = fcpe_f0_16k(audio16, [int(n) for n in lens], n_out, weights=weights,
                              threshold=threshold, mesh=mesh)
     else:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -45,7 +44,7 @@ from svcjax.models.layers import Conv2d, Linear, torch_uniform
 __all__ = [
     "SAMPLE_RATE", "HOP", "N_FFT", "N_MELS", "MEL_FMIN", "MEL_FMAX", "PITCH_BINS",
     "CENTS_OFFSET", "FRAME_MULTIPLE", "RmvpeConfig", "Rmvpe", "mel_filterbank",
-    "log_mel", "sinc_hann_kernel", "resample_sinc_hann", "decode_local_average", "cents_to_frequency", "RmvpeRunner",
+    "log_mel", "resample_sinc_hann", "decode_local_average", "cents_to_frequency", "RmvpeRunner",
 ]
 
 SAMPLE_RATE = 16000
@@ -358,48 +357,14 @@ def log_mel(audio16: jax.Array, lengths: jax.Array | None = None, precision: Any
     return jnp.log(jnp.maximum(mel, MEL_CLAMP))
 
 
-@functools.lru_cache(maxsize=16)
-def sinc_hann_kernel(orig_sr: int, new_sr: int, zero_crossings: int = 128,
-                     rolloff: float = 0.99) -> tuple[np.ndarray, int]:
-    """torchaudio's ``sinc_interp_hann`` resampling filter, the one the reference's RMVPE
-    resamples with (``Resample(sr, 16000, lowpass_filter_width=128)``, roll-off 0.99).
-
-    With the rates reduced to ``o -> n``: output phase ``p`` of every block of ``n`` output
-    samples weighs input offset ``k`` (of ``2 w + o``) by ``sinc(t) cos^2(pi t / (2 Z))
-    (c / o)`` where ``c = min(o, n) * rolloff`` is the cut-off, ``t = c (k - w) / o - c p /
-    n`` clipped to ``[-Z, Z]`` (``Z`` zero crossings each side) and ``w = ceil(Z o / c)``.
-    Returns the ``(n, 2 w + o)`` float64 kernel and ``w``.
-    """
-    g = math.gcd(int(orig_sr), int(new_sr))
-    o, n = int(orig_sr) // g, int(new_sr) // g
-    cut = min(o, n) * rolloff
-    w = math.ceil(zero_crossings * o / cut)
-    t = (np.arange(-w, w + o, dtype=np.float64)[None, :] / o
-         - np.arange(n, dtype=np.float64)[:, None] / n) * cut
-    t = np.clip(t, -zero_crossings, zero_crossings)
-    window = np.cos(t * math.pi / zero_crossings / 2) ** 2
-    kernel = np.sinc(t) * window * (cut / o)
-    kernel.setflags(write=False)
-    return kernel, w
-
-
-@functools.partial(jax.jit, static_argnames=("orig_sr", "new_sr"))
 def resample_sinc_hann(audio: jax.Array, orig_sr: int, new_sr: int) -> jax.Array:
-    """``(B, L)`` -> ``(B, ceil(L * new / orig))`` with :func:`sinc_hann_kernel`: zeros
-    outside the clip, ``w`` on the left, one strided convolution with ``n`` output channels
-    interleaved (torchaudio's ``Resample`` computation). Zero-padded rows give each clip's
-    own leading samples."""
-    kernel, w = sinc_hann_kernel(orig_sr, new_sr)
-    n, k = kernel.shape
-    g = math.gcd(int(orig_sr), int(new_sr))
-    o = int(orig_sr) // g
-    b, length = audio.shape
-    x = jnp.pad(audio.astype(jnp.float32), ((0, 0), (w, w + o)))
-    y = jax.lax.conv_general_dilated(
-        x[:, :, None], jnp.asarray(kernel.T[:, None, :], jnp.float32), window_strides=(o,),
-        padding="VALID", dimension_numbers=("NWC", "WIO", "NWC"),
-        precision=jax.lax.Precision.HIGHEST)
-    return y.reshape(b, -1)[:, :-(-length * n // o)]
+    """``(B, L)`` -> ``(B, ceil(L * new / orig))``: torchaudio's ``Resample(orig, new,
+    lowpass_filter_width=128)`` (Hann-windowed sinc, roll-off 0.99), as the reference's RMVPE
+    resamples; :mod:`svcjax.audio.resample`'s ``torchaudio_hann128`` preset. Zeros outside
+    the clip, so zero-padded rows give each clip's own samples."""
+    from svcjax.audio.resample import resample
+
+    return resample(audio, orig_sr, new_sr, quality="torchaudio_hann128")
 
 
 def cents_to_frequency(cents: jax.Array) -> jax.Array:
