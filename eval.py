@@ -1,6 +1,6 @@
 """Evaluate a conversion model: ``python eval.py --config configs/eval.py --workdir DIR``.
 
-Thin entry point: the work is :func:`svcjax.evaluate.run_evaluation` (see configs/eval.py).
+Thin entry point: the work is :func:`svcjax.eval.metrics.run_evaluation` (see configs/eval.py).
 """
 
 from absl import app, flags
@@ -17,7 +17,9 @@ def main(argv):
     import os
     import sys
 
-    from svcjax import compilation_cache, evaluate
+    from svcjax.runtime import compilation_cache
+
+    from svcjax.eval import metrics as evaluate
 
     compilation_cache.enable()
     try:

@@ -33,10 +33,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from svcjax import distributed
+    from svcjax.runtime import distributed
 
     distributed.initialize(_COORD.value, _NPROC.value, _PID.value)
-    from svcjax import trainer
+    from svcjax.train import loop as trainer
 
     try:
         result = trainer.train(_CONFIG.value, _WORKDIR.value)

@@ -64,9 +64,9 @@ def build(ref):
 
     import convert as bench_convert
     import make_sovits
-    from svcjax import pipeline, units
-    from svcjax.convert import sovits as sovits_convert
-    from svcjax.inference import SovitsModel
+    from svcjax.runtime import converter as pipeline, units
+    from svcjax.interop import sovits as sovits_convert
+    from svcjax.runtime.sovits import SovitsModel
 
     R = make_sovits.import_reference(ref)
     cfg = make_sovits.reference_config(ref, n_speakers=2)
@@ -126,7 +126,7 @@ def main():
     args = ap.parse_args()
     import torch
 
-    from svcjax import pipeline, runtime
+    from svcjax.runtime import converter as pipeline, runner as runtime
 
     print(f"{args.clips} clips of {args.min_seconds:g}-{args.max_seconds:g} s, "
           f"{jax.device_count()} {jax.devices()[0].platform} device(s), torch "

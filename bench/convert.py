@@ -88,7 +88,7 @@ def report(name, sec, n_audio_seconds, ref=None, diff=None):
 
 def build_vocoder(variant, ref, tmp):
     import make_vocoder
-    from svcjax import vocoder
+    from svcjax.runtime import vocoder
 
     cfg = dict(make_vocoder.CONFIG)
     cfg["upsample_initial_channel"] = 512 if variant == "full" else 32
@@ -106,7 +106,7 @@ def build_vocoder(variant, ref, tmp):
         ref_gen.eval()
         ref_gen.remove_weight_norm()
         return vocoder.load_vocoder(path), ref_gen
-    from svcjax.convert import nsf_hifigan
+    from svcjax.interop import nsf_hifigan
 
     gen = nsf_hifigan.build_generator(cfg)
     params = gen.init(jax.random.PRNGKey(0), np.zeros((1, 4, 128), np.float32),
@@ -213,8 +213,8 @@ def models_end_to_end(args, batches, t, rs):
 
     try:
         import make_sovits
-        from svcjax.convert import sovits as sovits_convert
-        from svcjax.inference import SovitsModel
+        from svcjax.interop import sovits as sovits_convert
+        from svcjax.runtime.sovits import SovitsModel
     except ImportError as e:
         print(f"models end to end: skipped ({e})")
         return
@@ -273,8 +273,8 @@ def models_end_to_end(args, batches, t, rs):
 def end_to_end(args, batches, t, rs):
     try:
         from configs.sovits_44k import get_config
-        from svcjax import pipeline, units
-        from svcjax.inference import SovitsModel
+        from svcjax.runtime import converter as pipeline, units
+        from svcjax.runtime.sovits import SovitsModel
         from svcjax.models import synthesizer
         import svcjax.audio.f0  # noqa: F401
     except ImportError as e:

@@ -27,9 +27,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs.diffusion_44k import get_config  # noqa: E402
-from svcjax.convert.torch_params import state_dict_to_params  # noqa: E402
-from svcjax.diffusion import Diffusion  # noqa: E402
-from svcjax.models.unit2mel import build_model  # noqa: E402
+from svcjax.interop.torch_params import state_dict_to_params  # noqa: E402
+from svcjax.runtime.diffusion import Diffusion  # noqa: E402
+from svcjax.models.diffusion.unit2mel import build_model  # noqa: E402
 
 
 def timeit(fn, repeats):

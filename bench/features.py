@@ -8,7 +8,7 @@ Sections (add one with ``@section("name")``; each gets the parsed args and the a
 ``units``
     Content units (vec768l12: full-size HuBERT-base, random weights) for ``--seconds`` of
     real speech cut into ``--clip``-second clips, ``--batch`` clips per call: svcjax's
-    :class:`~svcjax.units.ContentEncoder` against transformers' PyTorch ``HubertModel`` (the
+    :class:`~svcjax.runtime.units.ContentEncoder` against transformers' PyTorch ``HubertModel`` (the
     same architecture, the same weights, imported through ``svcjax import-encoder``'s code).
     Clips have equal lengths so that PyTorch batches exactly too.
 
@@ -20,7 +20,7 @@ Sections (add one with ``@section("name")``; each gets the parsed args and the a
 
 ``wavlm``
     Content units (wavlmbase+: full-size WavLM-Base+, random weights) over the same clips:
-    svcjax's :class:`~svcjax.units.ContentEncoder` against the reference's own PyTorch WavLM
+    svcjax's :class:`~svcjax.runtime.units.ContentEncoder` against the reference's own PyTorch WavLM
     (``vencoder/wavlm`` of ``--ref`` / ``$SVCJAX_REF``, the network its ``WavLMBasePlus``
     encoder runs, here on whole batches of equal-length clips), the same weights saved as
     ``WavLM-Base+.pt`` is and loaded through ``svcjax.load_content_encoder``.
@@ -129,7 +129,7 @@ def bench_units(args, audio: np.ndarray):
     import torch
     import transformers
 
-    from svcjax.units import load_content_encoder
+    from svcjax.runtime.units import load_content_encoder
 
     clip = int(args.clip * 16000)
     n = len(audio) // clip
@@ -174,7 +174,7 @@ def bench_wavlm(args, audio: np.ndarray):
     sys.path.insert(0, os.path.abspath(ref))
     from vencoder.wavlm.WavLM import WavLM, WavLMConfig
 
-    from svcjax.units import load_content_encoder
+    from svcjax.runtime.units import load_content_encoder
 
     clip = int(args.clip * 16000)
     n = len(audio) // clip
@@ -241,7 +241,7 @@ def bench_cnhubertlarge(args, audio: np.ndarray):
     import torch
     import transformers
 
-    from svcjax.units import load_content_encoder
+    from svcjax.runtime.units import load_content_encoder
 
     n, batches = _clip_batches(args, audio)
     print(f"cnhubertlarge (HuBERT-large 24 pre-LN layers x 1024, random weights): {n} clips of "
@@ -283,7 +283,7 @@ def bench_dphubert(args, audio: np.ndarray):
 
     import torch
 
-    from svcjax.units import load_content_encoder
+    from svcjax.runtime.units import load_content_encoder
 
     n, batches = _clip_batches(args, audio)
     ref = args.ref or os.environ.get("SVCJAX_REF", "")
@@ -495,7 +495,7 @@ def bench_whisper(args, audio: np.ndarray):
     import jax.numpy as jnp
     import torch
 
-    from svcjax.convert import whisper as cw
+    from svcjax.interop import whisper as cw
     from svcjax.models import whisper as wm
 
     found = _reference_whisper(args.ref)
@@ -601,7 +601,7 @@ def bench_rmvpe(args, audio: np.ndarray):
             return [F.rmvpe_f0_16k(b, [n_out] * len(b), weights=path, return_raw=True)
                     for b in batches]
 
-        from svcjax.buckets import bucket_length
+        from svcjax.runtime.buckets import bucket_length
         from svcjax.models.rmvpe import FRAME_MULTIPLE
         frames = 1 + clip // 160
         bucket = bucket_length(frames, min_len=FRAME_MULTIPLE, multiple=FRAME_MULTIPLE)

@@ -29,8 +29,8 @@ sys.path.insert(0, ROOT)
 
 def build_corpus(tmp: str, copies: int, f0: str) -> tuple[str, float]:
     """A 2-speaker corpus of the test voices (``copies`` times each); (data_dir, seconds)."""
-    from svcjax import corpus
-    from svcjax.featurizer import Featurizer
+    from svcjax.data import corpus
+    from svcjax.data.featurizer import Featurizer
     voices = os.path.join(ROOT, "tests", "fixtures", "voices")
     raw = os.path.join(tmp, "raw")
     for spk, names in (("alto", ["slt_16k", "hts_32k", "slt_up5_44k"]),
@@ -48,7 +48,7 @@ def build_corpus(tmp: str, copies: int, f0: str) -> tuple[str, float]:
 
 
 def bench_svcjax(data_dir: str, n: int, batch: int, workers: int) -> dict:
-    from svcjax import input_pipeline as ip
+    from svcjax.data import input_pipeline as ip
     cfg = ip.default_config("generator")
     cfg.update(dict(data_dir=data_dir, batch_size=batch, worker_count=workers))
     it = iter(ip.make_loader(cfg))
@@ -67,7 +67,7 @@ def export_reference_layout(data_dir: str, out: str) -> tuple[str, dict]:
     import torch
     from scipy.io import wavfile
 
-    from svcjax import corpus, input_pipeline as ip
+    from svcjax.data import corpus, input_pipeline as ip
     meta = corpus.load_metadata(data_dir)
     src = ip.data_source(data_dir, "train")
     names = []
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         data_dir = args.corpus
         if not data_dir:
             data_dir, dt = build_corpus(tmp, args.copies, args.f0)
-            from svcjax import corpus
+            from svcjax.data import corpus
             meta = corpus.load_metadata(data_dir)
             audio = sum(c["seconds"] for c in meta["counts"].values())
             print(f"build-corpus: {audio:.0f} s of audio in {dt:.1f} s "

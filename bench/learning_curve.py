@@ -73,7 +73,7 @@ def corpus(work: Path, per_speaker: int) -> tuple[Path, dict]:
 
 def validation_clips(icfg, frames: int) -> dict:
     """Every validation clip of the corpus (one per speaker), its first ``frames`` frames."""
-    from svcjax import input_pipeline
+    from svcjax.data import input_pipeline
 
     n = len(input_pipeline.data_source(icfg.data_dir, "validation"))
     v = icfg.copy_and_resolve_references()
@@ -93,7 +93,7 @@ def measure_outputs(outs: list[np.ndarray], val: dict, task) -> dict:
     """Mel L1 and F0 figures of each converted clip against its source, averaged."""
     import jax.numpy as jnp
 
-    from svcjax import evaluate
+    from svcjax.eval import metrics as evaluate
     from svcjax.audio import spectrogram
     from svcjax.audio.f0 import extract_f0
 
@@ -129,8 +129,10 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
     import torch
     import torch.nn.functional as F
 
-    from svcjax import demo, input_pipeline
-    from svcjax.train_sovits import SovitsTask, _pipeline_config, export_reference_checkpoints
+    from svcjax import demo
+
+    from svcjax.data import input_pipeline
+    from svcjax.train.sovits import SovitsTask, _pipeline_config, export_reference_checkpoints
 
     sys.path.insert(0, str(FIX))
     import make_discriminator
@@ -292,10 +294,12 @@ def run_diffusion(args, work: Path, data_dir: Path, speakers: dict,
     import jax.numpy as jnp
     import torch
 
-    from svcjax import demo, input_pipeline
-    from svcjax.models import unit2mel
-    from svcjax.train_diffusion import DiffusionTask
-    from svcjax.train_sovits import _pipeline_config
+    from svcjax import demo
+
+    from svcjax.data import input_pipeline
+    from svcjax.models.diffusion import unit2mel
+    from svcjax.train.diffusion import DiffusionTask
+    from svcjax.train.sovits import _pipeline_config
 
     sys.path.insert(0, str(FIX))
     import make_diffusion

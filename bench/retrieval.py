@@ -32,7 +32,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from svcjax import retrieval, timbre  # noqa: E402
+from svcjax.timbre import retrieval, index as timbre  # noqa: E402
 
 FRAMES_PER_SECOND = 44100 / 512
 

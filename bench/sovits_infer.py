@@ -59,8 +59,8 @@ def main():
     import jax.numpy as jnp
 
     from configs import sovits_44k
-    from svcjax.convert import sovits as conv
-    from svcjax.inference import SovitsModel
+    from svcjax.interop import sovits as conv
+    from svcjax.runtime.sovits import SovitsModel
     from svcjax.models import synthesizer
 
     cfg = conv.config_from_reference(sovits_44k.get_config().to_dict())

@@ -31,7 +31,9 @@ def main():
     ap.add_argument("--ratios", default="0.5,1.0")
     ap.add_argument("--train-clips", type=int, default=8, help="clips per speaker embedded")
     args = ap.parse_args()
-    from svcjax import evaluate, kmeans, pipeline, retrieval
+    from svcjax.eval import metrics as evaluate
+    from svcjax.timbre import kmeans, retrieval
+    from svcjax.runtime import converter as pipeline
     from svcjax.audio import io
 
     work = Path(args.demo)

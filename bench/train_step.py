@@ -7,7 +7,7 @@
 Times one jitted training step of the template models with random weights on a synthetic
 batch (the compile excluded; median of ``--repeats``):
 
-* ``sovits``: generator + discriminator GAN step (:class:`svcjax.train_sovits.SovitsTask`):
+* ``sovits``: generator + discriminator GAN step (:class:`svcjax.train.sovits.SovitsTask`):
   forward, discriminator update, generator update against the updated discriminator.
   The reference: the same step as its ``train.py`` (forward, ``D`` backward/step, ``G``
   backward/step, fp32, no autocast). Its recorded time here: 3.10 s for batch 2 x 100
@@ -254,7 +254,7 @@ def main():
     rs = np.random.RandomState(0)
     if args.model in ("sovits", "both"):
         from configs.sovits_44k import get_config
-        from svcjax.train_sovits import SovitsTask
+        from svcjax.train.sovits import SovitsTask
         cfg = get_config(f"variant={args.variant}")
         cfg.train.compute_dtype = args.dtype
         batch = sovits_batch(cfg, args.batch, args.frames, rs)
@@ -264,7 +264,7 @@ def main():
                args.peak_tflops)
     if args.model in ("diffusion", "both"):
         from configs.diffusion_44k import get_config
-        from svcjax.train_diffusion import DiffusionTask
+        from svcjax.train.diffusion import DiffusionTask
         variant = args.variant if args.variant in ("full", "shallow", "test") else "full"
         cfg = get_config(f"variant={variant}")
         if args.dtype != "float32":

@@ -92,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _trainer(c: ml_collections.ConfigDict, variant: str) -> None:
-    """svcjax's trainer fields (svcjax.trainer.default_train_config('diffusion')); those the
+    """svcjax's trainer fields (svcjax.train.loop.default_train_config('diffusion')); those the
     reference's yaml also has are references to its names, so either spelling overrides."""
     t = c.train
     t.learning_rate = t.get_ref("lr")

@@ -13,7 +13,7 @@ Variants:
         on a laptop CPU (tests use it).
 
 The four sections (``train``, ``data``, ``model``, ``spk``) carry the reference's names, so
-``svcjax.convert.sovits.config_from_reference("config.json")`` builds the same ConfigDict
+``svcjax.interop.sovits.config_from_reference("config.json")`` builds the same ConfigDict
 from a reference config.json. Overrides: ``--config.model.vol_embedding=True``,
 ``--config.spk='{"alto": 0}'``, ``--config.model.vocoder_name=nsf-snake-hifigan`` (the decoder
 with anti-aliased snake activations instead of leaky ReLUs; default ``nsf-hifigan``).
@@ -141,7 +141,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _trainer(c: ml_collections.ConfigDict, variant: str) -> None:
-    """svcjax's trainer fields (svcjax.trainer.default_train_config('sovits')). Those the
+    """svcjax's trainer fields (svcjax.train.loop.default_train_config('sovits')). Those the
     reference's config.json also has are references to its names, so either spelling
     overrides (``--config.train.eval_interval=400`` moves evaluation and checkpoints)."""
     t = c.train

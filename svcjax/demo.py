@@ -20,7 +20,7 @@
    GPE / V-UV error against the source, real-time factor, into JSON, CSV and TensorBoard.
 
 Without ``--vocoder`` the diffusion mel is turned into audio by the weightless Griffin-Lim
-fallback (:class:`svcjax.vocoder.GriffinLimVocoder`): NSF-HiFiGAN weights are a user file.
+fallback (:class:`svcjax.runtime.vocoder.GriffinLimVocoder`): NSF-HiFiGAN weights are a user file.
 The point is the complete, real path, every stage of which scales to real data and
 accelerators; it is not quality. What a few CPU minutes of training give is measured on the
 held-out clips and printed at the end, each figure next to what it means (F0 RMSE in cents
@@ -84,7 +84,7 @@ def content_encoder(workdir: Path, encoder: str | None) -> tuple[str, bool]:
             raise SystemExit(f"svcjax.demo: content encoder {encoder!r} not found")
         return encoder, True
     path = workdir / "models" / "encoder_random"
-    from svcjax import checkpoint
+    from svcjax.train import checkpoint
 
     if not checkpoint.is_model_dir(path):
         import svcjax
@@ -99,7 +99,7 @@ def content_encoder(workdir: Path, encoder: str | None) -> tuple[str, bool]:
 
 
 def build_corpus(train_root: Path, data_dir: Path, encoder: str) -> dict:
-    from svcjax import corpus, featurizer
+    from svcjax.data import corpus, featurizer
 
     feat = featurizer.Featurizer.from_config(dict(encoder=encoder, f0_method="dio"))
     corpus.build_corpus(train_root, data_dir, feat, dict(val_per_speaker=1), log=_say)
@@ -137,7 +137,7 @@ def diffusion_config(data_dir: Path, speakers: dict, steps: int, batch: int, k_s
 
 
 def train_and_export(config, run_dir: Path, out_dir: Path, what: str) -> list[str]:
-    from svcjax import trainer
+    from svcjax.train import loop as trainer
 
     _say(f"training the {what} for {config.train.num_steps} steps in {run_dir} "
          "(re-running resumes)")
@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     d_pt = next(f for f in dif_files if f.endswith(".pt"))
 
     _say("4/5 conversion")
-    from svcjax import evaluate, pipeline
+    from svcjax.eval import metrics as evaluate
+    from svcjax.runtime import converter as pipeline
     from svcjax.audio import io
 
     vocoder = args.vocoder or "griffin-lim"

@@ -1,6 +1,6 @@
 """Small stand-in tasks for the trainer's tests (never shipped).
 
-``ToyTask`` is a two-layer regression trained by :func:`svcjax.trainer.train` with a grain
+``ToyTask`` is a two-layer regression trained by :func:`svcjax.train.loop.train` with a grain
 data pipeline: it exercises the loop, sharding, random keys, checkpoints, resume, preemption,
 multi-process and non-finite stops in well under a second per step.
 
@@ -22,7 +22,7 @@ import numpy as np
 def toy_config(num_steps=6, batch_size=8, checkpoint_every=3, **train):
     import ml_collections
 
-    from svcjax.trainer import default_train_config
+    from svcjax.train.loop import default_train_config
 
     t = default_train_config("sovits")
     t.update(num_steps=num_steps, batch_size=batch_size, checkpoint_every=checkpoint_every,
@@ -39,7 +39,7 @@ def make_toy_task(config, sleep: float = 0.0):
     import jax.numpy as jnp
     import optax
 
-    from svcjax.trainer import Task, TrainData
+    from svcjax.train.loop import Task, TrainData
 
     class ToyTask(Task):
         kind = "toy"
@@ -113,13 +113,13 @@ def main(argv=None):
     p.add_argument("--checkpoint-every", type=int, default=3)
     args = p.parse_args(argv)
     if args.multi:
-        from svcjax import distributed
+        from svcjax.runtime import distributed
 
         distributed.initialize(args.multi[0], int(args.multi[1]), int(args.multi[2]))
     import jax
 
     jax.config.update("jax_default_matmul_precision", "highest")
-    from svcjax.trainer import train
+    from svcjax.train.loop import train
 
     cfg = toy_config(num_steps=args.num_steps, checkpoint_every=args.checkpoint_every)
     cfg.data.nan_at = args.nan_at
@@ -138,7 +138,7 @@ def diffusion_batches(config, n_examples=24):
     import grain
     import jax
 
-    from svcjax.trainer import TrainData
+    from svcjax.train.loop import TrainData
 
     f = int(round(float(config.data.duration) * 44100 / 512))
     c = int(config.data.encoder_out_channels)

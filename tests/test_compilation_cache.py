@@ -10,14 +10,14 @@ ROOT = Path(__file__).parent.parent
 
 SCRIPT = """
 import sys, numpy as np
-from svcjax import compilation_cache
+from svcjax.runtime import compilation_cache
 compilation_cache.enable()
 import jax
 from jax._src import monitoring
 hits = []
 monitoring.register_event_listener(lambda name, **kw: hits.append(name))
 monitoring.register_event_duration_secs_listener(lambda name, secs, **kw: hits.append(name))
-from svcjax import vocoder
+from svcjax.runtime import vocoder
 d = np.load(sys.argv[1])
 voc = vocoder.load_vocoder(sys.argv[2])
 voc(d["mel"][:1], d["f0"][:1])

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from svcjax import cli, pipeline
+from svcjax import cli
+
+from svcjax.runtime import converter as pipeline
 from svcjax.audio import io
 from tests import tiny_models
 
@@ -56,7 +58,7 @@ def _options(**kw):
 
 
 def test_convert_files_with_shallow_diffusion_compiles_once_per_bucket(tmp_path, conv, inputs):
-    from svcjax import runtime
+    from svcjax.runtime import runner as runtime
 
     opt = _options()
     outs = [str(tmp_path / "out" / f"{p.stem}.flac") for p in inputs]
@@ -180,7 +182,7 @@ def test_only_diffusion_and_second_encoding(conv, inputs):
 
 
 def test_main_ends_every_failure_with_one_sentence(monkeypatch, capsys):
-    from svcjax.convert.torch_pickle import TorchFileError
+    from svcjax.interop.torch_pickle import TorchFileError
 
     def raising(exc):
         def run(args):

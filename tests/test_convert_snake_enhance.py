@@ -12,7 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from svcjax import checkpoint, cli, pipeline
+from svcjax import cli
+
+from svcjax.train import checkpoint
+
+from svcjax.runtime import converter as pipeline
 from svcjax.audio import io
 
 FIX = Path(__file__).parent / "fixtures"

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from svcjax import checkpoint
+from svcjax.train import checkpoint
 from svcjax.models import encoders
 
 ROOT = Path(__file__).parent.parent
@@ -42,7 +42,7 @@ def _sovits_dir(d: Path, kind: str, dim: int) -> Path:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from configs import sovits_44k
-    from svcjax.convert import sovits as sovits_convert
+    from svcjax.interop import sovits as sovits_convert
     from svcjax.models import synthesizer
 
     cfg = sovits_44k.get_config("variant=test")
@@ -62,7 +62,7 @@ def _sovits_dir(d: Path, kind: str, dim: int) -> Path:
 def test_a_model_of_each_speech_encoder_converts(tmp_path, kind):
     import soundfile as sf
 
-    from svcjax import pipeline
+    from svcjax.runtime import converter as pipeline
     from svcjax.audio.io import resample_audio
 
     rel, dim = FILES[kind]

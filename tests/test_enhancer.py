@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from svcjax.audio import resample
-from svcjax.enhancer import Enhancer, adaptive_sample_rate
-from svcjax.vocoder import GriffinLimVocoder, load_vocoder
+from svcjax.runtime.enhancer import Enhancer, adaptive_sample_rate
+from svcjax.runtime.vocoder import GriffinLimVocoder, load_vocoder
 
 FIX = Path(__file__).parent / "fixtures"
 # The loosest link is the vocoder itself: its parity bound with the reference is 1e-4 at this

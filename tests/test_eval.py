@@ -1,4 +1,4 @@
-"""eval.py / svcjax.evaluate.run_evaluation: the metric table in one compiled pass per bucket.
+"""eval.py / svcjax.eval.metrics.run_evaluation: the metric table in one compiled pass per bucket.
 
 Tiny random-weight SoVITS, content encoder, shallow-diffusion model (tests/tiny_models.py)
 and the NSF-HiFiGAN vocoder fixture; DIO F0.
@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svcjax import evaluate, pipeline
+from svcjax.eval import metrics as evaluate
+
+from svcjax.runtime import converter as pipeline
 from svcjax.audio import io
 from tests import tiny_models
 
@@ -120,7 +122,7 @@ def test_eval_py_entry_point_reports_a_missing_model_clearly(tmp_path, clips_dir
 
 
 def test_eval_set_from_a_tfds_corpus_split(tmp_path):
-    from svcjax import corpus
+    from svcjax.data import corpus
     from tests.data import conftest as data_conftest, fakes
 
     raw = data_conftest.make_raw_corpus(str(tmp_path / "raw"))

@@ -1,4 +1,4 @@
-"""svcjax.evaluate: metrics on synthetic signals with known answers."""
+"""svcjax.eval.metrics: metrics on synthetic signals with known answers."""
 
 import math
 import sys
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from svcjax import evaluate
+from svcjax.eval import metrics as evaluate
 
 SR = 44100
 VOICES = Path(__file__).parent / "fixtures" / "voices"

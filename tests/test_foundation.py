@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svcjax import buckets, checkpoint, sharding
+from svcjax.runtime import buckets, sharding
+
+from svcjax.train import checkpoint
 
 
 def test_eight_fake_devices():

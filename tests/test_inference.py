@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import svcjax
-from svcjax import buckets
-from svcjax.inference import SovitsModel
+from svcjax.runtime import buckets
+from svcjax.runtime.sovits import SovitsModel
 
 FIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "sovits")
 TINY = os.path.join(FIX, "tiny")  # vol embedding, automatic F0, depthwise WN, shared flow
@@ -89,7 +89,8 @@ def test_clear_errors(sharded):
 
 
 def test_import_cli_and_model_dir(tmp_path, capsys):
-    from svcjax import checkpoint, cli
+    from svcjax import cli
+    from svcjax.train import checkpoint
 
     out = tmp_path / "tiny"
     rc = cli.main(["import-sovits", os.path.join(TINY, "G_1.pth"),

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svcjax import losses
+from svcjax.train import losses
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
 

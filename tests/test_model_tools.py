@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from svcjax import cli
-from svcjax.convert import torch_pickle
+from svcjax.interop import torch_pickle
 
 M = os.path.join(os.path.dirname(__file__), "fixtures", "timbre", "merge")
 TINY = os.path.join(os.path.dirname(__file__), "fixtures", "sovits", "tiny")
@@ -29,7 +29,7 @@ def test_merge_matches_reference_mix_model(mode, tmp_path):
 
 
 def test_merge_refuses_different_shapes_listing_keys(tmp_path, capsys):
-    from svcjax.convert import torch_save
+    from svcjax.interop import torch_save
     sd = torch_pickle.load(f"{M}/G_0.pth")
     sd["model"]["emb_g.weight"] = np.zeros((5, 8), np.float32)
     del sd["model"]["dec.conv_pre.bias"]
@@ -44,7 +44,8 @@ def test_merge_refuses_different_shapes_listing_keys(tmp_path, capsys):
 
 
 def test_merge_model_dirs(tmp_path):
-    from svcjax import checkpoint, merge
+    from svcjax.train import checkpoint
+    from svcjax.interop import merge
     p0 = {"a": {"w": np.ones((2, 3), np.float32)}, "b": np.full((4,), 2.0, np.float32)}
     p1 = {"a": {"w": np.full((2, 3), 3.0, np.float32)}, "b": np.zeros((4,), np.float32)}
     cfg = {"model": {"x": 1}}
@@ -74,7 +75,7 @@ def test_compress_writes_what_compress_model_writes(half, tmp_path):
     assert {k: og[k] for k in ("lr", "betas", "eps", "weight_decay")} == \
         {k: rg[k] for k in ("lr", "betas", "eps", "weight_decay")}
     # loads in svcjax ...
-    from svcjax.convert import sovits
+    from svcjax.interop import sovits
     sd = sovits.read_state_dict(out)
     assert "emb_g.weight" in sd and not any("enc_q" in k for k in sd)
     # ... and in the reference's torch (the strict loader too)

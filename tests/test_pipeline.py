@@ -1,4 +1,4 @@
-"""svcjax.pipeline: slicing, padding, batching, reassembly, speakers, options, files.
+"""svcjax.runtime.converter: slicing, padding, batching, reassembly, speakers, options, files.
 
 The conversion plumbing is checked with an identity "model" (the generator returns the input
 audio it was given), so every sample that comes out can be predicted exactly; the real
@@ -12,7 +12,7 @@ import types
 import numpy as np
 import pytest
 
-from svcjax import pipeline
+from svcjax.runtime import converter as pipeline
 from svcjax.audio import io
 
 SR = 44100
@@ -447,7 +447,7 @@ def test_loading_reads_and_resamples_block_by_block_exactly(tmp_path, monkeypatc
 
 _RSS_SCRIPT = r"""
 import resource, sys
-from svcjax import pipeline
+from svcjax.runtime import converter as pipeline
 from tests.test_pipeline import identity_converter
 conv, _ = identity_converter()
 written, failed = pipeline.convert_files(conv, [sys.argv[1]], [sys.argv[2]],

@@ -1,4 +1,4 @@
-"""svcjax.runtime and the fused conversion program: stable random draws, compile discipline.
+"""svcjax.runtime.runner and the fused conversion program: stable random draws, compile discipline.
 
 Tiny random-weight models (tests/tiny_models.py): SoVITS + content encoder + shallow diffusion
 + the NSF-HiFiGAN fixture, DIO F0, on synthetic voiced clips without pauses (one piece each).
@@ -11,7 +11,7 @@ program in the fast suite.
 import numpy as np
 import pytest
 
-from svcjax import pipeline, runtime
+from svcjax.runtime import converter as pipeline, runner as runtime
 from tests import tiny_models
 
 SR = 44100

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import yaml
 
-from svcjax import sampling
-from svcjax.diffusion import Diffusion, load_diffusion
-from svcjax.models.gaussian_diffusion import Schedule
+from svcjax.models.diffusion import sampling
+from svcjax.runtime.diffusion import Diffusion, load_diffusion
+from svcjax.models.diffusion.gaussian import Schedule
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "diffusion")
 REF = np.load(os.path.join(FIX, "diffusion.npz"))
@@ -223,8 +223,8 @@ def test_full_size_template_matches_reference(method, speedup):
     import torch
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fixtures"))
     from make_diffusion import _import_reference, _zero_random
-    from svcjax.convert.diffusion import DEFAULTS, config_from_yaml
-    from svcjax.convert.torch_params import state_dict_to_params
+    from svcjax.interop.diffusion import DEFAULTS, config_from_yaml
+    from svcjax.interop.torch_params import state_dict_to_params
     unit2mel = _import_reference(os.environ["SVCJAX_REF"])
     torch.manual_seed(0)
     ref = unit2mel.Unit2Mel(768, 2, True, 128, 20, 512, 256, 1000, 0).eval()
@@ -232,8 +232,8 @@ def test_full_size_template_matches_reference(method, speedup):
         torch.nn.init.normal_(ref.decoder.denoise_fn.output_projection.weight, std=0.02)
     config = config_from_yaml(dict(DEFAULTS, model=dict(DEFAULTS["model"], n_spk=2, use_pitch_aug=True),
                                    spk={"a": 0, "b": 1}))
-    from svcjax.convert.diffusion import _param_shapes
-    from svcjax.models.unit2mel import build_model
+    from svcjax.interop.diffusion import _param_shapes
+    from svcjax.models.diffusion.unit2mel import build_model
     shapes = _param_shapes(build_model(config), config)
     pre = "decoder.denoise_fn."
     params = state_dict_to_params({k: v.numpy() for k, v in ref.state_dict().items()}, shapes,

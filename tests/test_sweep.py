@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from svcjax import cli, sweep
+from svcjax import cli
+
+from svcjax.eval import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from svcjax import timbre
+from svcjax.timbre import index as timbre
 
 F = os.path.join(os.path.dirname(__file__), "fixtures", "timbre")
 # Mixed units are sums of float32 products of O(5) values: 1e-5 leaves > 10x headroom over
@@ -137,7 +137,7 @@ def test_retrieval_weights_are_the_reference_rule_and_stable():
 
 
 def test_bad_files_get_one_clear_sentence(tmp_path):
-    from svcjax.convert import torch_save
+    from svcjax.interop import torch_save
     bad = tmp_path / "kmeans.pt"
     torch_save.save({"alice": {"centres": np.zeros((3, 4), np.float32)}}, str(bad))
     with pytest.raises(timbre.TimbreFileError, match="cluster_centers_"):
@@ -160,7 +160,7 @@ def test_bad_files_get_one_clear_sentence(tmp_path):
 
 
 def test_jax_kmeans_matches_sklearn_minibatch_inertia():
-    from svcjax import kmeans
+    from svcjax.timbre import kmeans
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fixtures"))
     from make_timbre import blob_data
     ref = json.load(open(os.path.join(F, "kmeans_inertia.json")))
@@ -185,7 +185,9 @@ def corpus_dir():
 
 
 def test_train_cluster_and_index_from_a_corpus(corpus_dir, tmp_path):
-    from svcjax import cli, corpus, kmeans
+    from svcjax import cli
+    from svcjax.data import corpus
+    from svcjax.timbre import kmeans
     units = kmeans.corpus_units(corpus_dir)
     names = corpus.load_metadata(corpus_dir)["speakers"]
     assert set(units) == set(names) and all(u.ndim == 2 for u in units.values())
@@ -223,7 +225,7 @@ def test_train_cluster_and_index_from_a_corpus(corpus_dir, tmp_path):
 
 def test_reference_layout_written_without_torch_loads_in_torch(tmp_path):
     torch = pytest.importorskip("torch")
-    from svcjax import kmeans
+    from svcjax.timbre import kmeans
     c = {"alice": np.arange(12, dtype=np.float32).reshape(3, 4)}
     path = kmeans.write_reference_cluster(c, str(tmp_path / "kmeans_3.pt"))
     d = torch.load(path, weights_only=False)  # as the reference's cluster/__init__.py loads
@@ -232,7 +234,7 @@ def test_reference_layout_written_without_torch_loads_in_torch(tmp_path):
 
 
 def test_kmeans_resumes_from_its_state(tmp_path):
-    from svcjax import kmeans
+    from svcjax.timbre import kmeans
     rng = np.random.default_rng(0)
     x = rng.standard_normal((600, 4)).astype(np.float32)
     state = str(tmp_path / "state.npz")
@@ -249,7 +251,7 @@ def test_kmeans_resumes_from_its_state(tmp_path):
 
 
 def test_convert_mixes_units_toward_the_speaker_also_in_a_speaker_mix():
-    from svcjax import pipeline
+    from svcjax.runtime import converter as pipeline
     from tests.test_pipeline import SR, _voiced, identity_converter
     conv, sov = identity_converter()         # units are the audio, 512 samples a frame
     rng = np.random.default_rng(0)
@@ -326,7 +328,7 @@ def test_cli_convert_with_a_cluster_model(tmp_path, capsys, restore_cache):
 
 def test_eval_settings_at_each_cluster_ratio():
     from configs import eval as eval_config
-    from svcjax import evaluate
+    from svcjax.eval import metrics as evaluate
     c = eval_config.get_config("variant=test")
     assert [n for n, _ in evaluate.settings_from_config(c, False)] == ["sovits"]
     c.cluster_model = "km.npz"

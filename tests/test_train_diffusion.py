@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from configs import diffusion_44k
-from svcjax import sharding
-from svcjax.metric_writer import read_metrics
-from svcjax.models import unit2mel
-from svcjax.train_diffusion import DiffusionTask
-from svcjax.trainer import export_run, restore_params, train
+from svcjax.runtime import sharding
+from svcjax.train.metric_writer import read_metrics
+from svcjax.models.diffusion import unit2mel
+from svcjax.train.diffusion import DiffusionTask
+from svcjax.train.loop import export_run, restore_params, train
 from tests.standins import diffusion_batches
 
 
@@ -89,7 +89,7 @@ def test_export_loads_in_svcjax_importer(corpus_run, tmp_path):
     work, _ = corpus_run
     files = export_run(str(work), str(tmp_path / "export"))
     assert [os.path.basename(f) for f in files] == ["model_3.pt", "config.yaml"]
-    from svcjax.diffusion import load_diffusion
+    from svcjax.runtime.diffusion import load_diffusion
 
     loaded = load_diffusion(files[0])
     params, step, _ = restore_params(str(work))

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from configs import sovits_44k
-from svcjax.convert import sovits as conv
-from svcjax.metric_writer import read_metrics
+from svcjax.interop import sovits as conv
+from svcjax.train.metric_writer import read_metrics
 from svcjax.models.discriminator import discriminator_state_dict, load_discriminator
-from svcjax.train_sovits import SovitsTask, generator_state_dict
-from svcjax.trainer import export_run, restore_params
+from svcjax.train.sovits import SovitsTask, generator_state_dict
+from svcjax.train.loop import export_run, restore_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures", "train_step")

@@ -1,6 +1,6 @@
 """The training loop: logging, checkpoints, resume, preemption, multi-process, non-finite stop.
 
-These run :func:`svcjax.trainer.train` on the small ``ToyTask`` of ``tests/standins.py`` (a
+These run :func:`svcjax.train.loop.train` on the small ``ToyTask`` of ``tests/standins.py`` (a
 grain pipeline and a 2-layer net), so they test the loop itself in seconds; the GAN and
 diffusion steps have their own tests.
 """
@@ -18,8 +18,8 @@ import time
 import numpy as np
 import pytest
 
-from svcjax.metric_writer import NonFiniteError, read_metrics
-from svcjax.trainer import default_train_config, make_optimizer, train
+from svcjax.train.metric_writer import NonFiniteError, read_metrics
+from svcjax.train.loop import default_train_config, make_optimizer, train
 from tests.standins import make_toy_task, toy_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,7 @@ draws (decoder slice starts; diffusion steps and noise), and per step the learni
 losses, gradient norms, the norm of each update and of the parameters after it.
 
 svcjax runs its real training step (``SovitsTask.step`` / ``DiffusionTask.step``, AdamW and
-the LR schedule of :func:`svcjax.trainer.make_optimizer`) with matmul precision "highest"
+the LR schedule of :func:`svcjax.train.loop.make_optimizer`) with matmul precision "highest"
 (tests/conftest.py), so both sides compute in float32.
 
 Tolerance: a measured float32 drift envelope. The two implementations round differently,
@@ -123,9 +123,9 @@ def _run(task, params, batches):
 # ---------------------------------------------------------------------------------------------
 
 def _gan_task():
-    from svcjax.convert import sovits as conv
+    from svcjax.interop import sovits as conv
     from svcjax.models.discriminator import load_discriminator
-    from svcjax.train_sovits import SovitsTask
+    from svcjax.train.sovits import SovitsTask
     from tests.test_train_sovits import fixture_config
 
     fix = os.path.join(FIX, "train_step")
@@ -170,8 +170,8 @@ def test_gan_trajectory_matches_the_reference():
 # ---------------------------------------------------------------------------------------------
 
 def _diffusion_task():
-    from svcjax.convert import diffusion as conv
-    from svcjax.train_diffusion import DiffusionTask
+    from svcjax.interop import diffusion as conv
+    from svcjax.train.diffusion import DiffusionTask
 
     params, cfg = conv.import_checkpoint(os.path.join(FIX, "diffusion", "model_100.pt"))
     hp = {k[len("diff/hp/"):]: v for k, v in REF.items() if k.startswith("diff/hp/")}

@@ -1,4 +1,4 @@
-"""svcjax.units: the ContentEncoder runtime (buckets, sharding, trace counts) and unit->frame maps."""
+"""svcjax.runtime.units: the ContentEncoder runtime (buckets, sharding, trace counts) and unit->frame maps."""
 
 import os
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import svcjax
-from svcjax import units as U
+from svcjax.runtime import units as U
 from svcjax.models import content_encoder as ce
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "content_encoder")

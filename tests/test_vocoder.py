@@ -8,9 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from svcjax import cli, vocoder
-from svcjax.convert import nsf_hifigan
-from svcjax.convert.torch_params import CheckpointMismatchError
+from svcjax import cli
+
+from svcjax.runtime import vocoder
+from svcjax.interop import nsf_hifigan
+from svcjax.interop.torch_params import CheckpointMismatchError
 
 FIX = Path(__file__).parent / "fixtures" / "vocoder"
 

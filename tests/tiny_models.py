@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from svcjax import checkpoint
+from svcjax.train import checkpoint
 
 ROOT = Path(__file__).parent.parent
 VOCODER = ROOT / "tests" / "fixtures" / "vocoder" / "model"
@@ -23,8 +23,9 @@ def make_model_dirs(d: Path) -> Path:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from configs import diffusion_44k, sovits_44k
-    from svcjax.convert import sovits as sovits_convert
-    from svcjax.models import content_encoder as ce, synthesizer, unit2mel
+    from svcjax.interop import sovits as sovits_convert
+    from svcjax.models import content_encoder as ce, synthesizer
+    from svcjax.models.diffusion import unit2mel
 
     cfg = sovits_44k.get_config("variant=test")          # 32-dim units, speakers alto/tenor
     model = synthesizer.from_config(cfg, with_posterior=False)

@@ -10,7 +10,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "workdir")
 
 
 def main(argv):
-    from svcjax.trainer import train
+    from svcjax.train.loop import train
     from tests.standins import make_toy_task
 
     res = train(_CONFIG.value, _WORKDIR.value, task=make_toy_task(_CONFIG.value))

@@ -14,7 +14,7 @@ _BUILT: dict[str, str] = {}
 def tiny_corpus() -> str:
     """DATA_DIR of a built svc_corpus (2 speakers, train + validation splits)."""
     if "dir" not in _BUILT:
-        from svcjax import corpus
+        from svcjax.data import corpus
         from tests.data import fakes
         from tests.data.conftest import BUILD, make_raw_corpus
 

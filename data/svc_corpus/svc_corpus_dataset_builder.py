@@ -1,7 +1,7 @@
 """TFDS builder for the svcjax training corpus (ArrayRecord files, no TensorFlow needed).
 
 The builder only declares the features and writes the examples that
-:mod:`svcjax.corpus` has prepared: it is constructed by ``svcjax.corpus.build_corpus`` with
+:mod:`svcjax.data.corpus` has prepared: it is constructed by ``svcjax.data.corpus.build_corpus`` with
 a ``HostPlan`` (this host's files, the feature cache, speakers, feature shapes). Per example:
 
 * ``audio``: int16 waveform at 44.1 kHz, ``512 * T`` samples (divide by 32768);
@@ -56,6 +56,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in self._plan.splits}
 
     def _generate_examples(self, split):
-        from svcjax import corpus
+        from svcjax.data import corpus
         plan = self._plan
         yield from corpus.iter_examples(plan.sources, split, plan.cache_dir, plan.speakers)

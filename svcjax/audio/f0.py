@@ -178,7 +178,7 @@ def _to_16k(x: np.ndarray, lens: np.ndarray, sr: int, quality: str) -> list[np.n
     resampled on the device in one call (:mod:`svcjax.audio.resample`; ``kaiser_best`` is
     resampy's filter design, torchcrepe's)."""
     from svcjax.audio.resample import resample
-    from svcjax.buckets import bucket_length
+    from svcjax.runtime.buckets import bucket_length
 
     ceil = quality == "torchaudio_hann128"
     n16 = [-(-int(n) * 16000 // sr) if ceil else int(n) * 16000 // sr for n in lens]
@@ -262,7 +262,7 @@ def crepe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
     own 16 kHz signal). Returns ``(f0, uv)`` ``(B, max n_out)``; with ``return_raw`` also the
     activations ``(B, N, 360)`` and frame counts.
     """
-    from svcjax.buckets import bucket_length
+    from svcjax.runtime.buckets import bucket_length
     from svcjax.models import crepe
 
     if decoder not in DECODERS:
@@ -300,7 +300,7 @@ def crepe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
 def rmvpe_weights(weights: str | os.PathLike | None) -> str:
     """The RMVPE weights file to use: ``weights``, else ``$SVCJAX_RMVPE``, else one clear
     error sentence saying how to give it."""
-    from svcjax.convert.rmvpe import RmvpeWeightsError
+    from svcjax.interop.rmvpe import RmvpeWeightsError
 
     if weights is None or (isinstance(weights, str) and not weights):
         weights = os.environ.get(RMVPE_ENV) or None
@@ -314,7 +314,7 @@ def rmvpe_weights(weights: str | os.PathLike | None) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _rmvpe_runner_cached(path: str, stamp: tuple, mesh: Any):
-    from svcjax.convert.rmvpe import load_rmvpe
+    from svcjax.interop.rmvpe import load_rmvpe
     from svcjax.models import rmvpe
 
     model, params = load_rmvpe(path)
@@ -322,7 +322,7 @@ def _rmvpe_runner_cached(path: str, stamp: tuple, mesh: Any):
 
 
 def _rmvpe_runner(weights: str | os.PathLike | None, mesh: Any = None):
-    from svcjax.convert.rmvpe import load_rmvpe
+    from svcjax.interop.rmvpe import load_rmvpe
 
     path = rmvpe_weights(weights)
     try:
@@ -354,7 +354,7 @@ def rmvpe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
     ``return_raw`` also the saliences ``(B, N, 360)`` and each clip's frame count
     ``1 + L16 // 160``.
     """
-    from svcjax.buckets import bucket_length
+    from svcjax.runtime.buckets import bucket_length
     from svcjax.models import rmvpe
 
     runner = _rmvpe_runner(weights, mesh)
@@ -422,7 +422,7 @@ def fcpe_f0_16k(audio16: Sequence[np.ndarray], n_in: Sequence[int], n_out: Seque
     count, as in the reference). Returns ``(f0, uv)`` ``(B, max n_out)``; with
     ``return_raw`` also the network's f0 (Hz, 0 unvoiced) ``(B, N)``, the salience
     ``(B, N, bins)`` and the frame counts."""
-    from svcjax.buckets import bucket_length
+    from svcjax.runtime.buckets import bucket_length
 
     runner = fcpe_runner(weights, mesh)
     if threshold is None:
@@ -600,7 +600,7 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
                 raw[b, :n_out[b]] = _world_f0(clip, sr, n_out[b], method, f0_min, f0_max)
             tmask[b, :n_out[b]] = 1.0
         # padded to a length bucket: one compiled program per bucket, not per length
-        from svcjax.buckets import bucket_length, pad_axis
+        from svcjax.runtime.buckets import bucket_length, pad_axis
         tb = bucket_length(t_max)
         f0, uv = _interpolate_jit(pad_axis(raw, tb), pad_axis(tmask, tb))
         f0, uv = np.asarray(f0)[:, :t_max], np.asarray(uv)[:, :t_max]

@@ -38,7 +38,7 @@ its mean and variance over each clip's valid frames only, frames past a clip's e
 before the position convolution and masked out of attention, so a padded clip gives the same
 valid frames as the clip alone. Parameter names follow fairseq's state_dict
 (``feature_extractor/conv_layers_0_0``, ``encoder/pos_conv_0``, ``encoder/layers_3/self_attn/q_proj``,
-``final_proj``) so that :mod:`svcjax.convert.content_encoder` maps checkpoints by the generic rules.
+``final_proj``) so that :mod:`svcjax.interop.content_encoder` maps checkpoints by the generic rules.
 """
 
 from __future__ import annotations

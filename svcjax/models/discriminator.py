@@ -1,7 +1,7 @@
 """So-VITS-SVC's multi-period discriminator (HiFi-GAN's MPD plus one scale discriminator).
 
 ``MultiPeriodDiscriminator`` holds six sub-discriminators, named as the reference names them
-so ``D_*.pth`` state dicts import by the generic rules of :mod:`svcjax.convert.torch_params`:
+so ``D_*.pth`` state dicts import by the generic rules of :mod:`svcjax.interop.torch_params`:
 
 * ``discriminators_0``: :class:`DiscriminatorS` on the raw waveform, 1-D convolutions
   (k15, then four grouped k41 stride-4 convs, k5, and a k3 ``conv_post``);
@@ -170,11 +170,11 @@ def load_discriminator(path: str | os.PathLike, width_div: int = 1,
                        periods: Sequence[int] = PERIODS) -> dict:
     """Parameters of a So-VITS-SVC ``D_*.pth`` (e.g. the ``D_0.pth`` base model), no torch.
 
-    Raises :class:`svcjax.convert.torch_params.CheckpointMismatchError` naming every
+    Raises :class:`svcjax.interop.torch_params.CheckpointMismatchError` naming every
     missing, unexpected or mis-shaped tensor when the file is not a discriminator of this shape.
     """
-    from svcjax.convert import torch_pickle
-    from svcjax.convert.torch_params import state_dict_to_params
+    from svcjax.interop import torch_pickle
+    from svcjax.interop.torch_params import state_dict_to_params
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -188,6 +188,6 @@ def load_discriminator(path: str | os.PathLike, width_div: int = 1,
 
 def discriminator_state_dict(params: Any) -> dict[str, np.ndarray]:
     """The reference's ``MultiPeriodDiscriminator.state_dict()`` layout (for ``D_*.pth``)."""
-    from svcjax.convert.torch_params import params_to_state_dict
+    from svcjax.interop.torch_params import params_to_state_dict
 
     return params_to_state_dict(jax.device_get(params), list_modules=("discriminators", "convs"))

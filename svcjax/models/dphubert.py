@@ -31,7 +31,7 @@ statistics over each clip's valid part, frames past a clip's end are zeroed befo
 convolution and masked out of attention, so a padded clip gives the valid frames it gives
 alone. Parameter names follow torchaudio's state_dict (``feature_extractor/conv_layers_0/conv``,
 ``encoder/transformer/layers_3/attention/q_proj``, ...) so that
-:mod:`svcjax.convert.dphubert` maps the checkpoint by the generic rules.
+:mod:`svcjax.interop.dphubert` maps the checkpoint by the generic rules.
 """
 
 from __future__ import annotations

@@ -10,12 +10,12 @@ that computes them, with its model module and its checkpoint importer:
   (B,))``, a padded row giving the frames of the clip alone), ``num_frames(n_samples,
   config)``, ``min_samples(config)``, ``max_samples(config)`` (``None``: unbounded),
   ``unit_dim(config)`` and ``hop(config)`` (16 kHz samples per unit frame);
-* the importer module (``svcjax.convert.<family>``) has ``sniff(obj)`` (is this object, read
+* the importer module (``svcjax.interop.<family>``) has ``sniff(obj)`` (is this object, read
   by the restricted unpickler, one of the family's checkpoints?),
   ``import_checkpoint(obj, path, kind)`` -> ``(params, config)`` and optionally ``EXPECTED``,
   a few words on the files it reads.
 
-:class:`svcjax.units.ContentEncoder` runs any family; ``svcjax import-encoder`` and
+:class:`svcjax.runtime.units.ContentEncoder` runs any family; ``svcjax import-encoder`` and
 :func:`svcjax.load_content_encoder` find the family of a file by asking each importer.
 Modules are imported when first needed.
 """
@@ -55,10 +55,10 @@ KINDS: dict[str, Kind] = {
 
 # family -> (model module, importer module)
 FAMILIES: dict[str, tuple[str, str]] = {
-    "hubert": ("svcjax.models.content_encoder", "svcjax.convert.content_encoder"),
-    "wavlm": ("svcjax.models.wavlm", "svcjax.convert.wavlm"),
-    "dphubert": ("svcjax.models.dphubert", "svcjax.convert.dphubert"),
-    "whisper": ("svcjax.models.whisper", "svcjax.convert.whisper"),
+    "hubert": ("svcjax.models.content_encoder", "svcjax.interop.content_encoder"),
+    "wavlm": ("svcjax.models.wavlm", "svcjax.interop.wavlm"),
+    "dphubert": ("svcjax.models.dphubert", "svcjax.interop.dphubert"),
+    "whisper": ("svcjax.models.whisper", "svcjax.interop.whisper"),
 }
 
 

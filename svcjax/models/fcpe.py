@@ -50,8 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svcjax import sharding as shd
-from svcjax.buckets import bucket_length
+from svcjax.runtime import sharding as shd
+from svcjax.runtime.buckets import bucket_length
 
 __all__ = ["FCPEConfig", "FCPENet", "FCPEWeightsError", "load_fcpe", "find_torchfcpe_weights",
            "default_weights", "pad_for_mel", "mel_frames", "prepare", "log_mel",
@@ -325,7 +325,7 @@ def default_weights() -> str:
 def _plain(x: Any) -> Any:
     """Config trees as plain dicts (a pickled DotDict of the training script is an inert
     record holding its items)."""
-    from svcjax.convert.torch_pickle import Opaque
+    from svcjax.interop.torch_pickle import Opaque
 
     if isinstance(x, Opaque):
         x = x.__dict__.get("mapping", x.__dict__.get("state"))
@@ -497,7 +497,7 @@ def _params_from(conf: FCPEConfig, sd: dict, names: dict, path: str) -> dict:
 def load_fcpe(path: str | os.PathLike) -> tuple[FCPEConfig, dict, np.ndarray]:
     """``(config, params, cent_table)`` from So-VITS-SVC's ``fcpe.pt`` or torchfcpe's
     ``fcpe_c_v001.pt`` (which one is recognised from the file's layout)."""
-    from svcjax.convert import torch_pickle
+    from svcjax.interop import torch_pickle
 
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -6,7 +6,7 @@ output length) and keep weight norm as trainable ``(g, v)`` parameters
 (``weight = g * v / ||v||``, the norm over every axis but the one ``g`` indexes), as
 ``torch.nn.utils.weight_norm`` does. Inputs are ``(B, T, C)`` (``(B, H, W, C)`` for 2-D).
 
-Parameter layouts (the converters in :mod:`svcjax.convert.torch_params` map PyTorch's):
+Parameter layouts (the converters in :mod:`svcjax.interop.torch_params` map PyTorch's):
 
 =====================  ======================  ==========================
 layer                  parameter               shape

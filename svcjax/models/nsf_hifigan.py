@@ -15,7 +15,7 @@ The source (``SourceModuleHnNSF``: sine harmonics -> ``l_linear`` -> tanh) is a 
 ``sine_mode`` names a function in :data:`SINE_GENERATORS` that turns frame-rate F0 into
 harmonic sines at sample rate. So-VITS-SVC's ``dec`` uses ``"sample_rate"`` (F0 upsampled x512
 by nearest neighbour, phase accumulated per sample, random initial phase for harmonics >= 2).
-The standalone vocoder (mel input, no speaker: ``gin_channels=0``; :mod:`svcjax.vocoder`) uses
+The standalone vocoder (mel input, no speaker: ``gin_channels=0``; :mod:`svcjax.runtime.vocoder`) uses
 ``"frame_rate"`` (:func:`svcjax.models.phase.frame_rate_sines`: the same phases, summed
 exactly per frame in fixed point, as the reference vocoder does in float64) and reuses
 everything else.

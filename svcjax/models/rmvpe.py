@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svcjax import sharding as shd
+from svcjax.runtime import sharding as shd
 from svcjax.models.layers import Conv2d, Linear, torch_uniform
 
 __all__ = [
@@ -163,7 +163,7 @@ class ConvTranspose2d(nn.Module):
     """``nn.ConvTranspose2d(kernel 3, stride s, padding 1, output_padding s - 1, bias=False)``.
 
     ``kernel`` is ``(3, 3, Cout, Cin)``: torch's ``(Cin, Cout, 3, 3)`` under the generic
-    conv rule of :mod:`svcjax.convert.torch_params`. Computed as a convolution of the
+    conv rule of :mod:`svcjax.interop.torch_params`. Computed as a convolution of the
     ``s``-dilated input with the flipped kernel, padded ``(1, 1 + output_padding)``.
     """
 
@@ -392,7 +392,7 @@ def decode_local_average(salience: jax.Array, threshold: float | jax.Array = 0.0
 
 class RmvpeRunner:
     """RMVPE over a padded batch of 16 kHz clips: jit-compiled per (batch, length) bucket and
-    split over the devices of a mesh (``svcjax.sharding``) along the batch.
+    split over the devices of a mesh (``svcjax.runtime.sharding``) along the batch.
 
     ``runner(audio16, lengths)`` takes ``(B, L)`` host audio and each clip's sample count and
     returns saliences ``(B, N, 360)`` with ``N = 1 + max(lengths) // 160`` (frames past a
@@ -430,7 +430,7 @@ class RmvpeRunner:
                             out_shardings=shd.batch_sharding(self.mesh, 3))
 
     def __call__(self, audio16: np.ndarray, lengths, trim: bool = True) -> np.ndarray:
-        from svcjax.buckets import bucket_length
+        from svcjax.runtime.buckets import bucket_length
 
         audio16 = np.asarray(audio16, np.float32)
         lengths = np.asarray(lengths, np.int32).reshape(-1)

@@ -17,7 +17,7 @@ integer ids ``(B,)`` or per-frame mixing weights ``(B, T, n_speakers)`` over ``e
 Submodules carry the reference's attribute names (``enc_p/enc_/attn_layers_0/conv_q``,
 ``flow/flows_0/enc/in_layers_0``, ``dec/resblocks_3/convs1_0``, ...): coupling layers sit at the
 even indices ``flows_{2i}`` (the Flip layers between them have no parameters), so
-:mod:`svcjax.convert.torch_params` maps reference checkpoints with no renames; a shared flow
+:mod:`svcjax.interop.torch_params` maps reference checkpoints with no renames; a shared flow
 network lives at ``flow/wn`` like the reference's ``flow.wn``.
 
 Repeated layers (transformer layers, WaveNet layers, the four couplings) are declared with

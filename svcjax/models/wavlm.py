@@ -36,7 +36,7 @@ frames only, frames past a clip's end are zeroed before the position convolution
 out of attention, so a padded clip gives the same valid frames as the clip alone. Parameter
 names follow the reference's state_dict (``feature_extractor/conv_layers_0_0``,
 ``encoder/layers_0/self_attn/relative_attention_bias``, ``.../grep_linear``), so that
-:mod:`svcjax.convert.wavlm` maps checkpoints by the generic rules.
+:mod:`svcjax.interop.wavlm` maps checkpoints by the generic rules.
 """
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from svcjax.cli import main as cli_main
-from svcjax.convert import content_encoder as cc
-from svcjax.convert import torch_pickle
+from svcjax.interop import content_encoder as cc
+from svcjax.interop import torch_pickle
 from svcjax.models import content_encoder as ce
-from svcjax.units import ContentEncoder, load_content_encoder
+from svcjax.runtime.units import ContentEncoder, load_content_encoder
 
 FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "content_encoder")
 FAIRSEQ = os.path.join(FIX, "contentvec_tiny.pt")

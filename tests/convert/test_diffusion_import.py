@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from svcjax import checkpoint
+from svcjax.train import checkpoint
 from svcjax.cli import main as cli
-from svcjax.convert.diffusion import config_from_yaml, import_checkpoint
-from svcjax.convert.torch_params import CheckpointMismatchError
-from svcjax.diffusion import load_diffusion
+from svcjax.interop.diffusion import config_from_yaml, import_checkpoint
+from svcjax.interop.torch_params import CheckpointMismatchError
+from svcjax.runtime.diffusion import load_diffusion
 
 FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "diffusion")
 PT = os.path.join(FIX, "model_100.pt")
@@ -98,8 +98,8 @@ def test_bad_inputs(tmp_path):
 
 
 def test_export_state_dict_roundtrip():
-    from svcjax.convert import torch_pickle
-    from svcjax.convert.diffusion import to_state_dict
+    from svcjax.interop import torch_pickle
+    from svcjax.interop.diffusion import to_state_dict
     params, config = import_checkpoint(PT)
     ref = torch_pickle.load(PT)["model"]
     sd = to_state_dict(params, config)

@@ -18,9 +18,9 @@ import pytest
 
 import svcjax
 from svcjax.cli import main as cli_main
-from svcjax.convert import dphubert as cd
-from svcjax.convert import torch_pickle
-from svcjax.convert.torch_params import CheckpointMismatchError
+from svcjax.interop import dphubert as cd
+from svcjax.interop import torch_pickle
+from svcjax.interop.torch_params import CheckpointMismatchError
 from svcjax.models import dphubert as dp
 from tests.models.test_content_encoder import clips, float32_drift
 

@@ -16,7 +16,7 @@ import pytest
 
 import svcjax
 from svcjax.cli import main as cli_main
-from svcjax.convert import content_encoder as cc
+from svcjax.interop import content_encoder as cc
 from svcjax.models import content_encoder as ce
 from tests.models.test_content_encoder import SMALL_CONV, clips, float32_drift, random_params
 

@@ -1,7 +1,7 @@
 """Every checkpoint loader refuses hostile and broken files with one sentence, runs nothing.
 
 The loaders (So-VITS generator, content encoder, diffusion, vocoder, CREPE, discriminator)
-all read through :mod:`svcjax.convert.torch_pickle`; these tests go through each loader's own
+all read through :mod:`svcjax.interop.torch_pickle`; these tests go through each loader's own
 entry point, so a loader that bypassed the restricted reader (or turned its error into a
 traceback) would fail here. The CLI side is tests/faults/test_model_faults.py.
 """
@@ -21,27 +21,27 @@ DIFFUSION_CFG = os.path.join(FIX, "diffusion", "config.yaml")
 
 
 def _sovits(path):
-    from svcjax.convert import sovits
+    from svcjax.interop import sovits
     sovits.load_sovits_checkpoint(path, SOVITS_CFG)
 
 
 def _load_sovits(path):
-    from svcjax.inference import load_sovits
+    from svcjax.runtime.sovits import load_sovits
     load_sovits(path, SOVITS_CFG)
 
 
 def _encoder(path):
-    from svcjax.convert import content_encoder
+    from svcjax.interop import content_encoder
     content_encoder.import_encoder(path)
 
 
 def _diffusion(path):
-    from svcjax.convert import diffusion
+    from svcjax.interop import diffusion
     diffusion.import_checkpoint(path, DIFFUSION_CFG)
 
 
 def _vocoder(path):
-    from svcjax.vocoder import load_vocoder
+    from svcjax.runtime.vocoder import load_vocoder
     load_vocoder(path, VOCODER_CFG)
 
 
@@ -91,7 +91,7 @@ def test_broken_files_give_one_sentence_in_every_loader(tmp_path, loader, case):
 def test_damaged_model_dir_is_one_sentence(tmp_path):
     import numpy as np
 
-    from svcjax import checkpoint
+    from svcjax.train import checkpoint
 
     d = checkpoint.save_model_dir(tmp_path / "m", {"w": np.arange(4096, dtype=np.float32),
                                                    "b": np.ones(3, np.float32)}, {"kind": "x"})
@@ -117,7 +117,7 @@ def test_closed_event_loop_noise_is_dropped_and_nothing_else(monkeypatch):
     import sys
     import types
 
-    from svcjax import checkpoint
+    from svcjax.train import checkpoint
 
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)

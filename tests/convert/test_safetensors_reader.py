@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from svcjax.convert import safetensors_reader
+from svcjax.interop import safetensors_reader
 
 
 def test_matches_the_safetensors_package(tmp_path):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from configs import sovits_44k
-from svcjax.convert import sovits as conv
-from svcjax.convert import torch_pickle
+from svcjax.interop import sovits as conv
+from svcjax.interop import torch_pickle
 
 FIX = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures",
                    "sovits")

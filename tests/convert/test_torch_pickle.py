@@ -11,7 +11,7 @@ import types
 import numpy as np
 import pytest
 
-from svcjax.convert import torch_pickle
+from svcjax.interop import torch_pickle
 from tests.convert import malicious
 
 

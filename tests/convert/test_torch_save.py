@@ -1,4 +1,4 @@
-"""Files written by svcjax.convert.torch_save load in PyTorch and in svcjax's reader."""
+"""Files written by svcjax.interop.torch_save load in PyTorch and in svcjax's reader."""
 
 import collections
 
@@ -6,7 +6,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from svcjax.convert import torch_pickle, torch_save
+from svcjax.interop import torch_pickle, torch_save
 
 
 def _obj():

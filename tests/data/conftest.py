@@ -43,7 +43,7 @@ def raw_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def built_corpus(raw_corpus, tmp_path_factory):
     """(data_dir, dataset folder, featurizer) built once for the session."""
-    from svcjax import corpus
+    from svcjax.data import corpus
     from tests.data import fakes
     data_dir = str(tmp_path_factory.mktemp("built"))
     feat = fakes.svcjax_featurizer()

@@ -50,7 +50,7 @@ def f0(audio, lengths, sr=44100):
 
 def featurizer(**config):
     """Fake extractors throughout (fast; mel counts its traces)."""
-    from svcjax.featurizer import Featurizer
+    from svcjax.data.featurizer import Featurizer
     config.setdefault("batch_size", 4)
     return Featurizer(config, units=units, unit_dim=UNIT_DIM, f0=f0, mel=mel, n_mels=N_MELS,
                       volume=volume)
@@ -67,7 +67,7 @@ def svcjax_featurizer(**config):
 
     One length bucket covers the test clips (growth 2), so each program compiles once.
     """
-    from svcjax.featurizer import Featurizer
+    from svcjax.data.featurizer import Featurizer
     config = dict(dict(random_encoder=True, encoder_overrides=TINY_ENCODER, f0_method="dio",
                        batch_size=4, bucket_growth=2.0), **config)
     return Featurizer.from_config(config)

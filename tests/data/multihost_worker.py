@@ -18,8 +18,8 @@ def main(port, pid, raw, data_dir):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
                                process_id=int(pid), initialization_timeout=60)
-    from svcjax import corpus, input_pipeline
-    from svcjax.sharding import make_mesh
+    from svcjax.data import corpus, input_pipeline
+    from svcjax.runtime.sharding import make_mesh
     from tests.data import fakes
     from tests.data.conftest import BUILD
     out = corpus.build_corpus(raw, data_dir, fakes.featurizer(), BUILD, log=lambda m: None)

@@ -1,4 +1,4 @@
-"""svcjax.corpus: scanning, cleaning, the TFDS dataset, skip report, resume, multi-host."""
+"""svcjax.data.corpus: scanning, cleaning, the TFDS dataset, skip report, resume, multi-host."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import tensorflow_datasets as tfds
 
-from svcjax import corpus
+from svcjax.data import corpus
 from tests.data import fakes
 from tests.data.conftest import BUILD, VOICES
 

@@ -1,10 +1,10 @@
-"""svcjax.featurizer: batching over length buckets is exact, draws are deterministic."""
+"""svcjax.data.featurizer: batching over length buckets is exact, draws are deterministic."""
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from svcjax import featurizer as featurizer_lib
+from svcjax.data import featurizer as featurizer_lib
 from tests.data import fakes
 from tests.data.conftest import VOICES
 

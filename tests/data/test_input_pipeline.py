@@ -1,11 +1,11 @@
-"""svcjax.input_pipeline: crops, masks, static shapes, sharding, seeds, resumable state."""
+"""svcjax.data.input_pipeline: crops, masks, static shapes, sharding, seeds, resumable state."""
 
 import jax
 import numpy as np
 import pytest
 
-from svcjax import input_pipeline as ip
-from svcjax.sharding import make_mesh
+from svcjax.data import input_pipeline as ip
+from svcjax.runtime.sharding import make_mesh
 
 HOP = 512
 

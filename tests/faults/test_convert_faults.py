@@ -325,7 +325,7 @@ def _song(seconds: float, seed: int = 0, voiced: float = 6.0, period: float = 7.
 
 @pytest.mark.slow
 def test_sigkill_leaves_no_partial_output_and_a_rerun_cleans_up(tmp_path, models, cache):
-    from svcjax import pipeline
+    from svcjax.runtime import converter as pipeline
 
     src = tmp_path / "long.wav"
     # longer than one window of pieces: the output's temporary file is open while the

@@ -68,7 +68,7 @@ def faulty_build(tmp_path_factory):
     assert res.rc == 0, res.stderr[-3000:]
     assert "Traceback" not in res.stderr
     assert not harness.changed(before, harness.snapshot(root))  # the inputs are untouched
-    from svcjax import corpus
+    from svcjax.data import corpus
     folder = corpus.dataset_dir(tmp / "out")
     assert not harness.leftovers(tmp / "out")
     assert not (tmp / "out" / "svc_corpus" / "_build").exists()
@@ -161,7 +161,7 @@ def _train_args(workdir, data_dir, steps, *extra):
 
 
 def _train_steps(workdir) -> list[int]:
-    from svcjax.metric_writer import read_metrics
+    from svcjax.train.metric_writer import read_metrics
     return [r["step"] for r in read_metrics(str(workdir)) if "loss/total" in r]
 
 
@@ -225,7 +225,7 @@ def _short_units(ex):
 def bad_records_run(tmp_path_factory):
     """train.py, 2 steps, on a corpus whose train split has a NaN-F0 record and a record whose
     units are 7 frames shorter than its F0 (of 5 train records)."""
-    from svcjax import input_pipeline
+    from svcjax.data import input_pipeline
     from tests.training_corpus import tiny_corpus
     tmp = tmp_path_factory.mktemp("bad_records")
     data = tmp / "data"
@@ -248,7 +248,7 @@ def test_nan_feature_record_is_skipped_and_named(bad_records_run):
     assert (f"svcjax train: skipping record {nan_rec} of the train split: f0 has 3 NaN values"
             in res.stderr)
     assert res.stderr.count(f"skipping record {nan_rec} ") == 1  # once, not every epoch
-    from svcjax.metric_writer import read_metrics
+    from svcjax.train.metric_writer import read_metrics
     recs = [r for r in read_metrics(str(work)) if "loss/total" in r]
     assert [r["step"] for r in recs] == [1, 2]
     assert all(np.isfinite(r["loss/total"]) and np.isfinite(r["grad_norm/model"]) for r in recs)

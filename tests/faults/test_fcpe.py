@@ -34,7 +34,7 @@ def _make(case: str, tmp: Path) -> tuple[Path, str]:
     if case == "missing":
         return tmp / "nowhere" / "fcpe.pt", "not found"
     if case == "not an FCPE checkpoint":
-        from svcjax.convert import torch_save
+        from svcjax.interop import torch_save
         p = tmp / "crepe.pt"
         torch_save.save({"conv1.weight": np.zeros((4, 1, 3), np.float32)}, str(p))
         return p, "is not an FCPE checkpoint"

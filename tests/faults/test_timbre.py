@@ -70,7 +70,7 @@ def test_retrieval_pkl_without_faiss_says_what_to_install(tmp_path):
 
 
 def test_merge_with_different_shapes_and_compress_over_existing(tmp_path):
-    from svcjax.convert import torch_pickle, torch_save
+    from svcjax.interop import torch_pickle, torch_save
     m = FIX / "timbre" / "merge"
     sd = torch_pickle.load(m / "G_0.pth")
     sd["model"]["emb_g.weight"] = sd["model"]["emb_g.weight"][:2]

@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from svcjax.convert import torch_pickle, torch_save
+from svcjax.interop import torch_pickle, torch_save
 from tests.faults import harness
 
 AREA = "wavlm encoder"

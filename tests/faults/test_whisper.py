@@ -13,8 +13,8 @@ import os
 
 import pytest
 
-from svcjax.convert import torch_pickle, torch_save
-from svcjax.convert.content_encoder import import_encoder_dir
+from svcjax.interop import torch_pickle, torch_save
+from svcjax.interop.content_encoder import import_encoder_dir
 from tests.faults import harness
 
 AREA = "whisper encoder"

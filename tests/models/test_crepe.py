@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from svcjax import sharding
+from svcjax.runtime import sharding
 from svcjax.models import crepe
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svcjax.convert.torch_params import CheckpointMismatchError
+from svcjax.interop.torch_params import CheckpointMismatchError
 from svcjax.models import discriminator as D
 
 FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "discriminator")
@@ -34,7 +34,7 @@ def test_parity_with_reference(ref):
 
 
 def test_state_dict_round_trip():
-    from svcjax.convert import torch_pickle
+    from svcjax.interop import torch_pickle
 
     sd = torch_pickle.load(os.path.join(FIX, "D_test.pth"))["model"]
     params = D.load_discriminator(os.path.join(FIX, "D_test.pth"), width_div=16)

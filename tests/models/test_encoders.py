@@ -50,7 +50,7 @@ def _encoder_fixtures():
 
 @pytest.mark.parametrize("path", _encoder_fixtures(), ids=lambda p: "/".join(p.split("/")[-2:]))
 def test_each_encoder_file_is_claimed_by_exactly_one_family(path):
-    from svcjax.convert.content_encoder import read_encoder_object
+    from svcjax.interop.content_encoder import read_encoder_object
 
     obj, _ = read_encoder_object(path)
     claims = [f for f in encoders.FAMILIES if encoders.importer_module(f).sniff(obj)]

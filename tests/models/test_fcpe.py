@@ -128,7 +128,7 @@ def test_sovits_fcpe_end_to_end_matches_reference(sovits):
 def test_runner_splits_batches_over_devices(sovits):
     conf, single = sovits
     _, params, table = fcpe.load_fcpe(SOVITS_PT)
-    from svcjax import sharding as shd
+    from svcjax.runtime import sharding as shd
 
     multi = fcpe.FCPERunner(conf, params, table, mesh=shd.make_mesh(devices=jax.devices()[:2]))
     audio = [REF["kal_audio"], REF["rms_audio"], REF["slt_audio"][:5000]]
@@ -158,7 +158,7 @@ def test_extract_f0_fcpe_44k_batch_equals_single_clips(monkeypatch):
 
 
 def test_loader_refuses_other_files(tmp_path):
-    from svcjax.convert import torch_save
+    from svcjax.interop import torch_save
 
     other = tmp_path / "other.pt"
     torch_save.save({"model": {"conv1.weight": np.zeros((4, 1, 3), np.float32)}}, str(other))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svcjax.convert.torch_params import state_dict_to_params, params_to_state_dict, CheckpointMismatchError
+from svcjax.interop.torch_params import state_dict_to_params, params_to_state_dict, CheckpointMismatchError
 from svcjax.models import layers
 
 torch = pytest.importorskip("torch")

@@ -19,9 +19,9 @@ import jax
 import numpy as np
 import pytest
 
-from svcjax import sharding as shd
+from svcjax.runtime import sharding as shd
 from svcjax.audio import f0 as f0mod
-from svcjax.convert.rmvpe import RmvpeWeightsError, load_rmvpe
+from svcjax.interop.rmvpe import RmvpeWeightsError, load_rmvpe
 from svcjax.models.rmvpe import RmvpeConfig, decode_local_average
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -131,7 +131,7 @@ def test_f0_command_reads_the_weights_from_the_environment(ref, batched, tmp_pat
 
 
 def test_featurizer_passes_the_weights_file_and_records_it(monkeypatch):
-    from svcjax import featurizer
+    from svcjax.data import featurizer
 
     seen = {}
 
@@ -195,7 +195,7 @@ def test_a_44k_clip_is_resampled_then_tracked(ref, batched):
 
 
 def test_converter_hands_the_weights_file_to_the_f0_tracker():
-    from svcjax import pipeline
+    from svcjax.runtime import converter as pipeline
     from tests.test_pipeline import _voiced, identity_converter
 
     conv, _ = identity_converter()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import svcjax
-from svcjax.convert import sovits as conv
+from svcjax.interop import sovits as conv
 from svcjax.models import nsf_hifigan, snake, synthesizer
 
 HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures",
@@ -140,7 +140,7 @@ def test_training_forward_matches_reference(case):
 
 @pytest.mark.slow  # traces the model twice (~20 s on 2 cores)
 def test_export_reproduces_reference_state_dict():
-    from svcjax.train_sovits import generator_state_dict
+    from svcjax.train.sovits import generator_state_dict
 
     sd = conv.read_state_dict(CKPT)
     cfg = conv.config_from_reference(CONFIG)
@@ -217,7 +217,7 @@ def test_small_snake_decoder_pads_and_trains(resblock):
 @pytest.mark.slow  # compiles the whole GAN step (minutes on 2 cores)
 def test_one_training_step_gives_finite_losses():
     from configs import sovits_44k
-    from svcjax.train_sovits import SovitsTask
+    from svcjax.train.sovits import SovitsTask
 
     cfg = conv.config_from_reference(CONFIG)
     full = sovits_44k.get_config("variant=test")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import svcjax
-from svcjax.convert import sovits as conv
+from svcjax.interop import sovits as conv
 from svcjax.models import synthesizer
 
 HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures",

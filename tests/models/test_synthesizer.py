@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import sovits_44k
-from svcjax.convert import sovits as conv
+from svcjax.interop import sovits as conv
 from svcjax.models import nsf_hifigan, synthesizer
 
 

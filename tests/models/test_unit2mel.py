@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svcjax.convert.diffusion import import_checkpoint
-from svcjax.models import gaussian_diffusion
-from svcjax.models.gaussian_diffusion import Schedule
-from svcjax.models.unit2mel import Unit2Mel, WaveNet, build_model, training_loss
+from svcjax.interop.diffusion import import_checkpoint
+from svcjax.models.diffusion import gaussian as gaussian_diffusion
+from svcjax.models.diffusion.gaussian import Schedule
+from svcjax.models.diffusion.unit2mel import Unit2Mel, WaveNet, build_model, training_loss
 
 FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "diffusion")
 
@@ -67,7 +67,7 @@ def test_training_loss_matches_reference(ref, imported):
 
 
 def test_schedule_tables_equal_reference_buffers():
-    from svcjax.convert import torch_pickle
+    from svcjax.interop import torch_pickle
     sd = torch_pickle.load(os.path.join(FIX, "model_100.pt"))["model"]
     sch = Schedule()
     for name in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
@@ -179,8 +179,8 @@ def test_config_test_variant_trains_and_samples():
     """configs/diffusion_44k.py:variant=test builds the same structure the importer writes,
     takes a finite gradient step and samples (shallow and from noise) on a CPU."""
     from configs.diffusion_44k import get_config
-    from svcjax.convert.diffusion import DEFAULTS
-    from svcjax.diffusion import Diffusion
+    from svcjax.interop.diffusion import DEFAULTS
+    from svcjax.runtime.diffusion import Diffusion
     config = get_config("variant=test")
     for section, keys in DEFAULTS.items():
         assert set(keys) <= set(config[section]), section

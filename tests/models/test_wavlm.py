@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from svcjax.convert import torch_pickle
-from svcjax.convert import wavlm as CW
-from svcjax.convert.content_encoder import ContentEncoderFileError
+from svcjax.interop import torch_pickle
+from svcjax.interop import wavlm as CW
+from svcjax.interop.content_encoder import ContentEncoderFileError
 from svcjax.models import wavlm as W
 
 FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "wavlm")

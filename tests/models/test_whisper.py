@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svcjax.convert import torch_save
-from svcjax.convert import whisper as cw
+from svcjax.interop import torch_save
+from svcjax.interop import whisper as cw
 from svcjax.models import whisper as wm
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "whisper")
@@ -103,7 +103,7 @@ def test_clips_over_30_s_are_encoded_in_30_s_windows(ref, apply):
 
 
 def _variant(tmp_path, name, *, dims=None, drop=(), sd_extra=None, top=None):
-    from svcjax.convert import torch_pickle
+    from svcjax.interop import torch_pickle
     obj = torch_pickle.load(CKPT)
     if top is not None:
         obj = top
@@ -141,7 +141,7 @@ def test_wrong_and_broken_files_are_refused_in_one_sentence(tmp_path, imported):
 def test_public_api_load_import_encoder_and_init(ref, tmp_path, capsys):
     import svcjax
     from svcjax.cli import main as cli_main
-    from svcjax.convert.content_encoder import ContentEncoderFileError
+    from svcjax.interop.content_encoder import ContentEncoderFileError
 
     clips = [ref[f"clip_{i}"] for i in range(3)]
     enc = svcjax.load_content_encoder(CKPT, kind="whisper-ppg")

@@ -30,7 +30,7 @@ import librosa
 import numpy as np
 import pytest
 
-from svcjax.convert import whisper as cw
+from svcjax.interop import whisper as cw
 from svcjax.models import whisper as wm
 
 VOICES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "voices")

@@ -1,0 +1,125 @@
+"""The ``svcjax`` command: one entry point, subcommands registered by module.
+
+Each subcommand lives beside the code it drives and exposes ``add_parser(subparsers)``
+returning the parser, whose ``func`` default receives the parsed args. Modules are imported
+only when their subcommand runs, so ``svcjax --help`` is fast and an optional dependency
+missing for one command does not break the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# name -> (module, one-line help). Each module defines add_parser(subparsers).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build-corpus": ("svcjax.data.corpus", "build the training corpus (TFDS ArrayRecord) from "
+                                      "ROOT/<speaker>/*"),
+    "convert": ("svcjax.runtime.converter", "convert audio files to a target speaker"),
+    "eval": ("svcjax.eval.metrics", "evaluate a model on a set of clips (metrics, TensorBoard)"),
+    "import-vocoder": ("svcjax.interop.nsf_hifigan",
+                       "import the NSF-HiFiGAN vocoder ('model' + config.json)"),
+    "import-diffusion": ("svcjax.interop.diffusion",
+                         "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
+    "import-encoder": ("svcjax.interop.content_encoder",
+                       "import a ContentVec / HuBERT / HuBERT-Soft checkpoint"),
+    "f0": ("svcjax.audio.f0", "F0 and voicing of audio files (the trackers of --method)"),
+    "import-sovits": ("svcjax.interop.sovits",
+                      "convert a So-VITS-SVC 4.1 G_*.pth + config.json to a model directory"),
+    "export-pth": ("svcjax.train.loop", "write a training run's checkpoint as the reference's .pth"),
+    "sweep": ("svcjax.eval.sweep", "run (or print) a config sweep and gather its metrics"),
+    "train-cluster": ("svcjax.timbre.kmeans", "per-speaker k-means cluster model of a corpus's units"),
+    "train-index": ("svcjax.timbre.retrieval", "per-speaker feature-retrieval index of a corpus's units"),
+    "import-index": ("svcjax.timbre.index", "reference kmeans_*.pt / feature_and_index.pkl to .npz"),
+    "merge-models": ("svcjax.interop.merge", "merge models: convex or linear mix of their weights"),
+    "compress": ("svcjax.interop.compress", "release copy of a G_*.pth: no optimizer state or enc_q"),
+}
+
+
+def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
+    """The rule of every command that writes one named output: an existing file or folder is
+    replaced only with ``--overwrite``."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{os.fspath(path)} exists; pass --overwrite to replace it")
+
+
+def _build(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = argparse.ArgumentParser(
+        prog="svcjax", description="So-VITS-SVC 4.1 singing-voice conversion in JAX")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    for name, (module, help_) in COMMANDS.items():
+        if name == chosen:
+            importlib.import_module(module).add_parser(sub)
+        else:
+            sub.add_parser(name, help=help_, add_help=False)
+    return parser, parser.parse_args(argv)
+
+
+# Errors that are the user's to fix (bad input, missing file, ...): their message is the
+# sentence. Anything else is reported as unexpected, still in one line.
+_EXPECTED = (OSError, ValueError, KeyError, ImportError, FloatingPointError)
+
+
+def error_message(e: BaseException) -> str:
+    """One line for an exception: its own message for expected errors (``[Errno N]``
+    prefixes dropped), its type and first line for anything else."""
+    if isinstance(e, KeyError) and e.args:
+        text = str(e.args[0])
+    elif isinstance(e, OSError) and e.strerror:
+        text = e.strerror[0].lower() + e.strerror[1:]
+        if e.filename is not None:
+            text = f"{os.fsdecode(e.filename)!r}: {text}"
+            if e.filename2 is not None:
+                text += f" ({os.fsdecode(e.filename2)!r})"
+    elif isinstance(e, MemoryError):
+        text = "out of memory" + (f" ({e})" if str(e) else "")
+    else:
+        text = str(e)
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    text = lines[0] if lines else type(e).__name__
+    if len(lines) > 1 and isinstance(e, _EXPECTED):
+        # a message with a list under its first line ("... does not match ...:" then one
+        # line per tensor): the list joined onto the one line, so the user sees what is wrong
+        text = text.rstrip(":") + ": " + "; ".join(ln.lstrip("-* ") for ln in lines[1:])
+    if len(text) > 400:
+        text = text[:397] + "..."
+    if not isinstance(e, _EXPECTED + (MemoryError,)):
+        text = (f"unexpected {type(e).__name__}: {text} (set SVCJAX_DEBUG=1 for the "
+                f"traceback)")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every failure ends in one line ``svcjax COMMAND: error: ...`` on
+    stderr and a non-zero status (130 when interrupted); ``SVCJAX_DEBUG=1`` re-raises
+    instead, for the traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser, args = _build(argv)
+    except ImportError as e:      # a command's module (or its dependency) cannot load
+        if os.environ.get("SVCJAX_DEBUG"):
+            raise
+        print(f"svcjax {argv[0]}: error: {error_message(e)}", file=sys.stderr)
+        return 1
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if not argv else 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if os.environ.get("SVCJAX_DEBUG"):
+            raise
+        print(f"svcjax {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 (users get one clear sentence, not a traceback)
+        if os.environ.get("SVCJAX_DEBUG"):
+            raise
+        print(f"svcjax {args.command}: error: {error_message(e)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The runtime layer shared by conversion: shapes, rows, placement, compiled programs, counts.
+
+What every device stage of svcjax has to decide, decided in one place:
+
+* **lengths**: frames are padded to a length bucket (:func:`frame_bucket`, the geometric
+  buckets of :mod:`svcjax.runtime.buckets`) and audio to that many hops, so inputs of any length
+  compile one program per bucket;
+* **rows**: a batch of ``n`` rows runs as :func:`row_count` rows: one row alone on one
+  device, otherwise the next power of two rounded up to a multiple of the local device
+  count (padded once, not again by each stage);
+* **placement**: :class:`Runtime` holds the mesh over the local devices, places row data
+  with a ``NamedSharding`` over the batch axes and keeps one replicated copy of each
+  parameter tree;
+* **compiled programs**: :meth:`Runtime.program` keeps one ``jax.jit`` per (program name,
+  static options); jit's own cache then holds one executable per (bucket, rows), so the key
+  of a compiled program is (program, bucket, rows, static options);
+* **counting**: :class:`CompileCounter` counts the backend compilations (and traces) that
+  happen while it is active, through ``jax.monitoring``'s compile events: the number tests
+  and benchmarks pin.
+* **random draws**: :func:`piece_id` is a stable 32-bit id of a piece of audio (its samples
+  and its place in its input), folded into the seed, so a piece draws the same noise
+  whatever else is converted with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from typing import Any, Callable, Hashable
+
+import jax
+import numpy as np
+
+from svcjax.runtime import buckets, sharding
+
+__all__ = ["Runtime", "CompileCounter", "row_count", "frame_bucket", "piece_id",
+           "kernel_choices", "KERNELS", "BACKEND_COMPILE_EVENT", "TRACE_EVENT"]
+
+# Per-backend kernel choices for inference programs. ``unroll_layers``: trace scanned layer
+# stacks (:func:`svcjax.models.scan.scan_layers`) fully unrolled. It is part of a program's
+# cache key (:meth:`Runtime.program`), never read from ambient state after the key is made.
+# Inference keeps XLA's scanned loops everywhere (unrolling helps the CPU's training
+# gradients, see svcjax.train.sovits, not measured to help inference).
+KERNELS: dict[str, dict[str, Any]] = {
+    "cpu": dict(unroll_layers=False),
+    "gpu": dict(unroll_layers=False),
+    "tpu": dict(unroll_layers=False),
+}
+
+
+def kernel_choices(platform: str | None = None) -> dict[str, Any]:
+    """The :data:`KERNELS` entry of ``platform`` (default: the first local device's)."""
+    platform = platform or jax.local_devices()[0].platform
+    return dict(KERNELS.get(platform, KERNELS["gpu"]))
+
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+
+
+def frame_bucket(frames: int) -> int:
+    """The padded frame count of a piece of ``frames`` frames (one program per bucket)."""
+    return buckets.bucket_length(int(frames))
+
+
+def row_count(n: int, n_devices: int) -> int:
+    """Rows a batch of ``n`` runs as: 1 alone; else the next power of two, rounded up to a
+    multiple of ``n_devices`` (so the rows split evenly over the devices)."""
+    if n < 1:
+        raise ValueError(f"a batch needs at least one row, got {n}")
+    if n == 1:
+        return 1
+    rows = 1 << (n - 1).bit_length()
+    return -(-rows // n_devices) * n_devices
+
+
+def piece_id(audio: np.ndarray, *where: int) -> int:
+    """A stable 31-bit id of a piece: a hash of its samples and of ``where`` (e.g. its start
+    and length in its input). The same piece gets the same id in any batch, in any run."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.ascontiguousarray(audio, np.float32).tobytes())
+    h.update(np.asarray(where, np.int64).tobytes())
+    return int.from_bytes(h.digest(), "little") & 0x7FFFFFFF
+
+
+# ----------------------------------------------------------------------------- counting
+
+_listeners_lock = threading.Lock()
+_active: list["CompileCounter"] = []
+_installed = False
+
+
+def _on_event(event: str, duration: float, **_: Any) -> None:
+    if event == BACKEND_COMPILE_EVENT:
+        for c in list(_active):
+            c.compiles += 1
+            c.compile_seconds += duration
+    elif event == TRACE_EVENT:
+        for c in list(_active):
+            c.traces += 1
+
+
+def _install() -> None:
+    global _installed
+    with _listeners_lock:
+        if not _installed:
+            jax.monitoring.register_event_duration_secs_listener(_on_event)
+            _installed = True
+
+
+class CompileCounter(contextlib.AbstractContextManager):
+    """Counts backend compilations (``compiles``, ``compile_seconds``) and jaxpr traces
+    (``traces``) of every jitted program run while it is entered (all threads)::
+
+        with CompileCounter() as cc:
+            conv.convert(clips)
+        print(cc.compiles)
+
+    JAX reports a program loaded from the persistent compilation cache with the same event:
+    ``compiles`` counts the executables obtained either way (without a persistent cache, as
+    in tests, every one is a compilation).
+    """
+
+    def __init__(self):
+        self.compiles = 0
+        self.compile_seconds = 0.0
+        self.traces = 0
+
+    def __enter__(self):
+        _install()
+        with _listeners_lock:
+            _active.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        with _listeners_lock:
+            _active.remove(self)
+        return False
+
+
+# ----------------------------------------------------------------------------- placement
+
+
+class Runtime:
+    """Mesh, placement and compiled programs for one set of local devices."""
+
+    def __init__(self, devices=None):
+        self.devices = list(devices or jax.local_devices())
+        self.mesh = sharding.make_mesh(devices=self.devices)
+        self.n_devices = len(self.devices)
+        self._params: dict[Hashable, Any] = {}
+        self._programs: dict[Hashable, Callable] = {}
+        self.traces: dict[Hashable, int] = {}
+        self._lock = threading.Lock()
+
+    def rows(self, n: int) -> int:
+        return row_count(n, self.n_devices)
+
+    def params(self, name: Hashable, tree: Any, rows: int) -> Any:
+        """``tree`` placed for a batch of ``rows`` (replicated over the mesh, or on the first
+        device for one row), placed once per (name, placement)."""
+        where = "one" if rows == 1 or self.n_devices == 1 else "mesh"
+        key = (name, where)
+        if key not in self._params:
+            target = (self.devices[0] if where == "one"
+                      else sharding.replicated(self.mesh))
+            self._params[key] = jax.device_put(tree, target)
+        return self._params[key]
+
+    def put_rows(self, x: Any, rows: int) -> Any:
+        """Row data (leading axis ``rows``) split over the mesh (one row: on one device);
+        ``None`` leaves stay ``None``."""
+        if rows == 1 or self.n_devices == 1:
+            dev = self.devices[0]
+            return jax.tree.map(lambda a: jax.device_put(a, dev), x)
+        return jax.tree.map(
+            lambda a: jax.device_put(a, sharding.batch_sharding(self.mesh, np.ndim(a))), x)
+
+    def put_replicated(self, x: Any, rows: int) -> Any:
+        if rows == 1 or self.n_devices == 1:
+            return jax.device_put(x, self.devices[0])
+        return jax.device_put(x, sharding.replicated(self.mesh))
+
+    def program(self, name: str, static: Hashable, build: Callable[[], Callable], *,
+                unroll: bool | None = None) -> Callable:
+        """The jitted program ``name`` for ``static`` options (built by ``build()`` on first
+        use); jit compiles it once per input shape, i.e. per (bucket, rows). ``unroll``
+        (default: this backend's :data:`KERNELS` choice) traces layer stacks unrolled; it
+        is part of the program's key."""
+        from svcjax.models import scan
+
+        if unroll is None:
+            unroll = bool(kernel_choices(self.devices[0].platform)["unroll_layers"])
+        key = (name, static, bool(unroll))
+        with self._lock:
+            fn = self._programs.get(key)
+            if fn is None:
+                body, flag = build(), bool(unroll)
+
+                def counted(*args):
+                    self.traces[key] = self.traces.get(key, 0) + 1   # runs while tracing
+                    with scan.unrolled(flag):
+                        return body(*args)
+
+                fn = self._programs[key] = jax.jit(counted)
+        return fn
+
+    @property
+    def trace_count(self) -> int:
+        return sum(self.traces.values())

@@ -1,0 +1,556 @@
+"""One trainer for everything svcjax trains (big_vision style): the config picks the task.
+
+    python train.py --config configs/sovits_44k.py:variant=tiny --workdir /tmp/svc
+    python train.py --config configs/diffusion_44k.py --workdir /tmp/diff
+
+A :class:`Task` says what is trained: its models and their optimizers, one jitted step (pure
+function of parameters, optimizer states, a global batch and a random key), validation
+summaries and the data. :func:`train` does the rest, the same for every task:
+
+* a ``(data, fsdp)`` mesh from ``config.mesh``; parameters and optimizer states sharded by
+  :func:`svcjax.runtime.sharding.param_sharding`; per-process batches assembled into global arrays
+  by :func:`svcjax.runtime.sharding.global_batch`; one ``jax.jit`` step with ``donate_argnums``;
+* random keys: one base key from ``config.seed``, ``fold_in(key, step)`` per step, split by
+  purpose inside the step (so a resumed run draws what an uninterrupted one draws);
+* AdamW with the reference's hyper-parameters and a staircase LR decay (per epoch for the
+  GAN, every 100k steps for diffusion), optional global-norm gradient clipping;
+* :class:`svcjax.train.checkpoint.TrainCheckpointer` (Orbax; state + data-iterator position +
+  config; every N steps, keep N, async); SIGTERM or a TPU preemption notice saves and stops;
+  a run in a workdir that has checkpoints resumes from the newest finished one (the
+  half-written save of a killed run is removed first);
+* :class:`svcjax.train.metric_writer.MetricWriter`: TensorBoard + ``metrics.jsonl``, losses,
+  learning rate, gradient / parameter norms every step, steps/s and audio-seconds/s,
+  validation audio and mel images every ``train.eval_every`` steps, a progress bar, and a
+  :class:`~svcjax.train.metric_writer.NonFiniteError` naming the quantity and step when a loss or
+  norm becomes NaN/inf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from svcjax.runtime import sharding
+from svcjax.train.checkpoint import TrainCheckpointer
+from svcjax.train.metric_writer import MetricWriter, NonFiniteError, ProgressBar, check_finite
+
+__all__ = [
+    "Task",
+    "TrainData",
+    "TrainResult",
+    "default_train_config",
+    "make_optimizer",
+    "make_task",
+    "train",
+    "NonFiniteError",
+]
+
+PyTree = Any
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+def default_train_config(kind: str = "sovits") -> ml_collections.ConfigDict:
+    """The ``config.train`` section with the reference's values for ``kind``.
+
+    ``'sovits'`` (train.py / config_template.json): AdamW lr 1e-4, betas (0.8, 0.99),
+    eps 1e-9, weight decay 0.01, LR x0.999875 per epoch, c_mel 45, c_kl 1, 10240-sample
+    segments, checkpoints every 800 steps keeping 3.
+    ``'diffusion'`` (train_diff.py / diffusion_template.yaml): AdamW lr 1e-4, weight decay 0,
+    LR x0.5 every 100k steps, batch 48.
+    """
+    common = dict(
+        num_steps=100_000,
+        batch_size=6,            # global batch (all processes together)
+        learning_rate=1e-4,
+        betas=(0.8, 0.99),
+        eps=1e-9,
+        weight_decay=0.01,
+        lr_decay=0.999875,
+        lr_decay_steps=0,        # 0: once per epoch (steps_per_epoch)
+        lr_decay_begin=0,        # updates at the full LR before the first period starts
+        steps_per_epoch=0,       # 0: train examples // batch_size
+        grad_clip=0.0,           # global-norm clip; 0 = off (the reference does not clip)
+        compute_dtype="float32",  # or "bfloat16" (parameters and optimizer stay float32)
+        log_every=1,
+        eval_every=800,
+        checkpoint_every=800,
+        keep_checkpoints=3,
+        async_checkpoint=True,
+        progress=True,
+    )
+    if kind == "sovits":
+        common.update(segment_size=10240, c_mel=45.0, c_kl=1.0)
+    elif kind == "diffusion":
+        common.update(batch_size=48, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                      lr_decay=0.5, lr_decay_steps=100_000, eval_every=2000,
+                      # train_diff.py's StepLR starts at last_epoch=-2: its first period is
+                      # one update longer (the LR halves from update 100_002 on)
+                      lr_decay_begin=1,
+                      checkpoint_every=2000, keep_checkpoints=3, key_shift_prob=0.5)
+    else:
+        raise ValueError(f"unknown training kind {kind!r}; known: sovits, diffusion")
+    return ml_collections.ConfigDict(common)
+
+
+def _train_config(config, defaults: str) -> ml_collections.ConfigDict:
+    out = default_train_config(defaults)
+    for k, v in (config.get("train") or {}).items():
+        out[k] = v
+    return out
+
+
+def make_optimizer(tcfg, steps_per_epoch: int) -> tuple[optax.GradientTransformation, Callable]:
+    """AdamW with a staircase exponential LR:
+    ``lr * lr_decay ** (max(step - lr_decay_begin, 0) // decay_steps)``.
+
+    ``decay_steps`` is ``tcfg.lr_decay_steps`` or, when 0, one epoch (torch's
+    ``ExponentialLR`` stepped per epoch). The schedule's count lives in the optimizer state,
+    so a restored run continues the schedule where it stopped. Returns ``(tx, lr_at)``,
+    ``lr_at(count)`` the learning rate of the update after ``count`` updates (host floats).
+    """
+    every = int(tcfg.lr_decay_steps) or int(steps_per_epoch)
+    if every <= 0:
+        raise ValueError(f"LR decay period must be positive (lr_decay_steps={tcfg.lr_decay_steps}, "
+                         f"steps_per_epoch={steps_per_epoch})")
+    lr0, decay = float(tcfg.learning_rate), float(tcfg.lr_decay)
+    begin = int(tcfg.get("lr_decay_begin", 0) or 0)
+    schedule = optax.exponential_decay(lr0, every, decay, transition_begin=begin,
+                                       staircase=True)
+    b1, b2 = (float(b) for b in tcfg.betas)
+    tx = optax.adamw(schedule, b1=b1, b2=b2, eps=float(tcfg.eps),
+                     weight_decay=float(tcfg.weight_decay))
+    if tcfg.grad_clip and float(tcfg.grad_clip) > 0:
+        tx = optax.chain(optax.clip_by_global_norm(float(tcfg.grad_clip)), tx)
+
+    def lr_at(count: int) -> float:
+        periods = max(int(count) - begin, 0) // every
+        return float(np.float32(lr0) * np.float32(decay) ** periods)
+
+    return tx, lr_at
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TrainData:
+    """What a task's data pipeline hands the trainer.
+
+    ``iterator`` yields either global batches (dicts of ``jax.Array`` sharded over the mesh,
+    e.g. :class:`svcjax.data.input_pipeline.GlobalBatches`) or this process's share of each (dicts
+    of NumPy arrays, leading axis ``batch_size // process_count``); it is checkpointable
+    (``get_state``/``set_state``, as grain iterators). ``val_batch`` is one small batch every process holds whole
+    (for validation summaries), or None. ``num_examples`` sizes an epoch.
+    """
+
+    iterator: Iterator[Mapping[str, np.ndarray]]
+    num_examples: int
+    val_batch: Mapping[str, np.ndarray] | None = None
+
+
+class Task:
+    """What :func:`train` trains. Subclasses set ``kind`` and ``model_names`` and implement
+    :meth:`init_params`, :meth:`step`, :meth:`make_data` and :meth:`dummy_batch`."""
+
+    kind: str = ""
+    train_defaults: str = "sovits"   # which default_train_config fills unset train.* fields
+    model_names: tuple[str, ...] = ()
+    progress_keys: tuple[str, ...] = ()
+    nonfinite_hint = ("lower train.learning_rate, set train.grad_clip, or check the data; "
+                      "training resumes from the newest checkpoint")
+
+    def __init__(self, config):
+        self.config = config
+        self.tcfg = _train_config(config, self.train_defaults)
+        self.tx: dict[str, optax.GradientTransformation] = {}
+        self.schedules: dict[str, Callable] = {}
+
+    # -- set by the trainer once the data size is known
+    def setup_optimizers(self, steps_per_epoch: int) -> None:
+        for name in self.model_names:
+            self.tx[name], self.schedules[name] = make_optimizer(self.tcfg, steps_per_epoch)
+
+    @property
+    def compute_dtype(self):
+        return jnp.dtype(self.tcfg.compute_dtype)
+
+    def update(self, name: str, grads, opt_state, params):
+        """One optimizer update of model ``name`` (inside the jitted step)."""
+        updates, opt_state = self.tx[name].update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    # -- to implement
+    def init_params(self, rng, batch) -> dict[str, PyTree]:
+        raise NotImplementedError
+
+    def pretrained(self, params: dict[str, PyTree]) -> dict[str, PyTree]:
+        """Replace freshly initialised parameters by ``config.init_from`` ones (fine-tuning)."""
+        return params
+
+    def step(self, params, opt_state, batch, rng) -> tuple[dict, dict, dict]:
+        """One training step (traced once, inside jit): new params, opt states, metrics."""
+        raise NotImplementedError
+
+    def make_data(self, mesh) -> TrainData:
+        raise NotImplementedError
+
+    def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        """A batch of the right shapes/dtypes (zeros) to initialise parameters."""
+        raise NotImplementedError
+
+    def summaries(self, params, batch, rng) -> dict:
+        """Validation outputs (traced, inside jit): {'scalars': {}, 'audio': {}, 'mels': {}}."""
+        return {}
+
+    def sample_rate(self) -> int:
+        return int(self.config.get("data", {}).get("sampling_rate", 44100))
+
+    def export(self, params, step: int, outdir: str) -> list[str]:
+        """Write the trained model in the reference's file format; returns the paths."""
+        raise NotImplementedError(f"{self.kind} has no export")
+
+
+def make_task(config) -> Task:
+    """The task ``config.kind`` names, built on the real models and data pipeline."""
+    kind = config.get("kind", "sovits")
+    if kind == "sovits":
+        from svcjax.train.sovits import SovitsTask
+
+        return SovitsTask(config)
+    if kind == "diffusion":
+        from svcjax.train.diffusion import DiffusionTask
+
+        return DiffusionTask(config)
+    raise ValueError(f"config.kind={kind!r} is not a trainable model; known: sovits, diffusion")
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TrainResult:
+    step: int                      # updates done (the newest checkpoint's step)
+    preempted: bool                # stopped early by SIGTERM / preemption notice
+    metrics: dict                  # the last logged scalars
+    workdir: str
+    compiles: int = 0              # how many times the step was traced (1 per run)
+
+
+class _Preemption:
+    """SIGTERM (one process) or JAX's preemption sync point (many) -> stop after this step."""
+
+    def __init__(self, ckpt: TrainCheckpointer):
+        self.ckpt = ckpt
+        self.multi = jax.process_count() > 1
+        self.flag = threading.Event()
+        self._old = None
+        if not self.multi and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handler)
+
+    def _handler(self, signum, frame):
+        self.flag.set()
+
+    def reached(self, step: int) -> bool:
+        if self.multi:  # must be called every step on every process
+            return self.ckpt.reached_preemption(step)
+        return self.flag.is_set()
+
+    def close(self):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+            self._old = None
+
+
+def _global_norm(tree) -> jax.Array:
+    return optax.tree.norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
+
+
+def _check_batch(batch_size: int, mesh) -> None:
+    n = mesh.size
+    if batch_size % n or batch_size % jax.process_count():
+        raise ValueError(f"train.batch_size={batch_size} must be a multiple of the {n} devices "
+                         f"({jax.process_count()} processes) it is split over")
+
+
+def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
+    """Train ``config`` in ``workdir`` (resuming from its newest checkpoint if there is one)."""
+    workdir = os.path.abspath(os.fspath(workdir))
+    task = task or make_task(config)
+    tcfg = task.tcfg
+    pidx = jax.process_index()
+    mesh_cfg = config.get("mesh") or {}
+    mesh = sharding.make_mesh(int(mesh_cfg.get("data", -1)), int(mesh_cfg.get("fsdp", 1)))
+    batch_size = int(tcfg.batch_size)
+    _check_batch(batch_size, mesh)
+    primary = pidx == 0
+
+    data = task.make_data(mesh)
+    steps_per_epoch = int(tcfg.steps_per_epoch) or max(1, data.num_examples // batch_size)
+    task.setup_optimizers(steps_per_epoch)
+
+    # --- state: init (or restore) directly into its shardings
+    base_key = jax.random.PRNGKey(_seed(config))
+    init_key = jax.random.fold_in(base_key, 0x7FFFFFFF)
+    eval_key = jax.random.fold_in(base_key, 0x7FFFFFFE)
+    dummy = task.dummy_batch(max(1, mesh.size))
+
+    def init_state(key):
+        params = task.init_params(key, dummy)
+        return {"params": params,
+                "opt_state": {n: task.tx[n].init(params[n]) for n in task.model_names}}
+
+    abstract = jax.eval_shape(init_state, init_key)
+    state_sharding = sharding.param_sharding(
+        mesh, abstract, min_size=int(mesh_cfg.get("fsdp_min_size", 2 ** 18)))
+    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                            abstract, state_sharding)
+
+    if primary:
+        _remove_unfinished_saves(os.path.join(workdir, "checkpoints"))
+    ckpt = TrainCheckpointer(os.path.join(workdir, "checkpoints"),
+                             save_every=int(tcfg.checkpoint_every),
+                             keep=int(tcfg.keep_checkpoints),
+                             async_save=bool(tcfg.async_checkpoint))
+    writer = bar = preempt = None
+    try:
+        start = ckpt.latest_step()
+        writer = MetricWriter(workdir, enabled=primary,
+                              purge_from=None if start is None else start + 1)
+        writer.write_config(_resolved(config, steps_per_epoch))
+        if start is not None:
+            state = ckpt.restore(start, abstract, data.iterator)
+            _log(primary, f"resumed from {ckpt.directory}/{start}")
+        else:
+            start = 0
+            state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
+            params = task.pretrained(state["params"])
+            if params is not state["params"]:
+                state["params"] = jax.device_put(params, state_sharding["params"])
+        preempt = _Preemption(ckpt)
+        bar = ProgressBar(int(tcfg.num_steps), start, enabled=primary and bool(tcfg.progress),
+                          keys=task.progress_keys)
+        return _loop(task, config, mesh, data, ckpt, writer, bar, preempt, state,
+                     state_sharding, start, base_key, eval_key, workdir)
+    finally:
+        for r in (preempt, bar, ckpt, writer):
+            if r is not None:
+                r.close()
+
+
+def _loop(task, config, mesh, data, ckpt, writer, bar, preempt, state, state_sharding, start,
+          base_key, eval_key, workdir) -> "TrainResult":
+    tcfg = task.tcfg
+    primary = jax.process_index() == 0
+    trace_count = [0]
+
+    def step_fn(state, batch, key):
+        trace_count[0] += 1
+        params, opt_state, metrics = task.step(state["params"], state["opt_state"], batch, key)
+        for n in task.model_names:
+            metrics[f"param_norm/{n}"] = _global_norm(params[n])
+        return {"params": params, "opt_state": opt_state}, metrics
+
+    jstep = jax.jit(step_fn, in_shardings=(state_sharding, None, None),
+                    out_shardings=(state_sharding, sharding.replicated(mesh)),
+                    donate_argnums=(0,))
+    jsummaries = None
+    if data.val_batch is not None and int(tcfg.eval_every) > 0:
+        jsummaries = jax.jit(task.summaries, out_shardings=sharding.replicated(mesh))
+        val_batch = jax.device_put(data.val_batch, sharding.replicated(mesh))
+
+    num_steps = int(tcfg.num_steps)
+    hop = int(getattr(task, "hop", 0) or config.get("data", {}).get("hop_length", 512))
+    sr = task.sample_rate()
+    last: dict = {}
+    pending: list = []
+    preempted = False
+    saved_at = start
+
+    def flush():
+        """Fetch the pending steps' metrics, log them, stop on non-finite values."""
+        nonlocal last
+        for s, m in pending:
+            m = {k: float(v) for k, v in jax.device_get(m).items()}
+            audio_s = m.pop("audio_frames", 0.0) * hop / sr
+            check_finite(s, m, task.nonfinite_hint)
+            bar.update(s, audio_s, m)
+            m["learning_rate"] = next(iter(task.schedules.values()))(s - 1)
+            m["steps_per_s"] = bar.steps_per_s
+            m["audio_seconds_per_s"] = bar.audio_s_per_s
+            if s % int(tcfg.log_every) == 0 or s == num_steps:
+                writer.scalars(s, m)
+            last = m
+        pending.clear()
+
+    step = start
+    every = int(tcfg.checkpoint_every)
+    while step < num_steps:
+        batch = next(data.iterator)
+        if not isinstance(jax.tree.leaves(batch)[0], jax.Array):  # per-process NumPy
+            batch = sharding.global_batch(batch, mesh)
+        state, metrics = jstep(state, batch, jax.random.fold_in(base_key, step))
+        flush()  # the previous step's metrics, while this one runs
+        step += 1
+        pending.append((step, metrics))
+        stop = preempt.reached(step)
+        if jsummaries is not None and step % int(tcfg.eval_every) == 0:
+            flush()
+            out = jax.device_get(jsummaries(state["params"], val_batch,
+                                            jax.random.fold_in(eval_key, step)))
+            _write_summaries(writer, step, out, sr, hop)
+        if stop or step == num_steps or (every > 0 and step % every == 0):
+            flush()  # never checkpoint a non-finite state
+            ckpt.save(step, state, data.iterator, config, force=True)
+            saved_at = step
+        if stop:
+            preempted = True
+            _log(primary, f"stopping at step {step}: preemption/SIGTERM received; checkpoint "
+                          f"saved in {ckpt.directory}; rerun the same command to resume")
+            break
+    flush()
+    if saved_at != step:
+        ckpt.save(step, state, data.iterator, config, force=True)
+    return TrainResult(step=step, preempted=preempted, metrics=last, workdir=workdir,
+                       compiles=trace_count[0])
+
+
+# Orbax writes a step to "<step>.orbax-checkpoint-tmp[-<time>]" and renames it on commit.
+_UNFINISHED = ".orbax-checkpoint-tmp"
+
+
+def _remove_unfinished_saves(directory: str) -> None:
+    """Delete the temporary folders of checkpoint saves a killed run left half-written (they
+    are never restored: the newest committed step is). Runs on process 0 before the run's
+    own checkpointer exists, so no save of this run is in flight."""
+    import shutil
+
+    if not os.path.isdir(directory):
+        return
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if _UNFINISHED in name and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            _log(True, f"removed {path}: a checkpoint save that was interrupted (the run "
+                       f"resumes from the newest finished checkpoint)")
+
+
+def _seed(config) -> int:
+    """``config.seed``, else the reference's ``train.seed``, else 0."""
+    if config.get("seed") is not None:
+        return int(config.seed)
+    return int((config.get("train") or {}).get("seed", 0) or 0)
+
+
+def _resolved(config, steps_per_epoch: int):
+    """The config as run (references resolved, the derived steps per epoch filled in)."""
+    cfg = config.copy_and_resolve_references() if hasattr(config, "copy_and_resolve_references") \
+        else ml_collections.ConfigDict(config)
+    with cfg.unlocked():
+        if "train" not in cfg:
+            cfg.train = ml_collections.ConfigDict()
+        cfg.train.steps_per_epoch = int(steps_per_epoch)
+    return cfg
+
+
+def _write_summaries(writer: MetricWriter, step: int, out: Mapping, sample_rate: int,
+                     hop: int) -> None:
+    """Scalars, audio and mel images of a task's ``summaries``; ``out['frames'][i]`` (valid
+    frames of clip i) trims audio ``*_i`` and the mels of clip 0 to their valid part."""
+    scalars = {k: float(v) for k, v in (out.get("scalars") or {}).items()}
+    if scalars:
+        writer.scalars(step, scalars)
+    frames = np.asarray(out["frames"]) if out.get("frames") is not None else None
+    for name, wav in (out.get("audio") or {}).items():
+        wav = np.asarray(wav).reshape(-1)
+        idx = name.rsplit("_", 1)[-1]
+        if frames is not None and idx.isdigit() and int(idx) < len(frames):
+            wav = wav[:int(frames[int(idx)]) * hop]
+        writer.audio(step, name, wav, sample_rate)
+    for name, mel in (out.get("mels") or {}).items():
+        mel = np.asarray(mel)
+        if frames is not None and len(frames):
+            mel = mel[:max(1, int(frames[0]))]
+        writer.image(step, name, mel)
+
+
+def _log(primary: bool, msg: str) -> None:
+    if primary:
+        import sys
+        print(f"svcjax train: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export and the `svcjax export-pth` command
+# ---------------------------------------------------------------------------------------------
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    import json
+
+    path = os.path.join(os.fspath(workdir), "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{workdir} is not a training workdir (no config.json)")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def restore_params(workdir: str, step: int | None = None, task: Task | None = None):
+    """``(params, step, task)`` of a run's checkpoint (default: the newest), on one device."""
+    config = load_run_config(workdir)
+    task = task or make_task(config)
+    task.setup_optimizers(max(1, int(task.tcfg.steps_per_epoch or 1)))
+    dummy = task.dummy_batch(1)
+
+    def init_state(key):
+        params = task.init_params(key, dummy)
+        return {"params": params,
+                "opt_state": {n: task.tx[n].init(params[n]) for n in task.model_names}}
+
+    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=dev),
+                            jax.eval_shape(init_state, jax.random.PRNGKey(0)))
+    ckpt = TrainCheckpointer(os.path.join(os.fspath(workdir), "checkpoints"), async_save=False)
+    try:
+        step = ckpt.latest_step() if step is None else int(step)
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+        if step not in ckpt.all_steps():
+            raise FileNotFoundError(f"no checkpoint for step {step} in {workdir}/checkpoints; "
+                                    f"have {', '.join(map(str, ckpt.all_steps())) or 'none'}")
+        state = ckpt.restore(step, abstract)
+    finally:
+        ckpt.close()
+    return state["params"], step, task
+
+
+def export_run(workdir: str, outdir: str, step: int | None = None) -> list[str]:
+    """Write a run's checkpoint in the reference's file format (``G_/D_{step}.pth`` +
+    config.json for So-VITS-SVC, ``model_{step}.pt`` + config.yaml for diffusion)."""
+    params, step, task = restore_params(workdir, step)
+    return task.export(params, step, outdir)
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "export-pth", help="write a training run's checkpoint as the reference's .pth files",
+        description="Write a training workdir's newest (or --step) checkpoint in So-VITS-SVC's "
+        "own format: G_{step}.pth, D_{step}.pth and config.json (generator runs) or "
+        "model_{step}.pt and config.yaml (diffusion runs). No PyTorch needed.")
+    p.add_argument("workdir")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--step", type=int, default=None)
+    p.set_defaults(func=lambda a: print("\n".join(export_run(a.workdir, a.out, a.step))))
+    return p
