@@ -61,6 +61,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svcjax.files import atomic_write
+
 SAMPLING_RATE = 44100
 HOP = 512
 F0_MIN = 50.0
@@ -664,8 +666,7 @@ def _main(args) -> int:
         f0 = np.asarray(transpose_f0(f0, args.transpose))
         name = os.path.splitext(os.path.basename(path))[0] + ".f0.npy"
         dest = os.path.join(args.out, name)
-        tmp = dest + ".tmp.npy"
-        np.save(tmp, np.stack([f0, uv]).astype(np.float32))
-        os.replace(tmp, dest)
+        with atomic_write(dest) as f:
+            np.save(f, np.stack([f0, uv]).astype(np.float32))
         print(f"{dest}: {f0.shape[0]} frames, {100 * float(uv.mean()):.0f}% voiced")
     return 0

@@ -47,6 +47,7 @@ import ml_collections
 import numpy as np
 
 from svcjax.data import featurizer as featurizer_lib
+from svcjax.files import atomic_directory, write_bytes, write_text
 
 DATASET_NAME = "svc_corpus"
 VERSION = "1.0.0"
@@ -302,9 +303,7 @@ def _write_cache(path: Path, src: Source, fingerprint: str, clips: list[dict],
                 fingerprint=fingerprint, clips=len(clips), skipped=reasons)
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    write_bytes(path, buf.getvalue())
 
 
 def _read_cache(path: Path) -> tuple[dict, list[dict]]:
@@ -693,9 +692,7 @@ def _metadata(speakers, featurizer, cfg) -> dict:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str))
 
 
 def merge_hosts(work: str | os.PathLike, count: int, data_dir: str | os.PathLike,
@@ -706,63 +703,59 @@ def merge_hosts(work: str | os.PathLike, count: int, data_dir: str | os.PathLike
     tfds = _quiet_tfds()
     work = Path(work)
     final = dataset_dir(data_dir)
-    tmp = final.parent / f"incomplete.merge.{os.getpid()}.{VERSION}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    reports = [json.loads((_host_dir(work, i, count) / "report.json").read_text())
-               for i in range(count)]
-    featurized = _all_files(work, count)
-    if featurized is None:
-        raise FileNotFoundError(f"a host of {count} has not featurized its files under {work}")
-    layout = plan_layout(featurized, speakers, int(config.val_per_speaker), int(config.split_seed))
-    counts, per_speaker = _counts(featurized, layout)
-    split_infos = []
-    for split in ("train", "validation"):
-        shards: list[tuple[Path, int]] = []
-        num_bytes = 0
-        for i, rep in enumerate(reports):
-            if split not in rep["splits"]:
+    # the new version is built beside the old one and replaces it whole
+    with atomic_directory(final, replace=True) as tmp:
+        reports = [json.loads((_host_dir(work, i, count) / "report.json").read_text())
+                   for i in range(count)]
+        featurized = _all_files(work, count)
+        if featurized is None:
+            raise FileNotFoundError(f"a host of {count} has not featurized its files under {work}")
+        layout = plan_layout(featurized, speakers, int(config.val_per_speaker),
+                             int(config.split_seed))
+        counts, per_speaker = _counts(featurized, layout)
+        split_infos = []
+        for split in ("train", "validation"):
+            shards: list[tuple[Path, int]] = []
+            num_bytes = 0
+            for i, rep in enumerate(reports):
+                if split not in rep["splits"]:
+                    continue
+                host_ds = _host_dir(work, i, count) / DATASET_NAME / VERSION
+                info = tfds.builder_from_directory(str(host_ds)).info.splits[split]
+                files = info.filename_template.sharded_filepaths(len(info.shard_lengths))
+                shards += [(Path(f), n) for f, n in zip(files, info.shard_lengths)]
+                num_bytes += info.num_bytes
+            if not shards:
                 continue
-            host_ds = _host_dir(work, i, count) / DATASET_NAME / VERSION
-            info = tfds.builder_from_directory(str(host_ds)).info.splits[split]
-            files = info.filename_template.sharded_filepaths(len(info.shard_lengths))
-            shards += [(Path(f), n) for f, n in zip(files, info.shard_lengths)]
-            num_bytes += info.num_bytes
-        if not shards:
-            continue
-        template = tfds.core.naming.ShardedFileTemplate(
-            data_dir=tfds.core.Path(str(tmp)), dataset_name=DATASET_NAME, split=split,
-            filetype_suffix="array_record")
-        targets = template.sharded_filepaths(len(shards))
-        for (src, _), dst in zip(shards, targets):
-            _link_or_copy(src, Path(str(dst)))
-        split_infos.append(tfds.core.SplitInfo(
-            name=split, shard_lengths=[n for _, n in shards], num_bytes=num_bytes,
-            filename_template=template))
-    if not split_infos:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ValueError("no usable clips in the corpus: every file was skipped (see the "
-                         "messages above)")
-    skipped = list(scan_skips) + [dict(file=f["file"], reason=r) for f in featurized
-                                  for r in f["reasons"] if not _is_note(r)]
-    skipped.sort(key=lambda s: s["file"])
-    warnings = sorted((dict(file=f["file"], warning=r) for f in featurized for r in f["reasons"]
-                       if _is_note(r)), key=lambda w: w["file"])
-    metadata = _metadata(layout.speakers, featurizer, config)
-    metadata.update(counts=counts, speaker_counts=per_speaker, skipped=skipped,
-                    warnings=warnings, dropped_speakers=layout.dropped, notes=layout.notes,
-                    hosts=count)
-    plan = HostPlan(sources=[], cache_dir="", speakers=list(layout.speakers),
-                    spec=featurizer.spec(),
-                    splits=[s.name for s in split_infos], metadata=metadata)
-    builder = builder_class()(data_dir=str(tmp.parent / "_merge_info"), plan=plan)
-    builder.info.set_splits(tfds.core.SplitDict(split_infos))
-    builder.info.write_to_directory(str(tmp))
-    (tmp / "build_report.txt").write_text(format_report(metadata, full=True))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    shutil.rmtree(tmp.parent / "_merge_info", ignore_errors=True)
+            template = tfds.core.naming.ShardedFileTemplate(
+                data_dir=tfds.core.Path(str(tmp)), dataset_name=DATASET_NAME, split=split,
+                filetype_suffix="array_record")
+            targets = template.sharded_filepaths(len(shards))
+            for (src, _), dst in zip(shards, targets):
+                _link_or_copy(src, Path(str(dst)))
+            split_infos.append(tfds.core.SplitInfo(
+                name=split, shard_lengths=[n for _, n in shards], num_bytes=num_bytes,
+                filename_template=template))
+        if not split_infos:
+            raise ValueError("no usable clips in the corpus: every file was skipped (see the "
+                             "messages above)")
+        skipped = list(scan_skips) + [dict(file=f["file"], reason=r) for f in featurized
+                                      for r in f["reasons"] if not _is_note(r)]
+        skipped.sort(key=lambda s: s["file"])
+        warnings = sorted((dict(file=f["file"], warning=r) for f in featurized
+                           for r in f["reasons"] if _is_note(r)), key=lambda w: w["file"])
+        metadata = _metadata(layout.speakers, featurizer, config)
+        metadata.update(counts=counts, speaker_counts=per_speaker, skipped=skipped,
+                        warnings=warnings, dropped_speakers=layout.dropped, notes=layout.notes,
+                        hosts=count)
+        plan = HostPlan(sources=[], cache_dir="", speakers=list(layout.speakers),
+                        spec=featurizer.spec(),
+                        splits=[s.name for s in split_infos], metadata=metadata)
+        builder = builder_class()(data_dir=str(final.parent / "_merge_info"), plan=plan)
+        builder.info.set_splits(tfds.core.SplitDict(split_infos))
+        builder.info.write_to_directory(str(tmp))
+        (tmp / "build_report.txt").write_text(format_report(metadata, full=True))
+    shutil.rmtree(final.parent / "_merge_info", ignore_errors=True)
     log(format_report(metadata))
     return final
 

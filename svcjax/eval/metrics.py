@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from svcjax.audio import spectrogram
+from svcjax.files import atomic_write
 
 __all__ = [
     "MissingExtraError", "log_mel", "mel_cepstra", "mel_distance", "mcd", "mcd_from_cepstra",
@@ -724,11 +725,9 @@ def run_evaluation(config, workdir: str | os.PathLike, *, converter=None, clips=
 def _write_json_atomic(path: str, obj: Any) -> None:
     import json
 
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_write(path, "w") as f:
         json.dump({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                    for k, v in obj.items()}, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _write_csv_atomic(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -737,12 +736,10 @@ def _write_csv_atomic(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
     cols: list[str] = []
     for r in rows:
         cols.extend(k for k in r if k not in cols)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _write_tensorboard(out_dir: str, step: int, flat: Mapping[str, float], samples) -> None:

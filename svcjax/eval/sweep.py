@@ -36,6 +36,8 @@ import subprocess
 import sys
 from typing import Any, Mapping, Sequence
 
+from svcjax.files import atomic_write
+
 __all__ = ["load_sweep", "commands", "run_sweep", "gather", "format_table", "EVAL_METRICS"]
 
 EVAL_METRICS = os.path.join("eval", "metrics.json")
@@ -203,10 +205,8 @@ def write_csv(rows: Sequence[Mapping], path: str) -> str:
     w.writeheader()
     for r in rows:
         w.writerow({c: r.get(c, "") for c in cols})
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         f.write(buf.getvalue())
-    os.replace(tmp, path)
     return path
 
 

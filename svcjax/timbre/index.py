@@ -40,6 +40,8 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
+from svcjax.files import atomic_write
+
 __all__ = ["TimbreIndex", "load_timbre_index", "TimbreFileError", "nearest_centres",
            "topk_exact", "topk_ivf", "retrieval_weights", "FORMAT_VERSION"]
 
@@ -361,11 +363,8 @@ class TimbreIndex:
             if s.lists is not None:
                 arrays[f"s{i}_centroids"] = s.centroids
                 arrays[f"s{i}_lists"] = s.lists
-        tmp = path + ".partial.npz"
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(tmp, "wb") as f:
+        with atomic_write(path, make_dirs=True) as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
         return path
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from svcjax import cli
-
+from svcjax.files import atomic_write
 from svcjax.timbre import index as timbre
 
 __all__ = ["kmeans", "kmeans_once", "kmeans_plus_plus", "corpus_units", "train_cluster",
@@ -150,10 +150,8 @@ def _fingerprint(x: np.ndarray, **kw) -> str:
 def _save_state(path: str | None, **arrays) -> None:
     if not path:
         return
-    tmp = path + ".tmp.npz"
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def kmeans(x: np.ndarray, k: int, *, n_init: int = 1, seed: int = 0,
@@ -329,8 +327,8 @@ def train_cluster(data_dir, out: str, n_clusters: int = 10000, *, minibatch: boo
                             state_path=str(work / f"speaker{i}.state.npz"), log=log)
         log(f"{spk}: {len(x)} frames -> {k} centres, inertia {inertia:.4g} "
             f"({time.time() - t:.1f} s)")
-        np.save(work / f"speaker{i}.done.tmp.npy", c)
-        os.replace(work / f"speaker{i}.done.tmp.npy", done)
+        with atomic_write(done) as f:
+            np.save(f, c)
         centres[spk] = c
     if out.endswith(".pt"):
         write_reference_cluster(centres, out)
@@ -348,12 +346,10 @@ def write_reference_cluster(centres: dict[str, np.ndarray], path: str) -> str:
                  "cluster_centers_": np.ascontiguousarray(c, np.float32)}
            for spk, c in centres.items()}
     name = os.path.splitext(os.path.basename(path))[0] or "archive"
-    tmp = path + ".tmp"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+    with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr(f"{name}/data.pkl", pickle.dumps(obj, protocol=2))
         zf.writestr(f"{name}/byteorder", "little")
         zf.writestr(f"{name}/version", "3\n")
-    os.replace(tmp, path)
     return path
 
 

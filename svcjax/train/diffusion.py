@@ -15,11 +15,16 @@ reconstruction (the clips' mel noised to ``k`` then denoised with ``infer.method
 
 from __future__ import annotations
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svcjax.files import atomic_write
 from svcjax.train.loop import Task, TrainData
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DiffusionTask"]
 
@@ -190,8 +195,6 @@ class DiffusionTask(Task):
         ref = {s: every[s] for s in ("data", "model", "vocoder", "infer", "train", "spk")
                if s in every}
         cfg_path = os.path.join(outdir, "config.yaml")
-        tmp = f"{cfg_path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
+        with atomic_write(cfg_path, "w") as f:
             yaml.safe_dump(ref, f, sort_keys=False)
-        os.replace(tmp, cfg_path)
         return [path, cfg_path]

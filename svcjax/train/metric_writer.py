@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from svcjax.files import atomic_write, write_text
+
 __all__ = ["MetricWriter", "ProgressBar", "NonFiniteError", "check_finite", "mel_image",
            "METRICS_FILE", "TENSORBOARD_DIR"]
 
@@ -100,13 +102,6 @@ def _import_summary_writer():
     return SummaryWriter
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 class MetricWriter:
     """TensorBoard event files + ``metrics.jsonl`` in ``workdir`` (process 0 only)."""
 
@@ -125,10 +120,8 @@ class MetricWriter:
         path = os.path.join(workdir, METRICS_FILE)
         if purge_from is not None and os.path.exists(path):
             keep = [r for r in read_metrics(workdir) if int(r.get("step", 0)) < purge_from]
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "w") as f:
+            with atomic_write(path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in keep)
-            os.replace(tmp, path)
         self._jsonl = open(path, "a", buffering=1)
         if tensorboard:
             SummaryWriter = _import_summary_writer()
@@ -139,8 +132,8 @@ class MetricWriter:
         if self.enabled:
             from svcjax.train.checkpoint import config_to_json
 
-            write_json_atomic(os.path.join(self.workdir, "config.json"),
-                              json.loads(config_to_json(config)))
+            write_text(os.path.join(self.workdir, "config.json"),
+                       json.dumps(json.loads(config_to_json(config)), indent=2, sort_keys=True))
 
     def scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
