@@ -118,7 +118,8 @@ def make_optimizer(tcfg, steps_per_epoch: int) -> tuple[optax.GradientTransforma
     ``decay_steps`` is ``tcfg.lr_decay_steps`` or, when 0, one epoch (torch's
     ``ExponentialLR`` stepped per epoch). The schedule's count lives in the optimizer state,
     so a restored run continues the schedule where it stopped. Returns ``(tx, lr_at)``,
-    ``lr_at(count)`` the learning rate of the update after ``count`` updates (host floats).
+    ``lr_at(count)`` the learning rate of the update after ``count`` updates (the same optax
+    schedule, as a host float).
     """
     every = int(tcfg.lr_decay_steps) or int(steps_per_epoch)
     if every <= 0:
@@ -135,8 +136,7 @@ def make_optimizer(tcfg, steps_per_epoch: int) -> tuple[optax.GradientTransforma
         tx = optax.chain(optax.clip_by_global_norm(float(tcfg.grad_clip)), tx)
 
     def lr_at(count: int) -> float:
-        periods = max(int(count) - begin, 0) // every
-        return float(np.float32(lr0) * np.float32(decay) ** periods)
+        return float(schedule(int(count)))
 
     return tx, lr_at
 
