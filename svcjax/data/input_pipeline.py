@@ -247,8 +247,10 @@ class GeneratorCrop(grain.transforms.RandomMap):
         stop, f = start + length, self.crop_frames
         gain = 1.0
         if self.vol_aug and rng.random() < 0.5:
+            from svcjax.data.featurizer import loudness_gain  # heavy: imported on use
+
             peak = float(np.max(np.abs(ex["audio"]))) / 32768.0 + 1e-5  # whole clip
-            gain = 10.0 ** rng.uniform(-1.0, min(1.0, math.log10(1.0 / peak)))
+            gain = loudness_gain(peak, rng)
         hi = max(0, length - self.segment_frames)
         slice_start = 0 if self.mode == "start" else int(rng.integers(0, hi + 1))
         return dict(

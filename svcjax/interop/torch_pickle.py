@@ -257,10 +257,6 @@ def _rebuild_from_type(func, new_type, args, state):
     return func(*args)
 
 
-def _identity_dtype(name):
-    return _DType(name)
-
-
 _SAFE_GLOBALS = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("collections", "defaultdict"): collections.defaultdict,
