@@ -42,13 +42,15 @@ usable stops with a ``ValueError`` (after two passes' worth of rejected draws).
 from __future__ import annotations
 
 import dataclasses
-import math
+import logging
 from pathlib import Path
 from typing import Any, Iterator
 
 import grain
 import ml_collections
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 HOP = 512
 SAMPLE_RATE = 44100
@@ -221,9 +223,7 @@ class UsableRecords(grain.transforms.Filter):
         name = src.decode() if isinstance(src, bytes) else str(src)
         if name not in self.reported:
             self.reported.add(name)
-            import sys
-            print(f"svcjax train: skipping record {name} of the {self.split} split: {problem}",
-                  file=sys.stderr, flush=True)
+            logger.warning(f"skipping record {name} of the {self.split} split: {problem}")
         self.first = self.first or f"{name}: {problem}"
         self.in_a_row += 1
         if self.in_a_row >= self.limit:

@@ -32,6 +32,8 @@ from svcjax.runtime import buckets, sharding
 
 from svcjax.train import checkpoint
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["Vocoder", "GriffinLimVocoder", "load_vocoder", "vocode", "GRIFFIN_LIM"]
 
 GRIFFIN_LIM = "griffin-lim"
@@ -195,7 +197,7 @@ class GriffinLimVocoder:
             peak = float(np.abs(out[i]).max())
             if peak > self.peak_limit:   # a mel louder than full scale: scale, never clip
                 out[i] *= self.peak_limit / peak
-                logging.warning("griffin-lim: clip %d peaked at %.2f of full scale; scaled by "
+                logger.warning("griffin-lim: clip %d peaked at %.2f of full scale; scaled by "
                                 "%.1f dB to %.2f instead of clipping", i, peak,
                                 20 * np.log10(self.peak_limit / peak), self.peak_limit)
         return out[0] if unbatched else out

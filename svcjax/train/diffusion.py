@@ -108,8 +108,7 @@ class DiffusionTask(Task):
             raise ValueError(f"init_from={src}: its network does not have this config's shape "
                              "(n_layers / n_chans / n_hidden / n_spk / units); fix the config")
         if jax.process_index() == 0:
-            import sys
-            print(f"svcjax train: score network initialised from {src}", file=sys.stderr)
+            logger.info(f"score network initialised from {src}")
         return {"model": loaded.params}
 
     def step(self, params, opt_state, batch, rng):

@@ -28,6 +28,7 @@ summaries and the data. :func:`train` does the rest, the same for every task:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import threading
@@ -42,6 +43,8 @@ import optax
 from svcjax.runtime import sharding
 from svcjax.train.checkpoint import TrainCheckpointer
 from svcjax.train.metric_writer import MetricWriter, NonFiniteError, ProgressBar, check_finite
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Task",
@@ -333,7 +336,8 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
         writer.write_config(_resolved(config, steps_per_epoch))
         if start is not None:
             state = ckpt.restore(start, abstract, data.iterator)
-            _log(primary, f"resumed from {ckpt.directory}/{start}")
+            if primary:
+                logger.info(f"resumed from {ckpt.directory}/{start}")
         else:
             start = 0
             state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
@@ -418,8 +422,9 @@ def _loop(task, config, mesh, data, ckpt, writer, bar, preempt, state, state_sha
             saved_at = step
         if stop:
             preempted = True
-            _log(primary, f"stopping at step {step}: preemption/SIGTERM received; checkpoint "
-                          f"saved in {ckpt.directory}; rerun the same command to resume")
+            if primary:
+                logger.info(f"stopping at step {step}: preemption/SIGTERM received; checkpoint "
+                            f"saved in {ckpt.directory}; rerun the same command to resume")
             break
     flush()
     if saved_at != step:
@@ -444,8 +449,8 @@ def _remove_unfinished_saves(directory: str) -> None:
         path = os.path.join(directory, name)
         if _UNFINISHED in name and os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
-            _log(True, f"removed {path}: a checkpoint save that was interrupted (the run "
-                       f"resumes from the newest finished checkpoint)")
+            logger.warning(f"removed {path}: a checkpoint save that was interrupted (the run "
+                           f"resumes from the newest finished checkpoint)")
 
 
 def _seed(config) -> int:
@@ -485,12 +490,6 @@ def _write_summaries(writer: MetricWriter, step: int, out: Mapping, sample_rate:
         if frames is not None and len(frames):
             mel = mel[:max(1, int(frames[0]))]
         writer.image(step, name, mel)
-
-
-def _log(primary: bool, msg: str) -> None:
-    if primary:
-        import sys
-        print(f"svcjax train: {msg}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,18 +26,21 @@ count differs) keep their fresh initialisation and are listed. Optimizer states 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svcjax.files import atomic_write
 from svcjax.train import losses
 from svcjax.models.discriminator import (PERIODS, MultiPeriodDiscriminator,
                                          discriminator_state_dict, load_discriminator)
 from svcjax.train.loop import Task, TrainData
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SovitsTask", "generator_state_dict", "export_reference_checkpoints"]
 
@@ -127,10 +130,10 @@ class SovitsTask(Task):
             dcfg = self.config.get("discriminator") or {}
             params["d"] = load_discriminator(dsrc, int(dcfg.get("width_div", 1)),
                                              tuple(dcfg.get("periods", PERIODS)))
-            _note(f"discriminator initialised from {dsrc}")
+            logger.info(f"discriminator initialised from {dsrc}")
         else:
-            _note("no discriminator checkpoint (init_discriminator_from): the discriminator "
-                  "starts from random weights")
+            logger.info("no discriminator checkpoint (init_discriminator_from): the discriminator "
+                        "starts from random weights")
         return params
 
     def _load_generator(self, src: str, fresh):
@@ -153,12 +156,13 @@ class SovitsTask(Task):
             raise ValueError(f"{src} has no enc_q (a compressed release checkpoint?); "
                              "fine-tuning needs the full training checkpoint")
         n_loaded = len(jax.tree.leaves(fresh)) - len(report["kept"])
-        _note(f"generator initialised from {src}: {n_loaded} tensors loaded")
+        logger.info(f"generator initialised from {src}: {n_loaded} tensors loaded")
         if report["kept"] or report["wrong_shape"] or report["unexpected"]:
-            _note("  kept from random init (not in the checkpoint or another shape): "
-                  + ", ".join(report["kept"][:12]) + (" ..." if len(report["kept"]) > 12 else ""))
+            kept = ", ".join(report["kept"][:12]) + (" ..." if len(report["kept"]) > 12 else "")
+            logger.info("  kept from random init (not in the checkpoint or another shape): "
+                        + kept)
             if report["unexpected"]:
-                _note("  unused checkpoint tensors: " + ", ".join(report["unexpected"][:12]))
+                logger.info("  unused checkpoint tensors: " + ", ".join(report["unexpected"][:12]))
         return merged
 
     # -- the step -----------------------------------------------------------------------------
@@ -304,11 +308,6 @@ def _norm(tree):
     return optax.tree.norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
 
 
-def _note(msg: str) -> None:
-    if jax.process_index() == 0:
-        print(f"svcjax train: {msg}", file=sys.stderr, flush=True)
-
-
 def _pipeline_config(config, kind: str, tcfg):
     """The input pipeline's config: its defaults, overridden by same-named ``config.data``
     fields; the batch size is ``train.batch_size`` and the seed ``config.seed``."""
@@ -336,7 +335,8 @@ def _check_speakers(config, icfg, n_model: int, field: str) -> None:
     spk = config.get("spk") or {}
     spk = spk.to_dict() if hasattr(spk, "to_dict") else dict(spk)
     for note in input_pipeline.check_speakers(spk, icfg.data_dir, n_model, field):
-        _note(f"warning: {note}")
+        if jax.process_index() == 0:
+            logger.warning(f"warning: {note}")
 
 
 def _num_records(icfg) -> int:
@@ -355,7 +355,7 @@ def _val_batch(icfg, n: int = 2):
     try:
         loader = input_pipeline.make_loader(v, process_index=0, process_count=1)
     except ValueError as e:
-        _note(f"no validation summaries ({e})")
+        logger.info(f"no validation summaries ({e})")
         return None
     return next(iter(loader), None)
 
@@ -438,9 +438,7 @@ def export_reference_checkpoints(params, config, step: int, outdir: str, *,
     ref_cfg = {s: config[s].to_dict() if hasattr(config[s], "to_dict") else dict(config[s])
                for s in ("train", "data", "model", "spk") if s in config}
     cfg_path = os.path.join(outdir, "config.json")
-    tmp = cfg_path + f".tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_write(cfg_path, "w") as f:
         json.dump(ref_cfg, f, indent=2)
-    os.replace(tmp, cfg_path)
     written.append(cfg_path)
     return written
