@@ -119,8 +119,10 @@ def main(argv=None):
     import jax
 
     jax.config.update("jax_default_matmul_precision", "highest")
+    from svcjax import log
     from svcjax.train.loop import train
 
+    log.configure("svcjax train")   # as train.py does: the loop's messages on stderr
     cfg = toy_config(num_steps=args.num_steps, checkpoint_every=args.checkpoint_every)
     cfg.data.nan_at = args.nan_at
     res = train(cfg, args.workdir, task=make_toy_task(cfg, sleep=args.sleep))
