@@ -57,10 +57,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, encoding: str | N
     if make_dirs:
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
-    if mode == "w":
-        f = open(tmp, "x", encoding=encoding or "utf-8", newline=newline)
-    else:
-        f = open(tmp, "xb")
+    try:
+        if mode == "w":
+            f = open(tmp, "x", encoding=encoding or "utf-8", newline=newline)
+        else:
+            f = open(tmp, "xb")
+    except OSError as e:   # name the file the caller asked for, not the temporary
+        raise type(e)(e.errno, e.strerror, os.fspath(path)) from None
     try:
         lock(f.fileno())
         yield f

@@ -41,6 +41,9 @@ def test_an_error_keeps_the_old_file_and_removes_the_temporary(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         with files.atomic_write(p, "a"):
             pass
+    with pytest.raises(FileNotFoundError) as e:      # the error names the target
+        files.write_text(tmp_path / "no" / "such" / "dir.json", "x")
+    assert e.value.filename == str(tmp_path / "no" / "such" / "dir.json")
 
 
 def test_a_live_writer_keeps_its_temporary_from_the_stale_sweep(tmp_path):
