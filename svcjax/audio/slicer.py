@@ -250,7 +250,7 @@ def crossfade_join(pieces: Sequence[np.ndarray], overlap: int,
         return np.concatenate([np.asarray(p) for p in pieces])
     fade = int(overlap * fade_ratio)
     rest = overlap - fade
-    keep_prev, keep_next = rest // 2, rest - rest // 2
+    keep_prev = rest // 2
     ramp = np.linspace(0, 1, fade)
     for k, piece in enumerate(pieces[1:], 1):
         piece = np.asarray(piece)
