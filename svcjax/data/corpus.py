@@ -529,11 +529,11 @@ def builder_class():
     try:
         mod = importlib.import_module(f"{DATASET_NAME}.{DATASET_NAME}_dataset_builder")
     except ModuleNotFoundError:
-        data_dir = Path(__file__).resolve().parents[1] / "data"
+        data_dir = Path(__file__).resolve().parents[2] / "data"
         if not (data_dir / DATASET_NAME / "__init__.py").exists():
             raise FileNotFoundError(
                 f"the {DATASET_NAME} TFDS builder lives in the repository's data/ folder "
-                f"(not found next to {Path(__file__).parent}); run from a checkout of svcjax "
+                f"(not found next to {data_dir.parent}); run from a checkout of svcjax "
                 f"or put its data/ folder on PYTHONPATH") from None
         sys.path.insert(0, str(data_dir))
         mod = importlib.import_module(f"{DATASET_NAME}.{DATASET_NAME}_dataset_builder")
