@@ -22,7 +22,7 @@ merges all hosts' shards into one dataset (renumbered, listed in one ``dataset_i
 Work is resumable: features of each finished file are cached (atomically) under
 ``DATA_DIR/svc_corpus/_build``, a finished host dataset is not rebuilt and a finished corpus
 is left alone, so re-running the same command after an interruption continues where it
-stopped. The TFDS builder itself is ``data/svc_corpus`` in the repository.
+stopped. The TFDS builder itself is :mod:`svcjax.data.tfds_builder`.
 """
 
 from __future__ import annotations
@@ -32,13 +32,11 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
-import importlib
 import io
 import json
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -515,7 +513,7 @@ def _counts(files: Sequence[dict], layout: Layout) -> tuple[dict, dict]:
 
 @dataclasses.dataclass
 class HostPlan:
-    """What one host's TFDS builder writes (passed to ``data/svc_corpus``'s Builder)."""
+    """What one host's TFDS builder (:mod:`svcjax.data.tfds_builder`) writes."""
     sources: list[Source]
     cache_dir: str
     speakers: list[str]
@@ -523,21 +521,17 @@ class HostPlan:
     splits: list[str]   # splits with at least one clip on this host
     metadata: dict
 
+    def examples(self, split: str) -> Iterator[tuple[str, dict]]:
+        """(key, example) for every clip of ``split`` on this host (:func:`iter_examples`)."""
+        return iter_examples(self.sources, split, self.cache_dir, self.speakers)
+
 
 def builder_class():
-    """The ``svc_corpus`` TFDS builder class (``data/svc_corpus`` in the repository)."""
-    try:
-        mod = importlib.import_module(f"{DATASET_NAME}.{DATASET_NAME}_dataset_builder")
-    except ModuleNotFoundError:
-        data_dir = Path(__file__).resolve().parents[1] / "data"
-        if not (data_dir / DATASET_NAME / "__init__.py").exists():
-            raise FileNotFoundError(
-                f"the {DATASET_NAME} TFDS builder lives in the repository's data/ folder "
-                f"(not found next to {Path(__file__).parent}); run from a checkout of svcjax "
-                f"or put its data/ folder on PYTHONPATH") from None
-        sys.path.insert(0, str(data_dir))
-        mod = importlib.import_module(f"{DATASET_NAME}.{DATASET_NAME}_dataset_builder")
-    return mod.Builder
+    """The ``svc_corpus`` TFDS builder class (:class:`svcjax.data.tfds_builder.Builder`;
+    imported on first use: it imports TFDS)."""
+    from svcjax.data import tfds_builder
+
+    return tfds_builder.Builder
 
 
 def dataset_dir(data_dir: str | os.PathLike) -> Path:
