@@ -898,7 +898,7 @@ class Converter:
         once to :func:`svcjax.runtime.runner.row_count`. ``opt`` may be a list of options that
         differ only in their diffusion setting: then one output list per option."""
         from svcjax.runtime import runner as runtime_lib
-        from svcjax.audio.features import _align_table
+        from svcjax.audio.features import align_table
 
         opts = list(opt) if isinstance(opt, (list, tuple)) else [opt]
         opt = opts[0]
@@ -935,7 +935,7 @@ class Converter:
         i1 = np.zeros((rows, tb), np.int32)
         w1 = np.zeros((rows, tb), np.float32)
         for i in range(rows):
-            a, b, w = _align_table(int(ulens[i]), int(frames[i]), self.unit_mode)
+            a, b, w = align_table(int(ulens[i]), int(frames[i]), self.unit_mode)
             i0[i, :frames[i]], i1[i, :frames[i]], w1[i, :frames[i]] = a, b, w
         g = self._speaker_rows(spk, padded, None, tb)
         spk_weights = isinstance(g, np.ndarray)

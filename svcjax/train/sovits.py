@@ -146,7 +146,7 @@ class SovitsTask(Task):
             sd = generator_state_dict(loaded, cfg)
         else:
             sd = sovits.read_state_dict(src)
-        rename = sovits._shared_flow_rename(
+        rename = sovits.shared_flow_rename(
             sd, bool(self.config.model.get("flow_share_parameter", False)))
         merged, report = torch_params.merge_state_dict(sd, jax.device_get(fresh), rename=rename)
         if not any(k.startswith("enc_q") for k in sd):
