@@ -50,8 +50,8 @@ import grain
 import ml_collections
 import numpy as np
 
-HOP = 512
-SAMPLE_RATE = 44100
+from svcjax.audio.constants import HOP
+from svcjax.audio.constants import SAMPLING_RATE as SAMPLE_RATE
 
 __all__ = ["default_config", "data_source", "make_loader", "GlobalBatches",
            "GeneratorCrop", "DiffusionCrop", "UsableRecords", "batch_spec", "corpus_speakers",

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from svcjax.audio import spectrogram
+from svcjax.audio.constants import AUDIO_EXTENSIONS, HOP, SAMPLING_RATE
 
 __all__ = [
     "MissingExtraError", "log_mel", "mel_cepstra", "mel_distance", "mcd", "mcd_from_cepstra",
@@ -56,8 +57,6 @@ __all__ = [
     "speaker_similarity", "speaker_embedding", "dnsmos", "MCD_CONSTANT", "GPE_CENTS",
 ]
 
-HOP = 512
-SAMPLING_RATE = 44100
 # 10 / ln(10) * sqrt(2): cepstral distance (natural-log amplitude cepstra) -> dB
 MCD_CONSTANT = 10.0 / math.log(10.0) * math.sqrt(2.0)
 GPE_CENTS = 50.0
@@ -395,7 +394,6 @@ def summarize(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] | None = No
 
 EVAL_DIR = "eval"
 METRICS_JSON = "metrics.json"       # flat {"metric": number}: the sweep launcher's contract
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 
 class EvalClip:
