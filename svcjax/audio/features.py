@@ -19,12 +19,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svcjax.audio.constants import HOP
+
 __all__ = ["volume", "align_frames", "mix_loudness_envelope", "frame_rms"]
 
 ALIGN_MODES = ("left", "nearest", "linear")
 
 
-def volume(audio: jax.Array, hop_length: int = 512) -> jax.Array:
+def volume(audio: jax.Array, hop_length: int = HOP) -> jax.Array:
     """Volume ``(..., L) -> (..., L // hop)``: ``sqrt(mean(x^2))`` over each hop.
 
     As 4.1-Stable's ``Volume_Extractor``: the squared signal is reflect-padded by ``hop // 2``
