@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     d_pt = next(f for f in dif_files if f.endswith(".pt"))
 
     _say("4/5 conversion")
-    from svcjax.eval import metrics as evaluate
+    from svcjax.eval import runner as evaluate
     from svcjax.runtime import converter as pipeline
     from svcjax.audio import io
 
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     io.save_audio(str(out_dir / f"{src.stem}_source.wav"), wav, 44100)
 
     _say("5/5 evaluation (eval.py's runner) on the held-out clips")
-    from configs import eval as eval_config
+    from svcjax.eval import config as eval_config
 
     ec = eval_config.get_config("variant=full")
     ec.speakers = (target,)

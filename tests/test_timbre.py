@@ -328,7 +328,7 @@ def test_cli_convert_with_a_cluster_model(tmp_path, capsys, restore_cache):
 
 def test_eval_settings_at_each_cluster_ratio():
     from configs import eval as eval_config
-    from svcjax.eval import metrics as evaluate
+    from svcjax.eval import runner as evaluate
     c = eval_config.get_config("variant=test")
     assert [n for n, _ in evaluate.settings_from_config(c, False)] == ["sovits"]
     c.cluster_model = "km.npz"

@@ -61,7 +61,6 @@ __all__ = [
     "import_checkpoint",
     "import_encoder",
     "import_encoder_dir",
-    "add_parser",
 ]
 
 # training-only tensors of each layout, never needed to compute units
@@ -566,40 +565,3 @@ def import_encoder_dir(path: str | os.PathLike, outdir: str | os.PathLike, kind:
     params, config = import_encoder(path, kind, num_heads=num_heads)
     config.source = os.path.basename(os.fspath(path))
     return save_model_dir(outdir, params, config, overwrite=overwrite)
-
-
-def add_parser(subparsers):
-    kinds = "; ".join(f"{k.name}: {k.source}" for k in encoders.KINDS.values())
-    p = subparsers.add_parser(
-        "import-encoder",
-        help="import a speech content encoder checkpoint as an svcjax model directory",
-        description="Import a speech content encoder checkpoint (the file So-VITS-SVC loads for "
-                    f"each speech_encoder: {kinds}; Hugging Face HubertModel weights are read "
-                    "too). The network is recognised from the file.")
-    p.add_argument("file", help="checkpoint file (or a Hugging Face model directory)")
-    p.add_argument("outdir", help="model directory to write")
-    p.add_argument("--kind", choices=sorted(encoders.KINDS), default=None,
-                   help="units to extract (default: the usual kind for the file, e.g. vec768l12 "
-                        "for ContentVec, hubertsoft for HuBERT-Soft)")
-    p.add_argument("--num-heads", type=int, default=None,
-                   help="attention heads, where the file does not record them (default: width/64)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTDIR")
-
-    def run(args):
-        out = import_encoder_dir(args.file, args.outdir, args.kind, num_heads=args.num_heads,
-                                 overwrite=args.overwrite)
-        _, config = _summary(out)
-        print(f"imported {args.file} -> {out}: {config}")
-        return 0
-
-    p.set_defaults(func=run)
-    return p
-
-
-def _summary(outdir: str) -> tuple[str, str]:
-    with open(os.path.join(outdir, "config.json")) as f:
-        cfg = json.load(f)
-    if not {"num_layers", "embed_dim"} <= set(cfg):
-        return outdir, f"kind {cfg['kind']} ({cfg.get('family', 'hubert')} family)"
-    return outdir, (f"kind {cfg['kind']}, {cfg['num_layers']} layers of width {cfg['embed_dim']}"
-                    + (f", final_proj to {cfg['final_dim']}" if cfg.get("final_dim") else ""))

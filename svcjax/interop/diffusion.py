@@ -22,7 +22,6 @@ svcjax config whose fields keep the yaml's names::
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from typing import Any, Mapping
@@ -41,7 +40,7 @@ from svcjax.models.diffusion.gaussian import Schedule, check_k_step
 from svcjax.models.diffusion.unit2mel import build_model
 
 __all__ = ["read_config", "config_from_yaml", "checkpoint_hparams", "import_checkpoint",
-           "import_diffusion", "to_state_dict", "speaker_map", "add_parser", "DEFAULTS"]
+           "import_diffusion", "to_state_dict", "speaker_map", "DEFAULTS"]
 
 # Library defaults for fields a yaml may leave out (the reference's own fallbacks).
 DEFAULTS = dict(
@@ -272,24 +271,3 @@ def import_diffusion(model_path, config_path, outdir, *, overwrite: bool = False
     """Convert a reference diffusion checkpoint into an svcjax model directory."""
     params, config = import_checkpoint(model_path, config_path)
     return checkpoint.save_model_dir(outdir, params, config, overwrite=overwrite)
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "import-diffusion",
-        help="import a So-VITS-SVC shallow-diffusion model_*.pt (+ config.yaml) as a model dir",
-        description="Convert a So-VITS-SVC 4.1 diffusion checkpoint (model_<step>.pt) and its "
-                    "config.yaml (default: the one beside it) into an svcjax model directory.")
-    p.add_argument("model", help="model_<step>.pt")
-    p.add_argument("config", nargs="?", default=None,
-                   help="its config.yaml (default: config.yaml beside the model)")
-    p.add_argument("outdir", help="the svcjax model directory to write")
-    p.add_argument("--overwrite", action="store_true", help="replace OUTDIR if it exists")
-    p.set_defaults(func=_run)
-    return p
-
-
-def _run(args) -> int:
-    out = import_diffusion(args.model, args.config, args.outdir, overwrite=args.overwrite)
-    print(out)
-    return 0

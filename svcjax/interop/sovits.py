@@ -30,7 +30,7 @@ from svcjax.interop.torch_params import CheckpointMismatchError
 
 __all__ = ["config_from_reference", "read_state_dict", "config_differences", "sovits_params",
            "decoder_buffers", "shared_flow_rename",
-           "load_sovits_checkpoint", "import_sovits", "model_dir_config", "add_parser",
+           "load_sovits_checkpoint", "import_sovits", "model_dir_config",
            "CheckpointMismatchError", "KIND"]
 
 KIND = "sovits"
@@ -357,34 +357,3 @@ def import_sovits(ckpt, config, outdir, *, overwrite: bool = False,
     params, cfg = load_sovits_checkpoint(ckpt, config, with_posterior=with_posterior)
     cfg.source = os.path.abspath(os.fspath(ckpt))
     return checkpoint.save_model_dir(outdir, params, cfg, overwrite=overwrite)
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "import-sovits", help="convert a So-VITS-SVC 4.1 G_*.pth + config.json to a model dir",
-        description="Convert a So-VITS-SVC 4.1 generator checkpoint (full, or compressed "
-                    "without enc_q, fp32 or fp16) and its config.json into an svcjax model "
-                    "directory (config.json + Orbax parameters).")
-    p.add_argument("checkpoint", help="G_*.pth")
-    p.add_argument("config", help="the config.json it was trained with")
-    p.add_argument("outdir", help="model directory to write")
-    p.add_argument("--overwrite", action="store_true", help="replace OUTDIR if it exists")
-    p.add_argument("--inference-only", action="store_true",
-                   help="leave out the posterior encoder enc_q (only training needs it)")
-    p.set_defaults(func=_run)
-    return p
-
-
-def _run(args) -> int:
-    out = import_sovits(args.checkpoint, args.config, args.outdir, overwrite=args.overwrite,
-                        with_posterior=False if args.inference_only else None)
-    from svcjax.train import checkpoint
-
-    _, cfg = checkpoint.load_model_dir(out)
-    spk = ", ".join(sorted(cfg.spk, key=lambda k: cfg.spk[k])) or "(none named)"
-    print(f"wrote {out}: {cfg.model.n_speakers} speaker(s) [{spk}], "
-          f"enc_q {'included' if cfg.has_enc_q else 'absent (inference only)'}")
-    return 0

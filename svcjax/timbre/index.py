@@ -638,28 +638,3 @@ def load_timbre_index(path: str | os.PathLike, search: str | None = None) -> Tim
         return idx
     raise TimbreFileError(f"{path} is neither a cluster model (kmeans_*.pt), a retrieval "
                           f"index (feature_and_index.pkl) nor an svcjax .npz index")
-
-
-# ---------------------------------------------------------------------------- command line
-
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "import-index", help="convert a reference kmeans_*.pt / feature_and_index.pkl to .npz",
-        description="Read the reference's cluster model or feature-retrieval index (the "
-                    ".pkl needs faiss-cpu) and write svcjax's plain-array .npz.")
-    p.add_argument("path", help="kmeans_10000.pt or feature_and_index.pkl")
-    p.add_argument("out", help="OUT.npz")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_import_main)
-    return p
-
-
-def _import_main(args) -> int:
-    from svcjax import cli
-
-    cli.refuse_existing(args.out, args.overwrite)
-    idx = load_timbre_index(args.path)
-    idx.save(args.out)
-    print(f"{idx} written to {args.out}")
-    return 0

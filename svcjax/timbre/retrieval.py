@@ -20,8 +20,6 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from svcjax import cli
-
 from svcjax.timbre import index as timbre
 from svcjax.timbre.kmeans import corpus_units, kmeans
 
@@ -68,26 +66,3 @@ def train_index(data_dir, out: str, *, seed: int = 0, log: Callable[[str], None]
         log(f"{spk}: {len(x)} frames -> {len(s.vectors)} rows{lists} ({time.time() - t:.1f} s)")
     timbre.TimbreIndex("retrieval", speakers).save(out)
     return out
-
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "train-index", help="per-speaker feature-retrieval index over a corpus's units",
-        description="All unit frames per speaker (k-means to 10000 centres above 2e5 "
-                    "frames), with inverted lists for IVF search; the index of "
-                    "`svcjax convert --retrieval-index`.")
-    p.add_argument("data_dir", help="corpus built with `svcjax build-corpus`")
-    p.add_argument("out", help="OUT.npz")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_index_main)
-    return p
-
-
-def _index_main(args) -> int:
-    cli.refuse_existing(args.out, args.overwrite)
-    train_index(args.data_dir, args.out, seed=args.seed)
-    print(f"retrieval index written to {args.out}")
-    return 0
-
-

@@ -363,16 +363,3 @@ def export_run(workdir: str, outdir: str, step: int | None = None) -> list[str]:
     config.json for So-VITS-SVC, ``model_{step}.pt`` + config.yaml for diffusion)."""
     params, step, task = restore_params(workdir, step)
     return task.export(params, step, outdir)
-
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "export-pth", help="write a training run's checkpoint as the reference's .pth files",
-        description="Write a training workdir's newest (or --step) checkpoint in So-VITS-SVC's "
-        "own format: G_{step}.pth, D_{step}.pth and config.json (generator runs) or "
-        "model_{step}.pt and config.yaml (diffusion runs). No PyTorch needed.")
-    p.add_argument("workdir")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--step", type=int, default=None)
-    p.set_defaults(func=lambda a: print("\n".join(export_run(a.workdir, a.out, a.step))))
-    return p
