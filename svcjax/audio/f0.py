@@ -61,8 +61,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SAMPLING_RATE = 44100
-HOP = 512
+from svcjax.audio.constants import HOP, SAMPLING_RATE
+
 F0_MIN = 50.0
 F0_MAX = 1100.0
 CREPE_HOP = int(HOP * 16000 / SAMPLING_RATE)  # 185: torchcrepe's int(hop * 16000 / sr)

@@ -23,6 +23,7 @@ import numpy as np
 
 from svcjax.audio import resample as _resample
 from svcjax.files import atomic_write, lock, temp_path
+from svcjax.audio.constants import WRITE_FORMATS
 
 __all__ = ["AudioFileError", "SILENT_PEAK", "load_audio", "save_audio", "resample_audio",
            "WRITE_FORMATS", "AudioWriter", "StreamedAudio", "temp_path", "remove_stale_temps",
@@ -31,7 +32,6 @@ __all__ = ["AudioFileError", "SILENT_PEAK", "load_audio", "save_audio", "resampl
 # A clip whose every sample is below -80 dBFS (~3 LSB of 16-bit audio) counts as silent.
 SILENT_PEAK = 1e-4
 
-WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 # Sample rates accepted when loading (a 1 Hz "recording" would resample to 44100x its size).
 MIN_RATE, MAX_RATE = 1000, 768000
 # Samples read (and resampled) at a time by the mono loader.

@@ -17,6 +17,7 @@ from typing import Sequence
 import soundfile as sf
 
 from svcjax.audio.f0 import METHODS as F0_METHODS, RMVPE_ENV, prepare_f0
+from svcjax.audio.constants import WRITE_FORMATS
 from svcjax.runtime import compilation_cache, converter
 
 
@@ -24,7 +25,7 @@ def output_paths(inputs: Sequence[str], out: str, fmt: str | None) -> list[str]:
     """Where each input's conversion goes: ``-o`` names one .wav/.flac file (one input) or a
     directory (``<name>.<format>`` per input; two inputs with the same name are refused)."""
     ext = os.path.splitext(out)[1].lower()
-    if ext in (".wav", ".flac"):
+    if ext in WRITE_FORMATS:
         if len(inputs) != 1:
             raise ValueError(f"-o {out!r} names one file but {len(inputs)} inputs were given; "
                              "pass a directory")

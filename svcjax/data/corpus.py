@@ -44,12 +44,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from svcjax.audio.constants import AUDIO_EXTENSIONS
 from svcjax.data import featurizer as featurizer_lib
 from svcjax.files import atomic_directory, write_bytes, write_text
 
 DATASET_NAME = "svc_corpus"
 VERSION = "1.0.0"
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 SAMPLE_RATE = featurizer_lib.SAMPLE_RATE
 HOP = featurizer_lib.HOP
 

@@ -44,11 +44,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from svcjax.audio.constants import HOP
+from svcjax.audio.constants import SAMPLING_RATE as SAMPLE_RATE
 from svcjax.runtime import buckets
 from svcjax.runtime.sharding import batch_sharding, make_mesh
 
-SAMPLE_RATE = 44100
-HOP = 512
 
 ALL_FEATURES = ("units", "f0", "volume", "mel", "aug")
 

@@ -50,10 +50,10 @@ import grain
 import ml_collections
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from svcjax.audio.constants import HOP
+from svcjax.audio.constants import SAMPLING_RATE as SAMPLE_RATE
 
-HOP = 512
-SAMPLE_RATE = 44100
+logger = logging.getLogger(__name__)
 
 __all__ = ["default_config", "data_source", "make_loader", "GlobalBatches",
            "GeneratorCrop", "DiffusionCrop", "UsableRecords", "batch_spec", "corpus_speakers",

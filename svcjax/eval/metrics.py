@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from svcjax.audio import spectrogram
+from svcjax.audio.constants import HOP
 
 __all__ = [
     "MissingExtraError", "log_mel", "mel_cepstra", "mel_distance", "mcd", "mcd_from_cepstra",
@@ -55,8 +56,6 @@ __all__ = [
     "OPTIONAL_METRICS", "MCD_CONSTANT", "GPE_CENTS",
 ]
 
-HOP = 512
-SAMPLING_RATE = 44100
 # 10 / ln(10) * sqrt(2): cepstral distance (natural-log amplitude cepstra) -> dB
 MCD_CONSTANT = 10.0 / math.log(10.0) * math.sqrt(2.0)
 GPE_CENTS = 50.0

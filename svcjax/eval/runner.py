@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from svcjax.eval import metrics
-from svcjax.eval.metrics import HOP, SAMPLING_RATE
+from svcjax.audio.constants import AUDIO_EXTENSIONS, HOP, SAMPLING_RATE
 from svcjax.files import atomic_write
 
 __all__ = ["EvalClip", "load_eval_set", "settings_from_config", "run_evaluation", "EVAL_DIR",
@@ -29,7 +29,6 @@ __all__ = ["EvalClip", "load_eval_set", "settings_from_config", "run_evaluation"
 
 EVAL_DIR = "eval"
 METRICS_JSON = "metrics.json"       # flat {"metric": number}: the sweep launcher's contract
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 _DIFFUSION_FIELDS = ("shallow_diffusion", "k_step", "method", "speedup")
 
 

@@ -39,11 +39,11 @@ def parameter_count(path: str, names) -> int:
         return len(names)
     with zipfile.ZipFile(path) as zf:
         pkl = [n for n in zf.namelist() if n.endswith("data.pkl")][0]
-        raw = torch_pickle._Unpickler(io.BytesIO(zf.read(pkl)), lambda key, st: None).load()
+        raw = torch_pickle.TorchUnpickler(io.BytesIO(zf.read(pkl)), lambda key, st: None).load()
     model = raw.get("model", raw) if isinstance(raw, dict) else {}
     seen = set()
     for k, t in model.items():
-        if k in names and isinstance(t, torch_pickle._LazyTensor):
+        if k in names and isinstance(t, torch_pickle.LazyTensor):
             seen.add((id(t.storage), t.offset, t.size))
     return len(seen) or len(names)
 

@@ -133,7 +133,7 @@ def _identify(obj: Any, path: str) -> tuple[str, dict[str, np.ndarray], dict]:
     found = _layout(obj, path)
     if found is None:
         raise ContentEncoderFileError(
-            f"{path} is {_describe(obj)}, not a speech content encoder; expected {EXPECTED}")
+            f"{path} is {describe_object(obj)}, not a speech content encoder; expected {EXPECTED}")
     return found
 
 
@@ -172,7 +172,7 @@ def sniff(obj: Any) -> bool:
     return _layout(obj, None) is not None
 
 
-def _describe(obj: Any) -> str:
+def describe_object(obj: Any) -> str:
     """A few words on what a checkpoint that is not a content encoder looks like."""
     if not isinstance(obj, Mapping):
         return f"a pickled {type(obj).__name__}"
@@ -206,38 +206,38 @@ def _describe(obj: Any) -> str:
 # configs: omegaconf DictConfig (pickled), plain dicts, argparse Namespaces
 
 
-def _plain(obj: Any, depth: int = 0) -> Any:
+def plain_value(obj: Any, depth: int = 0) -> Any:
     """omegaconf containers / nodes, Namespaces and enums (as Opaque records) -> plain Python."""
     if depth > 50:
         return None
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v, depth + 1) for k, v in obj.items()}
+        return {str(k): plain_value(v, depth + 1) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v, depth + 1) for v in obj]
+        return [plain_value(v, depth + 1) for v in obj]
     if isinstance(obj, argparse.Namespace):
-        return {k: _plain(v, depth + 1) for k, v in vars(obj).items()}
+        return {k: plain_value(v, depth + 1) for k, v in vars(obj).items()}
     if isinstance(obj, torch_pickle.Opaque):
         state = obj.__dict__.get("state")
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
             state = {**(state[0] or {}), **state[1]}  # (dict, slots) state
         if isinstance(state, dict):
             if "_content" in state:   # DictConfig / ListConfig
-                return _plain(state["_content"], depth + 1)
+                return plain_value(state["_content"], depth + 1)
             if "_val" in state:       # AnyNode, StringNode, EnumNode, ...
-                return _plain(state["_val"], depth + 1)
-            return {k: _plain(v, depth + 1) for k, v in state.items() if not k.startswith("_")}
+                return plain_value(state["_val"], depth + 1)
+            return {k: plain_value(v, depth + 1) for k, v in state.items() if not k.startswith("_")}
         args = obj.__dict__.get("args") or ()
         if len(args) == 1:            # an Enum member pickled as (EnumClass, (value,))
-            return _plain(args[0], depth + 1)
+            return plain_value(args[0], depth + 1)
         return None
     return obj
 
 
 def _fairseq_meta(ckpt: Mapping) -> dict:
-    cfg = _plain(ckpt.get("cfg"))
+    cfg = plain_value(ckpt.get("cfg"))
     if isinstance(cfg, dict) and isinstance(cfg.get("model"), dict):
         return cfg["model"]
-    args = _plain(ckpt.get("args"))
+    args = plain_value(ckpt.get("args"))
     if isinstance(args, dict):
         return args
     return {}
@@ -255,7 +255,7 @@ def _hf_meta(path: str) -> dict:
     return {}
 
 
-def _parse_conv_layers(text: str) -> list[tuple[int, int, int]]:
+def parse_conv_layers(text: str) -> list[tuple[int, int, int]]:
     """fairseq's ``conv_feature_layers`` string, e.g. ``"[(512,10,5)] + [(512,3,2)] * 4"``.
 
     Only list/tuple literals of ints, ``+`` and ``* int`` are accepted (no ``eval``).
@@ -354,7 +354,7 @@ def _architecture(layout: str, sd: Mapping[str, np.ndarray], meta: Mapping[str, 
         raise ContentEncoderFileError("no feature-extractor convolutions found")
     strides = None
     if layout == "fairseq" and meta.get("conv_feature_layers"):
-        spec = _parse_conv_layers(meta["conv_feature_layers"])
+        spec = parse_conv_layers(meta["conv_feature_layers"])
         strides = [s for _, _, s in spec]
     elif layout == "hf" and meta.get("conv_stride"):
         strides = [int(s) for s in meta["conv_stride"]]
@@ -499,7 +499,7 @@ def import_encoder(path: str | os.PathLike, kind: str | None = None, *,
         expected = "; ".join(filter(None, (getattr(encoders.importer_module(f), "EXPECTED", None)
                                            for f in families)))
         raise ContentEncoderFileError(
-            f"{path} is {_describe(obj)}, not a speech content encoder; expected {expected}")
+            f"{path} is {describe_object(obj)}, not a speech content encoder; expected {expected}")
     if kind is not None:
         want = encoders.get_kind(kind)
         if want.family != found:

@@ -29,7 +29,7 @@ from svcjax.interop import torch_params, torch_pickle
 from svcjax.interop.torch_params import CheckpointMismatchError
 
 __all__ = ["config_from_reference", "read_state_dict", "config_differences", "sovits_params",
-           "decoder_buffers",
+           "decoder_buffers", "shared_flow_rename",
            "load_sovits_checkpoint", "import_sovits", "model_dir_config",
            "CheckpointMismatchError", "KIND"]
 
@@ -105,9 +105,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise torch_pickle.TorchFileError(f"cannot read the generator checkpoint: {e}") from None
     sd = obj.get("model", obj) if isinstance(obj, Mapping) else None
     if not isinstance(sd, Mapping) or not any(isinstance(v, np.ndarray) for v in sd.values()):
-        from svcjax.interop.content_encoder import _describe
+        from svcjax.interop.content_encoder import describe_object
 
-        raise ValueError(f"{path} is {_describe(obj)}, not a So-VITS-SVC generator checkpoint "
+        raise ValueError(f"{path} is {describe_object(obj)}, not a So-VITS-SVC generator "
+                         "checkpoint "
                          "(expected a dict with 'model' mapping tensor names to tensors, as "
                          "train.py saves G_*.pth)")
     out = {}
@@ -118,9 +119,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         out[k] = v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) or \
             v.dtype.name == "bfloat16" else v
     if "emb_g.weight" not in out or "pre.weight" not in out:
-        from svcjax.interop.content_encoder import _describe
+        from svcjax.interop.content_encoder import describe_object
 
-        raise ValueError(f"{path} is {_describe(obj)}, not a So-VITS-SVC generator checkpoint "
+        raise ValueError(f"{path} is {describe_object(obj)}, not a So-VITS-SVC generator "
+                         "checkpoint "
                          "(no emb_g.weight / pre.weight)")
     return out
 
@@ -237,7 +239,7 @@ def config_differences(config: Any, sd: Mapping[str, np.ndarray]) -> list[str]:
     return out
 
 
-def _shared_flow_rename(sd: Mapping[str, np.ndarray], shared: bool):
+def shared_flow_rename(sd: Mapping[str, np.ndarray], shared: bool):
     """With ``flow_share_parameter`` the reference's state_dict repeats the shared network under
     every ``flow.flows.N.enc.*``; those copies must equal ``flow.wn.*`` and are dropped."""
     if not shared:
@@ -317,7 +319,7 @@ def sovits_params(config: Any, sd: Mapping[str, np.ndarray], *,
     try:
         model = synthesizer.from_config(config, with_posterior=with_posterior)
         shapes = synthesizer.init_params(model, shapes_only=True)
-        flow = _shared_flow_rename(sd, bool(config["model"].get("flow_share_parameter", False)))
+        flow = shared_flow_rename(sd, bool(config["model"].get("flow_share_parameter", False)))
         return torch_params.state_dict_to_params(
             sd, shapes, rename=lambda k: None if k in filters else (flow(k) if flow else k),
             ignore=() if with_posterior else (r"^enc_q\.",), what=what)

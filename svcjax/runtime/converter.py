@@ -89,12 +89,12 @@ import numpy as np
 from svcjax.runtime import buckets
 from svcjax.audio import features, slicer, spectrogram
 from svcjax.audio import resample as resample_lib
+from svcjax.audio.constants import HOP, SAMPLING_RATE
+from svcjax.models.diffusion.gaussian import check_k_step
 
 __all__ = ["ConvertOptions", "Converter", "SpeakerMix", "parse_speaker", "load_speaker_mix",
            "SAMPLING_RATE", "HOP"]
 
-SAMPLING_RATE = 44100
-HOP = 512
 ENCODER_SR = 16000
 # shortest piece converted (shorter voiced bits between silences come out silent)
 MIN_PIECE = 4 * HOP
@@ -153,8 +153,7 @@ class ConvertOptions:
             raise ValueError(f"loudness_mix must be in [0, 1], got {self.loudness_mix}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.k_step < 1:
-            raise ValueError(f"k_step must be >= 1, got {self.k_step}")
+        check_k_step(self.k_step)
         if not np.isfinite(self.enhancer_adaptive_key) or abs(self.enhancer_adaptive_key) > 36:
             raise ValueError(f"enhancer_adaptive_key must be a number of semitones in [-36, 36], "
                              f"got {self.enhancer_adaptive_key}")
@@ -898,7 +897,7 @@ class Converter:
         once to :func:`svcjax.runtime.runner.row_count`. ``opt`` may be a list of options that
         differ only in their diffusion setting: then one output list per option."""
         from svcjax.runtime import runner as runtime_lib
-        from svcjax.audio.features import _align_table
+        from svcjax.audio.features import align_table
 
         opts = list(opt) if isinstance(opt, (list, tuple)) else [opt]
         opt = opts[0]
@@ -935,7 +934,7 @@ class Converter:
         i1 = np.zeros((rows, tb), np.int32)
         w1 = np.zeros((rows, tb), np.float32)
         for i in range(rows):
-            a, b, w = _align_table(int(ulens[i]), int(frames[i]), self.unit_mode)
+            a, b, w = align_table(int(ulens[i]), int(frames[i]), self.unit_mode)
             i0[i, :frames[i]], i1[i, :frames[i]], w1[i, :frames[i]] = a, b, w
         g = self._speaker_rows(spk, padded, None, tb)
         spk_weights = isinstance(g, np.ndarray)

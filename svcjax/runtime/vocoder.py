@@ -28,6 +28,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from svcjax.audio.constants import HOP, SAMPLING_RATE
 from svcjax.runtime import buckets, sharding
 
 from svcjax.train import checkpoint
@@ -152,9 +153,9 @@ class GriffinLimVocoder:
     pretrained = False
     peak_limit = 0.99
 
-    def __init__(self, *, sampling_rate: int = 44100, hop_size: int = 512, n_fft: int = 2048,
-                 num_mels: int = 128, fmin: float = 40.0, fmax: float = 16000.0,
-                 n_iter: int = 32):
+    def __init__(self, *, sampling_rate: int = SAMPLING_RATE, hop_size: int = HOP,
+                 n_fft: int = 2048, num_mels: int = 128, fmin: float = 40.0,
+                 fmax: float = 16000.0, n_iter: int = 32):
         import ml_collections
 
         self.sampling_rate, self.hop_size, self.num_mels = sampling_rate, hop_size, num_mels

@@ -332,7 +332,7 @@ def train_cluster(data_dir, out: str, n_clusters: int = 10000, *, minibatch: boo
     if out.endswith(".pt"):
         write_reference_cluster(centres, out)
     else:
-        timbre.TimbreIndex("cluster", {s: timbre._Speaker(c) for s, c in centres.items()}
+        timbre.TimbreIndex("cluster", {s: timbre.SpeakerArrays(c) for s, c in centres.items()}
                            ).save(out)
     shutil.rmtree(work, ignore_errors=True)
     return out

@@ -30,7 +30,7 @@ REDUCED_CENTRES = 10_000
 
 
 def build_retrieval(x: np.ndarray, *, seed: int = 0, log: Callable[[str], None] = print
-                    ) -> timbre._Speaker:
+                    ) -> timbre.SpeakerArrays:
     """One speaker's retrieval rows (reduced above 2e5 frames) with IVF lists."""
     rng = np.random.default_rng(seed)
     x = np.ascontiguousarray(x[rng.permutation(len(x))], np.float32)
@@ -41,14 +41,14 @@ def build_retrieval(x: np.ndarray, *, seed: int = 0, log: Callable[[str], None] 
     n = len(x)
     n_ivf = min(int(16 * math.sqrt(n)), n // 39)
     if n_ivf < 1:
-        return timbre._Speaker(x)
+        return timbre.SpeakerArrays(x)
     # the coarse quantiser: k-means on at most 256 points per list (faiss's training sample)
     sample = x if n <= 256 * n_ivf else x[rng.choice(n, 256 * n_ivf, replace=False)]
     cent, _ = kmeans(sample, n_ivf, max_iter=10, init="random", seed=seed)
     cj = jnp.asarray(cent)
     assign = np.concatenate([np.asarray(timbre.nearest_centres(jnp.asarray(x[i:i + 8192]), cj))
                              for i in range(0, n, 8192)])
-    return timbre._Speaker(x, cent, timbre._lists_from_assignment(assign, n_ivf))
+    return timbre.SpeakerArrays(x, cent, timbre.lists_from_assignment(assign, n_ivf))
 
 
 def train_index(data_dir, out: str, *, seed: int = 0, log: Callable[[str], None] = print

@@ -3,17 +3,19 @@
     python train.py --config configs/sovits_44k.py:variant=tiny --workdir /tmp/svc
     python train.py --config configs/diffusion_44k.py --workdir /tmp/diff
 
-A :class:`Task` says what is trained: its models and their optimizers, one jitted step (pure
-function of parameters, optimizer states, a global batch and a random key), validation
-summaries and the data. :func:`train` does the rest, the same for every task:
+A :class:`~svcjax.train.task.Task` says what is trained: its models and their optimizers, one
+jitted step (pure function of parameters, optimizer states, a global batch and a random key),
+validation summaries and the data; :mod:`svcjax.train.tasks` maps ``config.kind`` to one
+(the loop never imports a task module). :func:`train` does the rest, the same for every task:
 
 * a ``(data, fsdp)`` mesh from ``config.mesh``; parameters and optimizer states sharded by
   :func:`svcjax.runtime.sharding.param_sharding`; per-process batches assembled into global arrays
   by :func:`svcjax.runtime.sharding.global_batch`; one ``jax.jit`` step with ``donate_argnums``;
 * random keys: one base key from ``config.seed``, ``fold_in(key, step)`` per step, split by
   purpose inside the step (so a resumed run draws what an uninterrupted one draws);
-* AdamW with the reference's hyper-parameters and a staircase LR decay (per epoch for the
-  GAN, every 100k steps for diffusion), optional global-norm gradient clipping;
+* AdamW with a staircase LR decay (:func:`svcjax.train.task.make_optimizer`; per epoch for
+  the GAN, every ``train.lr_decay_steps`` for diffusion), optional global-norm gradient
+  clipping; every setting from ``config.train`` (``configs/*.py`` set them all);
 * :class:`svcjax.train.checkpoint.TrainCheckpointer` (Orbax; state + data-iterator position +
   config; every N steps, keep N, async); SIGTERM or a TPU preemption notice saves and stops;
   a run in a workdir that has checkpoints resumes from the newest finished one (the
@@ -32,7 +34,7 @@ import logging
 import os
 import signal
 import threading
-from typing import Any, Callable, Iterator, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +45,8 @@ import optax
 from svcjax.runtime import sharding
 from svcjax.train.checkpoint import TrainCheckpointer
 from svcjax.train.metric_writer import MetricWriter, NonFiniteError, ProgressBar, check_finite
+from svcjax.train.task import LOOP_FIELDS, Task, TrainData, make_optimizer, require
+from svcjax.train.tasks import make_task
 
 logger = logging.getLogger(__name__)
 
@@ -50,194 +54,11 @@ __all__ = [
     "Task",
     "TrainData",
     "TrainResult",
-    "default_train_config",
     "make_optimizer",
     "make_task",
     "train",
     "NonFiniteError",
 ]
-
-PyTree = Any
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------
-
-def default_train_config(kind: str = "sovits") -> ml_collections.ConfigDict:
-    """The ``config.train`` section with the reference's values for ``kind``.
-
-    ``'sovits'`` (train.py / config_template.json): AdamW lr 1e-4, betas (0.8, 0.99),
-    eps 1e-9, weight decay 0.01, LR x0.999875 per epoch, c_mel 45, c_kl 1, 10240-sample
-    segments, checkpoints every 800 steps keeping 3.
-    ``'diffusion'`` (train_diff.py / diffusion_template.yaml): AdamW lr 1e-4, weight decay 0,
-    LR x0.5 every 100k steps, batch 48.
-    """
-    common = dict(
-        num_steps=100_000,
-        batch_size=6,            # global batch (all processes together)
-        learning_rate=1e-4,
-        betas=(0.8, 0.99),
-        eps=1e-9,
-        weight_decay=0.01,
-        lr_decay=0.999875,
-        lr_decay_steps=0,        # 0: once per epoch (steps_per_epoch)
-        lr_decay_begin=0,        # updates at the full LR before the first period starts
-        steps_per_epoch=0,       # 0: train examples // batch_size
-        grad_clip=0.0,           # global-norm clip; 0 = off (the reference does not clip)
-        compute_dtype="float32",  # or "bfloat16" (parameters and optimizer stay float32)
-        log_every=1,
-        eval_every=800,
-        checkpoint_every=800,
-        keep_checkpoints=3,
-        async_checkpoint=True,
-        progress=True,
-    )
-    if kind == "sovits":
-        common.update(segment_size=10240, c_mel=45.0, c_kl=1.0)
-    elif kind == "diffusion":
-        common.update(batch_size=48, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                      lr_decay=0.5, lr_decay_steps=100_000, eval_every=2000,
-                      # train_diff.py's StepLR starts at last_epoch=-2: its first period is
-                      # one update longer (the LR halves from update 100_002 on)
-                      lr_decay_begin=1,
-                      checkpoint_every=2000, keep_checkpoints=3, key_shift_prob=0.5)
-    else:
-        raise ValueError(f"unknown training kind {kind!r}; known: sovits, diffusion")
-    return ml_collections.ConfigDict(common)
-
-
-def _train_config(config, defaults: str) -> ml_collections.ConfigDict:
-    out = default_train_config(defaults)
-    for k, v in (config.get("train") or {}).items():
-        out[k] = v
-    return out
-
-
-def make_optimizer(tcfg, steps_per_epoch: int) -> tuple[optax.GradientTransformation, Callable]:
-    """AdamW with a staircase exponential LR:
-    ``lr * lr_decay ** (max(step - lr_decay_begin, 0) // decay_steps)``.
-
-    ``decay_steps`` is ``tcfg.lr_decay_steps`` or, when 0, one epoch (torch's
-    ``ExponentialLR`` stepped per epoch). The schedule's count lives in the optimizer state,
-    so a restored run continues the schedule where it stopped. Returns ``(tx, lr_at)``,
-    ``lr_at(count)`` the learning rate of the update after ``count`` updates (the same optax
-    schedule, as a host float).
-    """
-    every = int(tcfg.lr_decay_steps) or int(steps_per_epoch)
-    if every <= 0:
-        raise ValueError(f"LR decay period must be positive (lr_decay_steps={tcfg.lr_decay_steps}, "
-                         f"steps_per_epoch={steps_per_epoch})")
-    lr0, decay = float(tcfg.learning_rate), float(tcfg.lr_decay)
-    begin = int(tcfg.get("lr_decay_begin", 0) or 0)
-    schedule = optax.exponential_decay(lr0, every, decay, transition_begin=begin,
-                                       staircase=True)
-    b1, b2 = (float(b) for b in tcfg.betas)
-    tx = optax.adamw(schedule, b1=b1, b2=b2, eps=float(tcfg.eps),
-                     weight_decay=float(tcfg.weight_decay))
-    if tcfg.grad_clip and float(tcfg.grad_clip) > 0:
-        tx = optax.chain(optax.clip_by_global_norm(float(tcfg.grad_clip)), tx)
-
-    def lr_at(count: int) -> float:
-        return float(schedule(int(count)))
-
-    return tx, lr_at
-
-
-# ---------------------------------------------------------------------------------------------
-# Tasks
-# ---------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class TrainData:
-    """What a task's data pipeline hands the trainer.
-
-    ``iterator`` yields either global batches (dicts of ``jax.Array`` sharded over the mesh,
-    e.g. :class:`svcjax.data.input_pipeline.GlobalBatches`) or this process's share of each (dicts
-    of NumPy arrays, leading axis ``batch_size // process_count``); it is checkpointable
-    (``get_state``/``set_state``, as grain iterators). ``val_batch`` is one small batch every process holds whole
-    (for validation summaries), or None. ``num_examples`` sizes an epoch.
-    """
-
-    iterator: Iterator[Mapping[str, np.ndarray]]
-    num_examples: int
-    val_batch: Mapping[str, np.ndarray] | None = None
-
-
-class Task:
-    """What :func:`train` trains. Subclasses set ``kind`` and ``model_names`` and implement
-    :meth:`init_params`, :meth:`step`, :meth:`make_data` and :meth:`dummy_batch`."""
-
-    kind: str = ""
-    train_defaults: str = "sovits"   # which default_train_config fills unset train.* fields
-    model_names: tuple[str, ...] = ()
-    progress_keys: tuple[str, ...] = ()
-    nonfinite_hint = ("lower train.learning_rate, set train.grad_clip, or check the data; "
-                      "training resumes from the newest checkpoint")
-
-    def __init__(self, config):
-        self.config = config
-        self.tcfg = _train_config(config, self.train_defaults)
-        self.tx: dict[str, optax.GradientTransformation] = {}
-        self.schedules: dict[str, Callable] = {}
-
-    # -- set by the trainer once the data size is known
-    def setup_optimizers(self, steps_per_epoch: int) -> None:
-        for name in self.model_names:
-            self.tx[name], self.schedules[name] = make_optimizer(self.tcfg, steps_per_epoch)
-
-    @property
-    def compute_dtype(self):
-        return jnp.dtype(self.tcfg.compute_dtype)
-
-    def update(self, name: str, grads, opt_state, params):
-        """One optimizer update of model ``name`` (inside the jitted step)."""
-        updates, opt_state = self.tx[name].update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
-
-    # -- to implement
-    def init_params(self, rng, batch) -> dict[str, PyTree]:
-        raise NotImplementedError
-
-    def pretrained(self, params: dict[str, PyTree]) -> dict[str, PyTree]:
-        """Replace freshly initialised parameters by ``config.init_from`` ones (fine-tuning)."""
-        return params
-
-    def step(self, params, opt_state, batch, rng) -> tuple[dict, dict, dict]:
-        """One training step (traced once, inside jit): new params, opt states, metrics."""
-        raise NotImplementedError
-
-    def make_data(self, mesh) -> TrainData:
-        raise NotImplementedError
-
-    def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
-        """A batch of the right shapes/dtypes (zeros) to initialise parameters."""
-        raise NotImplementedError
-
-    def summaries(self, params, batch, rng) -> dict:
-        """Validation outputs (traced, inside jit): {'scalars': {}, 'audio': {}, 'mels': {}}."""
-        return {}
-
-    def sample_rate(self) -> int:
-        return int(self.config.get("data", {}).get("sampling_rate", 44100))
-
-    def export(self, params, step: int, outdir: str) -> list[str]:
-        """Write the trained model in the reference's file format; returns the paths."""
-        raise NotImplementedError(f"{self.kind} has no export")
-
-
-def make_task(config) -> Task:
-    """The task ``config.kind`` names, built on the real models and data pipeline."""
-    kind = config.get("kind", "sovits")
-    if kind == "sovits":
-        from svcjax.train.sovits import SovitsTask
-
-        return SovitsTask(config)
-    if kind == "diffusion":
-        from svcjax.train.diffusion import DiffusionTask
-
-        return DiffusionTask(config)
-    raise ValueError(f"config.kind={kind!r} is not a trainable model; known: sovits, diffusion")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,6 +115,7 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
     workdir = os.path.abspath(os.fspath(workdir))
     task = task or make_task(config)
     tcfg = task.tcfg
+    require(tcfg, LOOP_FIELDS)
     pidx = jax.process_index()
     mesh_cfg = config.get("mesh") or {}
     mesh = sharding.make_mesh(int(mesh_cfg.get("data", -1)), int(mesh_cfg.get("fsdp", 1)))
@@ -377,7 +199,7 @@ def _loop(task, config, mesh, data, ckpt, writer, bar, preempt, state, state_sha
         val_batch = jax.device_put(data.val_batch, sharding.replicated(mesh))
 
     num_steps = int(tcfg.num_steps)
-    hop = int(getattr(task, "hop", 0) or config.get("data", {}).get("hop_length", 512))
+    hop = task.hop_length()
     sr = task.sample_rate()
     last: dict = {}
     pending: list = []
