@@ -23,7 +23,8 @@ import uuid
 from pathlib import Path
 from typing import IO, Iterator
 
-__all__ = ["atomic_write", "write_bytes", "write_text", "atomic_directory", "temp_path"]
+__all__ = ["atomic_write", "write_bytes", "write_text", "atomic_directory", "temp_path",
+           "refuse_existing"]
 
 
 def temp_path(path: str | os.PathLike) -> Path:
@@ -125,3 +126,10 @@ def atomic_directory(path: str | os.PathLike, *, replace: bool = False) -> Itera
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
+    """The rule of every command that writes one named output: an existing file or folder is
+    replaced only with ``--overwrite``."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{os.fspath(path)} exists; pass --overwrite to replace it")

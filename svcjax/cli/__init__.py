@@ -16,6 +16,7 @@ import importlib
 import os
 import sys
 
+
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
 COMMANDS: dict[str, tuple[str, str]] = {
     "build-corpus": ("svcjax.cli.build_corpus", "build the training corpus (TFDS ArrayRecord) "
@@ -44,13 +45,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
                      "merge models: convex or linear mix of their weights"),
     "compress": ("svcjax.cli.compress", "release copy of a G_*.pth: no optimizer state or enc_q"),
 }
-
-
-def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
-    """The rule of every command that writes one named output: an existing file or folder is
-    replaced only with ``--overwrite``."""
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{os.fspath(path)} exists; pass --overwrite to replace it")
 
 
 def _build(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from svcjax.cli import refuse_existing
+from svcjax.files import refuse_existing
 from svcjax.interop.compress import compress
 
 

@@ -3,7 +3,7 @@ svcjax's plain-array ``.npz`` (:func:`svcjax.timbre.index.load_timbre_index`).""
 
 from __future__ import annotations
 
-from svcjax.cli import refuse_existing
+from svcjax.files import refuse_existing
 from svcjax.timbre.index import load_timbre_index
 
 

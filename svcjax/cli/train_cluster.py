@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from svcjax.cli import refuse_existing
+from svcjax.files import refuse_existing
 from svcjax.timbre.kmeans import train_cluster
 
 

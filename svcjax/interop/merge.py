@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from svcjax import cli
+from svcjax.files import refuse_existing
 
 __all__ = ["merge_models", "mix_rates"]
 
@@ -96,7 +96,7 @@ def merge_models(paths: Sequence[str], rates: Sequence[float], out: str, *,
     for p in paths:
         if not os.path.exists(p):
             raise FileNotFoundError(f"model {p} does not exist")
-    cli.refuse_existing(out, overwrite)
+    refuse_existing(out, overwrite)
     dirs = [checkpoint.is_model_dir(p) for p in paths]
     if any(dirs) and not all(dirs):
         raise ValueError("give either .pth files or svcjax model directories, not both "

@@ -351,9 +351,9 @@ def import_sovits(ckpt, config, outdir, *, overwrite: bool = False,
     from svcjax.train import checkpoint
 
     outdir = os.fspath(outdir)
-    from svcjax import cli
+    from svcjax.files import refuse_existing
 
-    cli.refuse_existing(outdir, overwrite)
+    refuse_existing(outdir, overwrite)
     params, cfg = load_sovits_checkpoint(ckpt, config, with_posterior=with_posterior)
     cfg.source = os.path.abspath(os.fspath(ckpt))
     return checkpoint.save_model_dir(outdir, params, cfg, overwrite=overwrite)
