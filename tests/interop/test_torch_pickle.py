@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from svcjax.interop import torch_pickle
-from tests.convert import malicious
+from tests.interop import malicious
 
 
 @pytest.fixture
