@@ -138,6 +138,7 @@ def diffusion_config(data_dir: Path, speakers: dict, steps: int, batch: int, k_s
 
 def train_and_export(config, run_dir: Path, out_dir: Path, what: str) -> list[str]:
     from svcjax.train import loop as trainer
+    from svcjax.train.export import export_run
 
     _say(f"training the {what} for {config.train.num_steps} steps in {run_dir} "
          "(re-running resumes)")
@@ -151,7 +152,7 @@ def train_and_export(config, run_dir: Path, out_dir: Path, what: str) -> list[st
                      if k.startswith("loss")))
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    return trainer.export_run(str(run_dir), str(out_dir))
+    return export_run(str(run_dir), str(out_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,9 @@
 """``svcjax export-pth``: a training run's checkpoint in the reference's file format
-(:func:`svcjax.train.loop.export_run`)."""
+(:func:`svcjax.train.export.export_run`)."""
 
 from __future__ import annotations
 
-from svcjax.train.loop import export_run
+from svcjax.train.export import export_run
 
 
 def add_parser(subparsers):
