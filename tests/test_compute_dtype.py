@@ -1,0 +1,112 @@
+"""``compute_dtype=bfloat16``: bfloat16 matmuls/convolutions with float32 parameters and I/O.
+
+Tolerances come from bfloat16's precision: each matmul/conv operand is rounded to 8
+significant bits (unit roundoff 2**-9, machine epsilon ``EPS`` = 2**-8) and accumulated in
+float32, so one matmul's result moves by about 2**-9 of its size (rounding errors of both
+operands, independent across terms; an RMS bound of 2**-8 leaves a factor 2 to 3), and a
+network of many layers moves by that times its error growth. The conversion test's bound
+is ``EPS * GROWTH``: ``bench/precision.py --variant test`` measured the tiny test models'
+end-to-end relative RMS difference at 1.0-1.2 EPS (SoVITS, encoder, shallow diffusion and
+vocoder together, the worst of three voices); GROWTH = 4 leaves a factor 3 or more for other
+CPUs' summation orders. The float32 programs run at matmul precision "highest" (conftest),
+so float32 itself adds only ~1e-6.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from svcjax.models import precision
+from svcjax.runtime import converter as pipeline
+from tests import tiny_models
+
+EPS = 2.0 ** -8
+GROWTH = 4.0
+SR = 44100
+
+
+def _rel_rms(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.sqrt(np.mean((a - b) ** 2) / np.mean(a ** 2)))
+
+
+def test_every_matmul_runs_in_bf16_inside_loops_calls_and_custom_rules():
+    @jax.custom_vjp
+    def proj(x, w):
+        return x @ w
+
+    proj.defvjp(lambda x, w: (x @ w, (x, w)), lambda res, g: (g @ res[1].T, res[0].T @ g))
+
+    def f(w, x):
+        def body(c, _):
+            c = jnp.tanh(jax.jit(lambda a: a @ w)(c))
+            return c, c.sum()
+        c, s = jax.lax.scan(body, x, None, length=3)
+        y = jax.lax.conv_general_dilated(c[None], w[None], (1,), [(0, 0)],
+                                         dimension_numbers=("NWC", "WIO", "NWC"))
+        z = jax.lax.cond(s[0] > -1e9, lambda a: proj(a, w), lambda a: a @ w.T, c)
+        return {"y": y[0], "z": z, "s": s}
+
+    w = jax.random.normal(jax.random.PRNGKey(0), (64, 64)) / 8
+    x = jax.random.normal(jax.random.PRNGKey(1), (16, 64))
+    low = precision.matmuls_in("bfloat16", f)
+    text = jax.jit(low).lower(w, x).as_text()
+    # 3 matmuls in the scan body (1), the conv (1), both cond branches (2): operands cast
+    assert text.count("-> tensor<64x64xbf16>") + text.count("-> tensor<1x64x64xbf16>") >= 4
+    with jax.default_matmul_precision("highest"):
+        ref, got = jax.jit(f)(w, x), jax.jit(low)(w, x)
+    for k in ref:
+        assert got[k].dtype == jnp.float32 and got[k].shape == ref[k].shape
+        err = _rel_rms(ref[k], got[k])
+        # one to four bf16 matmuls deep (scan of 3 + conv/cond): each ~2**-9 relative
+        assert 2.0 ** -16 < err < 4 * EPS, (k, err)
+    assert precision.matmuls_in("float32", f) is f
+
+
+def test_compute_dtype_names():
+    assert precision.check_compute_dtype("bf16") == "bfloat16"
+    assert precision.check_compute_dtype(jnp.float32) == "float32"
+    with pytest.raises(ValueError, match="compute_dtype must be one of float32, bfloat16"):
+        pipeline.ConvertOptions(compute_dtype="float16").check()
+
+
+@pytest.fixture(scope="module")
+def conv(tmp_path_factory):
+    d = tiny_models.make_model_dirs(tmp_path_factory.mktemp("models"))
+    return pipeline.Converter.from_paths(d / "sovits", encoder=d / "encoder",
+                                         diffusion=d / "diffusion",
+                                         vocoder=tiny_models.VOCODER)
+
+
+def _clip(n, seed):
+    r = np.random.default_rng(seed)
+    t = np.arange(n) / SR
+    f = 170 + 30 * seed + 8 * np.sin(2 * np.pi * 5 * t)
+    return (0.3 * np.sin(2 * np.pi * np.cumsum(f) / SR)
+            + 0.01 * r.standard_normal(n)).astype(np.float32)
+
+
+def test_bf16_conversion_runs_and_stays_within_bf16_error_growth(conv):
+    clips = [_clip(20000, 1), _clip(26000, 2)]
+    base = dict(speaker="tenor", f0_method="dio", k_step=4, method="ddim", speedup=2,
+                pad_seconds=0.05, batch_size=4, seed=3)
+    f32 = conv.convert(clips, pipeline.ConvertOptions(**base), progress=False)
+    b16 = conv.convert(clips, pipeline.ConvertOptions(**base, compute_dtype="bfloat16"),
+                       progress=False)
+    keys = [k for k in conv.runtime._programs if k[0] == "convert"]
+    assert sorted(k[1][-2] for k in keys) == ["bfloat16", "float32"]   # two cache keys
+    for a, b in zip(f32, b16):
+        assert b.shape == a.shape and np.isfinite(b).all()
+        err = _rel_rms(a, b)
+        assert err > 2.0 ** -16, "the bfloat16 program computed the float32 result"
+        assert err < GROWTH * EPS, err
+
+
+def test_bf16_is_refused_where_the_compiled_program_does_not_run(conv):
+    opt = pipeline.ConvertOptions(speaker="tenor", compute_dtype="bfloat16", enhance=True,
+                                  shallow_diffusion=False)
+    with pytest.raises(ValueError, match="compute_dtype bfloat16 runs in the compiled"):
+        conv.check_options(opt)
