@@ -66,6 +66,29 @@ def test_every_matmul_runs_in_bf16_inside_loops_calls_and_custom_rules():
     assert precision.matmuls_in("float32", f) is f
 
 
+@pytest.mark.parametrize("xs,ws,dn,kw", [
+    ((2, 37, 8), (3, 8, 5), ("NWC", "WIO", "NWC"), dict(window_strides=(1,), padding=[(1, 1)])),
+    ((2, 8, 37), (5, 8, 3), ("NCW", "OIW", "NCW"),
+     dict(window_strides=(2,), padding=[(3, 2)], rhs_dilation=(3,))),
+    ((1, 50, 4), (4, 4, 6), ("NWC", "WIO", "NWC"), dict(window_strides=(3,), padding=[(-1, 2)])),
+    ((2, 30, 4), (3, 2, 6), ("NWC", "WIO", "NWC"),          # grouped: stays a convolution
+     dict(window_strides=(1,), padding=[(1, 1)], feature_group_count=2)),
+])
+def test_conv_as_tap_dots_is_the_convolution_of_the_rounded_operands(xs, ws, dn, kw):
+    r = np.random.RandomState(0)
+    x = jnp.asarray(r.randn(*xs), jnp.float32)
+    w = jnp.asarray(r.randn(*ws), jnp.float32)
+    conv = lambda a, b: jax.lax.conv_general_dilated(a, b, dimension_numbers=dn, **kw)  # noqa
+    rounded = lambda a: a.astype(jnp.bfloat16).astype(jnp.float32)  # noqa: E731
+    with jax.default_matmul_precision("highest"):
+        ref = conv(rounded(x), rounded(w))
+        got = jax.jit(precision.matmuls_in("bfloat16", conv, conv_as_dots=True))(x, w)
+    assert got.shape == ref.shape and got.dtype == jnp.float32
+    # the same products (exact in float32: 8-bit x 8-bit significands), summed in another
+    # order: float32 rounding of a sum of K*Cin terms, far below bf16's 2**-9
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * float(jnp.abs(ref).max()))
+
+
 def test_compute_dtype_names():
     assert precision.check_compute_dtype("bf16") == "bfloat16"
     assert precision.check_compute_dtype(jnp.float32) == "float32"

@@ -18,6 +18,15 @@ The rounding: each operand is rounded to 8 significant bits (relative error at m
 thus about ``2**-8`` relative to the size of its terms, and it grows through a deep network
 (measured per component by ``bench/precision.py``).
 
+On XLA-CPU (jaxlib 0.10) a ``dot_general`` with bfloat16 operands and a float32 result runs
+in YNNPACK's bfloat16 kernel (AVX512-BF16 / AMX where the CPU has them), several times faster
+than float32, while a bfloat16 convolution is converted back to a float32 one (rounded
+operands, float32 speed). So with ``conv_as_dots`` (default: on the CPU backend) a 1-D
+convolution without groups or input dilation (stride, padding and kernel dilation allowed;
+transposed convolutions in svcjax are stride-1 polyphase convolutions already) becomes one
+bfloat16 dot per kernel tap, summed in float32: the same rounding of the operands, a
+different float32 summation order. ``bench/xla_cpu_bf16.py`` times both.
+
 This is an inference transform: the result is not meant to be differentiated.
 """
 
@@ -66,12 +75,15 @@ def check_compute_dtype(name: Any) -> str:
     return text
 
 
-def matmuls_in(dtype: Any, fn: Callable) -> Callable:
+def matmuls_in(dtype: Any, fn: Callable, *, conv_as_dots: bool | None = None) -> Callable:
     """``fn`` with its float32 matmuls and convolutions computed on ``dtype`` operands
-    (float32 accumulation); ``dtype`` float32 or None returns ``fn`` itself."""
+    (float32 accumulation); ``dtype`` float32 or None returns ``fn`` itself.
+    ``conv_as_dots`` (default: the default backend is the CPU) computes 1-D convolutions as
+    one dot per kernel tap (see the module's docstring)."""
     if dtype is None or check_compute_dtype(dtype) == "float32":
         return fn
-    low = jnp.dtype(check_compute_dtype(dtype))
+    low = _Low(jnp.dtype(check_compute_dtype(dtype)),
+               jax.default_backend() == "cpu" if conv_as_dots is None else bool(conv_as_dots))
 
     def wrapped(*args, **kwargs):
         # arrays are traced; anything else (modules, strings, Python numbers) stays static
@@ -90,9 +102,19 @@ def matmuls_in(dtype: Any, fn: Callable) -> Callable:
         outs = _eval(closed.jaxpr, closed.consts, arrays, low)
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), outs)
 
-    wrapped.__name__ = f"{getattr(fn, '__name__', 'fn')}_{low.name}"
+    wrapped.__name__ = f"{getattr(fn, '__name__', 'fn')}_{low.dtype.name}"
     wrapped.__wrapped__ = fn
     return wrapped
+
+
+class _Low(tuple):
+    """(dtype, conv_as_dots)"""
+
+    def __new__(cls, dtype, conv_as_dots):
+        return super().__new__(cls, (dtype, conv_as_dots))
+
+    dtype = property(lambda self: self[0])
+    conv_as_dots = property(lambda self: self[1])
 
 
 def _eval(jaxpr, consts, args, low) -> list:
@@ -120,8 +142,11 @@ def _apply(eqn, invals, low):
     params = dict(eqn.params)
     if name in _MATMUL:
         if all(jnp.result_type(x) == jnp.float32 for x in invals[:2]):
-            invals = [x.astype(low) for x in invals[:2]] + list(invals[2:])
+            invals = [x.astype(low.dtype) for x in invals[:2]] + list(invals[2:])
             params["preferred_element_type"] = jnp.dtype(jnp.float32)
+            if name == "conv_general_dilated" and low.conv_as_dots and _tap_dots_apply(
+                    invals[1], params):
+                return _conv_as_tap_dots(invals[0], invals[1], params)
         return eqn.primitive.bind(*invals, **params)
     sub = params.get(_INLINE.get(name, ""), None)
     if isinstance(sub, _ClosedJaxpr):
@@ -153,3 +178,36 @@ def _rewrite(closed, low):
             jax.lax.convert_element_type(y, a.dtype) if hasattr(a, "dtype") else y
             for y, a in zip(_eval(closed.jaxpr, closed.consts, xs, low), want)])(*specs)
     return new
+
+
+def _tap_dots_apply(rhs, params) -> bool:
+    return (len(params["window_strides"]) == 1 and params["feature_group_count"] == 1
+            and params["batch_group_count"] == 1 and tuple(params["lhs_dilation"]) == (1,)
+            and rhs.shape[params["dimension_numbers"].rhs_spec[2]] <= 16)
+
+
+def _conv_as_tap_dots(lhs, rhs, params):
+    """A 1-D ``conv_general_dilated`` (no groups, no input dilation) as one dot per kernel
+    tap with float32 accumulation: ``y[n, t, o] = sum_k x[n, t*s + k*d, :] @ w[k, :, o]``."""
+    dn = params["dimension_numbers"]
+    x = jnp.transpose(lhs, (dn.lhs_spec[0], dn.lhs_spec[2], dn.lhs_spec[1]))    # (N, W, I)
+    w = jnp.transpose(rhs, (dn.rhs_spec[2], dn.rhs_spec[1], dn.rhs_spec[0]))    # (K, I, O)
+    (lo, hi), = params["padding"]
+    (stride,), (dil,) = params["window_strides"], params["rhs_dilation"]
+    x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (lo, hi, 0), (0, 0, 0)))
+    k = w.shape[0]
+    n_out = (x.shape[1] - dil * (k - 1) - 1) // stride + 1
+    y = None
+    for i in range(k):
+        xi = jax.lax.slice(x, (0, i * dil, 0),
+                           (x.shape[0], i * dil + stride * (n_out - 1) + 1, x.shape[2]),
+                           (1, stride, 1))
+        yi = jax.lax.dot_general(xi, w[i], (((2,), (0,)), ((), ())),
+                                 precision=params["precision"],
+                                 preferred_element_type=jnp.float32)
+        y = yi if y is None else y + yi
+    # (N, W', O) -> the output layout the convolution had
+    spec = dn.out_spec                                  # (batch, feature, spatial) positions
+    order = [0] * 3
+    order[spec[0]], order[spec[1]], order[spec[2]] = 0, 2, 1
+    return jnp.transpose(y, order)
