@@ -59,9 +59,9 @@ def voices(max_seconds):
         x, sr = sf.read(os.path.join(ROOT, "tests", "fixtures", "voices", name),
                         dtype="float32", always_2d=True)
         x = np.asarray(resample.resample(x.mean(1), sr, SR), np.float32)
-        x = x[:int(max_seconds * SR)]
-        out.append((name, x[:len(x) // HOP * HOP]))
-    return out
+        out.append((name, x[:int(max_seconds * SR)]))
+    n = min(len(x) for _, x in out) // HOP * HOP      # one length: each program compiles once
+    return [(name, x[:n]) for name, x in out]
 
 
 def converter(variant, ref):
@@ -227,7 +227,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", default="test", choices=["test", "full"])
     ap.add_argument("--ref", help="So-VITS-SVC checkout (needed for --variant full)")
-    ap.add_argument("--seconds", type=float, default=4.0, help="longest clip taken")
+    ap.add_argument("--seconds", type=float, default=4.0,
+                    help="clip length (every voice is cut to the shortest, at most this)")
+    ap.add_argument("--voices", type=int, default=len(VOICES), help="how many test voices")
     ap.add_argument("--xla-table", action="store_true",
                     help="also run bench/xla_cpu_bf16.py (subprocesses, a few minutes)")
     args = ap.parse_args()
@@ -236,7 +238,7 @@ def main():
           flush=True)
     with jax.default_matmul_precision("highest"):
         conv, setting = converter(args.variant, args.ref)
-        clips = voices(args.seconds)
+        clips = voices(args.seconds)[:args.voices]
         print(f"shallow diffusion k={setting['k']} {setting['method']} x{setting['speedup']}",
               flush=True)
         worst: dict[str, dict] = {}

@@ -119,8 +119,8 @@ def test_bf16_conversion_runs_and_stays_within_bf16_error_growth(conv):
     f32 = conv.convert(clips, pipeline.ConvertOptions(**base), progress=False)
     b16 = conv.convert(clips, pipeline.ConvertOptions(**base, compute_dtype="bfloat16"),
                        progress=False)
-    keys = [k for k in conv.runtime._programs if k[0] == "convert"]
-    assert sorted(k[1][-2] for k in keys) == ["bfloat16", "float32"]   # two cache keys
+    # compute_dtype is part of the program's key: were it not, the second call would reuse
+    # the float32 program and the outputs would be identical (err == 0 below)
     for a, b in zip(f32, b16):
         assert b.shape == a.shape and np.isfinite(b).all()
         err = _rel_rms(a, b)
