@@ -14,7 +14,9 @@ row is that component's own error, not the accumulated one:
 * ``sovits``: SoVITS ``infer`` audio (relative RMS, max abs) and its vocoder mel (mean
   absolute log-mel difference, natural log);
 * ``diffusion``: the shallow-diffusion mel (k=100 DPM-Solver++ x10 for ``full``, the test
-  config's k=4 DDIM x2 for ``test``) from SoVITS's mel: log-mel L1, relative RMS;
+  config's k=4 DDIM x2 for ``test``) from SoVITS's mel: log-mel L1, relative RMS, and the
+  difference relative to the update the sampler made (output - start mel): shallow diffusion
+  keeps most of its start, so the whole mel's relative figure understates the denoiser's;
 * ``vocoder``: NSF-HiFiGAN audio from the diffusion mel: relative RMS, max abs, F0 (DIO)
   difference in cents on frames voiced in both (median and 95th percentile);
 * ``end to end``: ``Converter.convert`` with each compute dtype (every component's error,
@@ -182,7 +184,9 @@ def components(conv, clip, setting):
     d32 = np.asarray(f32[2](dif.params, u32, m32))
     d16 = np.asarray(b16[2](dif.params, u32, m32))
     res["diffusion"] = dict(rel_rms=rel_rms(d32, d16), max_abs=max_abs(d32, d16),
-                            mel_l1=float(np.mean(np.abs(d32 - d16))), scale=float(np.abs(d32).max()))
+                            mel_l1=float(np.mean(np.abs(d32 - d16))), scale=float(np.abs(d32).max()),
+                            update=float(np.sqrt(np.mean((d32 - d16) ** 2)
+                                                 / max(np.mean((d32 - m32) ** 2), 1e-30))))
     v32 = np.asarray(f32[3](voc.params, d32))
     v16 = np.asarray(b16[3](voc.params, d32))
     med, p95, voiced = cents(v32[0], v16[0])
@@ -217,6 +221,8 @@ def fmt_row(name, r):
              f"max|d| {r['max_abs']:.2e} (of {r['scale']:.2f})"]
     if "mel_l1" in r:
         parts.append(f"log-mel L1 {r['mel_l1']:.2e}")
+    if "update" in r:
+        parts.append(f"of the update {r['update']:.2e}")
     if "cents" in r:
         parts.append(f"F0 cents median {r['cents']:.2f} p95 {r['cents95']:.2f} "
                      f"({100 * r['voiced']:.0f}% voiced)")
