@@ -177,15 +177,22 @@ class SovitsTask(Task):
     def gradients(self, params, opt_state, batch, rng):
         """The step up to the generator's update: ``(grads_g, grads_d, new_d, opt_d,
         metrics)``. ``rng=None``: every random draw zero and no dropout (parity tests).
-        Layer stacks are unrolled here (:func:`svcjax.models.scan.unrolled`): their scanned
-        reverse pass is ~10x slower on CPU (``unroll_layers = False``: scanned, for tests on
-        tiny shapes where compile time dominates)."""
-        from svcjax.models import scan
+        Layer stacks are unrolled here (the generator's ``unroll_layers`` field, see
+        :meth:`train_generator`): their scanned reverse pass is ~10x slower on CPU
+        (``unroll_layers = False``: scanned, for tests on tiny shapes where compile time
+        dominates)."""
+        return self._gradients(params, opt_state, batch, rng, self.train_generator())
 
-        with scan.unrolled(self.unroll_layers):
-            return self._gradients(params, opt_state, batch, rng)
+    def train_generator(self):
+        """The generator as the training step traces it: ``self.G`` with this task's
+        ``unroll_layers`` choice as a module field (so it is part of what the jitted step
+        closes over, not state read while tracing)."""
+        G = self.G
+        if getattr(G, "unroll_layers", None) not in (None, bool(self.unroll_layers)):
+            G = G.clone(unroll_layers=bool(self.unroll_layers))
+        return G
 
-    def _gradients(self, params, opt_state, batch, rng):
+    def _gradients(self, params, opt_state, batch, rng, G):
         if rng is None:
             rngs = {}
         else:
@@ -195,7 +202,7 @@ class SovitsTask(Task):
         vol = batch["volume"] if self.vol_embedding else None
 
         def forward(pg):
-            out = self.G.apply({"params": pg}, batch["units"], batch["f0"], batch["uv"], spec,
+            out = G.apply({"params": pg}, batch["units"], batch["f0"], batch["uv"], spec,
                                batch["speaker"], batch["mask"], vol,
                                slice_start=batch["slice_start"], train=True, rngs=rngs)
             diff = {k: out[k] for k in ("o", "z_p", "m_p", "logs_p", "logs_q", "pred_lf0")}
