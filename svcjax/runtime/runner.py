@@ -1,6 +1,12 @@
-"""The runtime layer shared by conversion: shapes, rows, placement, compiled programs, counts.
+"""The runtime layer shared by every model and by conversion: shapes, rows, placement,
+compiled programs, counts.
 
-What every device stage of svcjax has to decide, decided in one place:
+What every device stage of svcjax has to decide, decided in one place. The public entry
+points ``load_sovits().infer``, ``load_diffusion().sample``, ``load_vocoder()(...)`` and
+``ContentEncoder.encode`` are thin views on it (validate, then pad, place and run through
+:func:`shared`'s :class:`Runtime`), and :class:`svcjax.runtime.converter.Converter` runs a
+whole conversion as one of its programs. Speakers are resolved by
+:class:`svcjax.runtime.speakers.SpeakerTable`.
 
 * **lengths**: frames are padded to a length bucket (:func:`frame_bucket`, the geometric
   buckets of :mod:`svcjax.runtime.buckets`) and audio to that many hops, so inputs of any length
