@@ -18,8 +18,13 @@ SR = 44100
 
 
 @pytest.fixture(scope="module")
-def conv(tmp_path_factory):
-    d = tiny_models.make_model_dirs(tmp_path_factory.mktemp("models"))
+def model_dirs(tmp_path_factory):
+    return tiny_models.make_model_dirs(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def conv(model_dirs):
+    d = model_dirs
     return pipeline.Converter.from_paths(d / "sovits", encoder=d / "encoder",
                                          diffusion=d / "diffusion",
                                          vocoder=tiny_models.VOCODER)
@@ -47,6 +52,58 @@ def test_row_count_and_piece_id():
     assert runtime.piece_id(x, 0, 10) == runtime.piece_id(x.copy(), 0, 10)
     assert runtime.piece_id(x, 0, 10) != runtime.piece_id(x, 1, 10)
     assert 0 <= runtime.piece_id(x) < 2 ** 31
+
+
+def test_public_views_compile_nothing_for_new_lengths_in_the_same_buckets(model_dirs):
+    # The four public entry points are views on one runtime (svcjax.runtime.runner): after a
+    # warm-up in one frame bucket (64 frames; the encoder's 20160-sample bucket) with three
+    # clips (eight rows on the eight test devices), new lengths in the same buckets, with
+    # two or five clips (also eight rows), compile and trace nothing. (One clip alone runs
+    # on one device, another program per view: tests/test_inference.py and
+    # tests/test_vocoder.py cover it.)
+    import jax
+
+    import svcjax
+
+    d = model_dirs
+    rt = runtime.Runtime()       # its own runtime: exact counts whatever ran before
+    sov = svcjax.load_sovits(d / "sovits", runtime=rt)
+    enc = svcjax.load_content_encoder(d / "encoder", runtime=rt)
+    dif = svcjax.load_diffusion(d / "diffusion", runtime=rt)
+    voc = svcjax.load_vocoder(tiny_models.VOCODER, runtime=rt)
+    r = np.random.default_rng(0)
+
+    def run(samples16, frames):
+        b, t = len(frames), max(frames)
+        units, _ = enc.encode([0.1 * r.standard_normal(n).astype(np.float32)
+                               for n in samples16])
+        assert units.shape[0] == len(samples16)
+        c = r.standard_normal((b, t, sov.module.ssl_dim)).astype(np.float32)
+        f0 = np.full((b, t), 220.0, np.float32)
+        wav, f0 = sov.infer(c, f0, np.ones((b, t), np.float32), speaker="alto",
+                            rng=jax.random.PRNGKey(1), lengths=frames)
+        assert wav.shape == (b, t * sov.hop) and np.isfinite(wav).all()
+        mel0 = r.standard_normal((b, t, 128)).astype(np.float32) - 5
+        mel = dif.sample(c, f0, np.full((b, t), 0.1, np.float32), speaker={1: 1.0},
+                         start_mel=mel0, k_step=4, method="ddim", speedup=2, rng=3,
+                         lengths=frames)
+        out = voc(mel, f0, lengths=frames)
+        assert out.shape == (b, t * voc.hop_size) and np.isfinite(out).all()
+
+    with runtime.CompileCounter() as cold:
+        run([16500, 18000, 19000], [45, 41, 49])
+    # one program per view and options, traced once for its one shape (bucket, 8 rows)
+    assert sorted(rt.traces.values()) == [1, 1, 1, 1], rt.traces
+    assert sorted(k[0] for k in rt.traces) == ["diffusion.sample", "encoder", "sovits.infer",
+                                               "vocoder"]
+    assert sov.trace_count == enc.trace_count == voc.trace_count == 1
+    assert sum(dif.traces.values()) == 1 and cold.compiles >= 4
+    traces = dict(rt.traces)
+    with runtime.CompileCounter() as warm:
+        run([16100, 20000], [40, 64])
+        run([16001, 17500, 18500, 19500, 20100], [64, 58, 44, 41, 62])
+    assert warm.compiles == 0, warm.compiles
+    assert warm.traces == 0 and rt.traces == traces
 
 
 @pytest.mark.slow   # compiles several conversion programs: minutes on 2 cores
