@@ -43,18 +43,20 @@ from svcjax.runtime import buckets, sharding
 
 __all__ = ["Runtime", "CompileCounter", "row_count", "frame_bucket", "piece_id",
            "kernel_choices", "KERNELS", "BACKEND_COMPILE_EVENT", "TRACE_EVENT", "shared",
-           "frame_lengths"]
+           "frame_lengths", "row_keys", "per_row"]
 
-# Per-backend kernel choices. ``unroll_layers``: build layer stacks
-# (:func:`svcjax.models.scan.scan_layers`) fully unrolled. The choice is a field of the model
-# built with it (``synthesizer.from_config(..., unroll_layers=)``), so it is part of every
-# compiled program's key: nothing reads it from ambient state while tracing. Inference keeps
-# XLA's scanned loops everywhere (unrolling helps the CPU's training gradients, see
-# svcjax.train.sovits, not measured to help inference).
+# Per-backend kernel choices. ``unroll_layers`` (inference) / ``train_unroll_layers`` (the
+# SoVITS training step): build layer stacks (:func:`svcjax.models.scan.scan_layers`) fully
+# unrolled. The choice is a field of the model built with it
+# (``synthesizer.from_config(..., unroll_layers=)``), so it is part of every compiled
+# program's key: nothing reads it from ambient state while tracing. XLA-CPU runs the reverse
+# pass of a layer scan ~10x slower than the unrolled layers (the text encoder's gradient:
+# 1.0 s -> 0.1 s), so CPU training unrolls; inference keeps the scanned loops everywhere (not
+# measured to help), and GPU/TPU keep XLA's native scan (not measured faster unrolled).
 KERNELS: dict[str, dict[str, Any]] = {
-    "cpu": dict(unroll_layers=False),
-    "gpu": dict(unroll_layers=False),
-    "tpu": dict(unroll_layers=False),
+    "cpu": dict(unroll_layers=False, train_unroll_layers=True),
+    "gpu": dict(unroll_layers=False, train_unroll_layers=False),
+    "tpu": dict(unroll_layers=False, train_unroll_layers=False),
 }
 
 
@@ -84,6 +86,47 @@ def frame_lengths(lengths, batch: int, frames: int) -> np.ndarray:
     if out.shape != (batch,) or (out < 1).any() or (out > frames).any():
         raise ValueError(f"lengths must be {batch} values in 1..{frames}, got {out.tolist()}")
     return out
+
+
+def row_keys(rng: Any, batch: int) -> tuple[Any, bool]:
+    """``(key, per_row)`` of a view's ``rng`` argument: ``None``; one PRNG key (the batch's
+    draws depend on each row's place in it, as the reference's batched calls); or one key
+    per clip, ``(B, 2)`` uint32 (``jax.random.split(key, B)``) or ``(B,)`` typed threefry
+    keys: then each clip draws exactly what it draws alone with its key (:func:`per_row`),
+    whatever else shares the batch."""
+    if rng is None:
+        return None, False
+    typed = jax.dtypes.issubdtype(getattr(rng, "dtype", None), jax.dtypes.prng_key)
+    if typed and np.ndim(rng) == 0 or not typed and np.ndim(rng) == 1:
+        return rng, False
+    if typed:
+        if str(jax.random.key_impl(rng)) not in ("threefry2x32", "fry"):
+            raise ValueError("per-clip keys must be threefry keys (jax.random.split of "
+                             "jax.random.PRNGKey(seed)); got " + str(jax.random.key_impl(rng)))
+        rng = jax.random.key_data(rng)
+    keys = np.asarray(rng)
+    if keys.shape != (batch, 2) or keys.dtype != np.uint32:
+        raise ValueError(f"rng must be one PRNG key or one per clip ({batch}, 2) uint32, got "
+                         f"shape {keys.shape} {keys.dtype}")
+    return keys, True
+
+
+def per_row(fn: Callable, n_rows: int) -> Callable:
+    """``fn(params, *rows, *shared, key)`` (``rows``: ``n_rows`` arguments with a leading
+    batch axis, ``None`` allowed) as a program taking one key per row: each row runs as a
+    batch of one with its own key (``vmap`` over the rows), so its random draws are those of
+    the row alone."""
+    def run(params, *args):
+        rows, shared, keys = args[:n_rows], args[n_rows:-1], args[-1]
+
+        def one(*a):
+            *row, key = a
+            out = fn(params, *(jax.tree.map(lambda x: x[None], r) for r in row), *shared, key)
+            return jax.tree.map(lambda y: y[0], out)
+
+        return jax.vmap(one)(*rows, keys)
+
+    return run
 
 
 def row_count(n: int, n_devices: int) -> int:

@@ -52,7 +52,9 @@ class SovitsTask(Task):
     train_defaults = "sovits"
     model_names = ("g", "d")
     progress_keys = ("loss/g/total", "loss/d/total", "loss/g/mel")
-    unroll_layers = True  # False: scanned layer stacks (compile faster, run slower on CPU)
+    # True: unrolled layer stacks in the step (CPU: ~10x faster gradients, slower compile);
+    # False: scanned; None: this backend's choice, svcjax.runtime.runner.KERNELS
+    unroll_layers: bool | None = None
 
     def __init__(self, config, *, generator=None, spectrogram=None, data=None):
         """``generator`` / ``spectrogram`` / ``data`` replace the real model, the audio
@@ -177,19 +179,25 @@ class SovitsTask(Task):
     def gradients(self, params, opt_state, batch, rng):
         """The step up to the generator's update: ``(grads_g, grads_d, new_d, opt_d,
         metrics)``. ``rng=None``: every random draw zero and no dropout (parity tests).
-        Layer stacks are unrolled here (the generator's ``unroll_layers`` field, see
-        :meth:`train_generator`): their scanned reverse pass is ~10x slower on CPU
+        Layer stacks are unrolled here on CPU (the generator's ``unroll_layers`` field, see
+        :meth:`train_generator`): their scanned reverse pass is ~10x slower there
         (``unroll_layers = False``: scanned, for tests on tiny shapes where compile time
         dominates)."""
         return self._gradients(params, opt_state, batch, rng, self.train_generator())
 
     def train_generator(self):
         """The generator as the training step traces it: ``self.G`` with this task's
-        ``unroll_layers`` choice as a module field (so it is part of what the jitted step
-        closes over, not state read while tracing)."""
+        ``unroll_layers`` (default: the backend's ``KERNELS["train_unroll_layers"]``) as a
+        module field, so the choice is part of what the jitted step closes over, not state
+        read while tracing."""
+        from svcjax.runtime import runner
+
+        unroll = self.unroll_layers
+        if unroll is None:
+            unroll = runner.kernel_choices()["train_unroll_layers"]
         G = self.G
-        if getattr(G, "unroll_layers", None) not in (None, bool(self.unroll_layers)):
-            G = G.clone(unroll_layers=bool(self.unroll_layers))
+        if getattr(G, "unroll_layers", None) not in (None, bool(unroll)):
+            G = G.clone(unroll_layers=bool(unroll))
         return G
 
     def _gradients(self, params, opt_state, batch, rng, G):

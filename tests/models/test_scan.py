@@ -72,3 +72,19 @@ def test_generator_passes_unroll_layers_to_every_stack():
     assert len(compact) == len(unrolled) >= 2
     assert all(u == 1 for _, u in compact)
     assert all(u == n for n, u in unrolled), unrolled
+
+
+def test_training_step_takes_the_backends_unroll_choice():
+    from configs import sovits_44k
+    from svcjax.runtime import runner
+    from svcjax.train.sovits import SovitsTask
+
+    assert runner.KERNELS["cpu"]["train_unroll_layers"] is True
+    assert not any(k["unroll_layers"] for k in runner.KERNELS.values())   # inference scans
+    g = synthesizer.from_config(sovits_44k.get_config("variant=test"))
+    task = SovitsTask.__new__(SovitsTask)     # only the generator choice is exercised here
+    task.G = g
+    task.unroll_layers = None                 # the backend's choice (the tests run on CPU)
+    assert task.train_generator().unroll_layers is True
+    task.unroll_layers = False
+    assert task.train_generator() is g
