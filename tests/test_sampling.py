@@ -217,7 +217,7 @@ def test_errors(diff, shallow_model):
         (shallow_model, dict(speaker="alto"), "can only refine a given mel"),
         (diff, dict(speaker="bob", start_mel=mel), r"speaker 'bob' not in model; known: alto, tenor, bass"),
         (diff, dict(start_mel=mel), "has 3 speakers; pass speaker="),
-        (diff, dict(speaker=7, start_mel=mel), r"speaker id 7 out of range: the model has 3 speaker\(s\) \(ids 0..2\)"),
+        (diff, dict(speaker=7, start_mel=mel), r"speaker id 7 out of range: .* \(ids 0..2\)"),
         (diff, dict(speaker=0, start_mel=mel, k_step=10, method="dpm-solver", speedup=8), "needs at least 2"),
         (diff, dict(speaker=0, start_mel=mel, method="euler"), "unknown diffusion sampler 'euler'"),
         (diff, dict(speaker=0, start_mel=mel[:, :5]), r"start_mel must be \(B, T, 128\)"),

@@ -572,7 +572,6 @@ class Converter:
         jobs: list[dict] = []           # inputs in order: key, audio, chunks, next, emitted
         source = iter(items)
         exhausted = False
-        k_batch = 0
         while True:
             window: list[_Piece] = []
             size = 0
@@ -621,9 +620,7 @@ class Converter:
                 if self._fusable(opt):
                     outs = self._run_fused(batch, spk, opt, base)
                 else:
-                    rng = None if base is None else jax.random.fold_in(base, k_batch)
-                    k_batch += 1
-                    outs = self._run_batch(batch, spk, None, opt, rng)
+                    outs = self._run_batch(batch, spk, None, opt, base)
                 for p, o in zip(batch, outs):
                     p.out, p.audio = o, None
             for job in list(jobs):
@@ -666,11 +663,13 @@ class Converter:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
         return time.perf_counter()
 
-    def _run_batch(self, batch: Sequence[_Piece], spk, totals, opt: ConvertOptions, rng):
+    def _run_batch(self, batch: Sequence[_Piece], spk, totals, opt: ConvertOptions, base):
         """One batch component by component through the public views (each a view on the
         runtime layer). Rows and the audio width follow the runtime's policy (``row_count``
         rows, the frame bucket's samples), so the host-side audio programs (resampling,
-        volume, the vocoder's mel, the loudness mix) compile once per bucket, as the views do."""
+        volume, the vocoder's mel, the loudness mix) compile once per bucket, as the views do.
+        Each row draws from ``fold_in(base, piece id)`` (one key per row to every view), so a
+        piece converts the same in any batch, as in the fused program."""
         from svcjax.runtime import runner as runtime_lib
 
         n = len(batch)
@@ -686,7 +685,14 @@ class Converter:
         for i, p in enumerate(padded):
             audio[i, :frames[i] * HOP] = p.audio[:frames[i] * HOP]
         lens = frames * HOP                          # whole frames only
-        keys = (None,) * 3 if rng is None else tuple(jax.random.split(rng, 3))
+        keys = (None,) * 3
+        if base is not None:
+            pids = [runtime_lib.piece_id(p.audio, p.start, p.length) for p in batch]
+            per_piece = np.stack([np.asarray(jax.random.split(jax.random.fold_in(base, pid), 3))
+                                  for pid in pids])         # (n, 3, 2)
+            per_piece = np.concatenate(                           # padded rows
+                [per_piece, np.repeat(per_piece[-1:], rows - n, axis=0)])
+            keys = tuple(per_piece[:, j] for j in range(3))
         t0 = time.perf_counter()
 
         kw = {} if opt.f0_weights is None else {"weights": opt.f0_weights}

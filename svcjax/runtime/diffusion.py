@@ -95,7 +95,7 @@ class Diffusion:
     def traces(self) -> collections.Counter:
         """Traces of the sampler per ``(k_step, method, speedup, shallow)`` for this network
         and schedule (all models sharing them), from the runtime's count."""
-        return collections.Counter({k[2:]: v for k, v in self.runtime.trace_counts(
+        return collections.Counter({k[2:6]: v for k, v in self.runtime.trace_counts(
             "diffusion.sample", lambda k: k[:2] == (self.model, self.schedule)).items()})
 
     # -- properties ---------------------------------------------------------------------------
@@ -155,10 +155,11 @@ class Diffusion:
         """Refine ``start_mel`` (or generate a mel) conditioned on units, F0, volume, speaker.
 
         ``method``/``speedup`` default to the config's ``infer`` section; ``k_step`` to 100
-        (shallow) or all steps (from noise). ``rng``: a PRNG key or int seed; ``None`` makes
-        every random draw zero. ``keyshift`` (semitones, scalar or ``(B,)``) feeds the
-        pitch-augmentation embedding of models trained with it. ``lengths`` marks the valid
-        frames of a right-padded batch. Returns a float32 ``(B, T, out_dims)`` log mel
+        (shallow) or all steps (from noise). ``rng``: a PRNG key or int seed, or one key per
+        example (``jax.random.split(key, B)``: each draws what it draws alone with its key);
+        ``None`` makes every random draw zero. ``keyshift`` (semitones, scalar or ``(B,)``)
+        feeds the pitch-augmentation embedding of models trained with it. ``lengths`` marks
+        the valid frames of a right-padded batch. Returns a float32 ``(B, T, out_dims)`` log mel
         (frames past ``lengths`` are zero). Unbatched ``(T, C)`` inputs give ``(T, out_dims)``.
         """
         units = np.asarray(units, np.float32)
@@ -196,8 +197,9 @@ class Diffusion:
         spk = self.speaker_weights(speaker, b, t)
         aug = self._keyshift(keyshift, b)
         lengths = runner.frame_lengths(lengths, b, t)
-        if rng is not None and not isinstance(rng, jax.Array):
+        if rng is not None and not isinstance(rng, (jax.Array, np.ndarray)):
             rng = jax.random.PRNGKey(int(rng))
+        rng, per_row = runner.row_keys(rng, b)
 
         rt = self.runtime
         tb = runner.frame_bucket(t)
@@ -209,10 +211,13 @@ class Diffusion:
         inputs = rt.put_rows(rt.pad_rows(inputs, rows), rows)
         params = rt.params("diffusion", self.params, rows, owner=self)
         model, schedule = self.model, self.schedule
-        static = (model, schedule, k, method, speedup, start_mel is not None)
-        fn = rt.program("diffusion.sample", static,
-                        lambda: _sample_program(model, schedule, k, method, speedup))
-        out = fn(params, *inputs, rt.put_replicated(rng, rows))
+        static = (model, schedule, k, method, speedup, start_mel is not None, per_row)
+        fn = rt.program("diffusion.sample", static, lambda: (
+            runner.per_row(_sample_program(model, schedule, k, method, speedup), 7) if per_row
+            else _sample_program(model, schedule, k, method, speedup)))
+        key = rt.put_rows(rt.pad_rows(rng, rows), rows) if per_row else \
+            rt.put_replicated(rng, rows)
+        out = fn(params, *inputs, key)
         out = np.asarray(out)[:b, :t] * mask[:b, :t, None]
         return out[0] if unbatched else out
 

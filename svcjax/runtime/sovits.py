@@ -71,9 +71,9 @@ class SovitsModel:
 
     @property
     def traces(self) -> dict:
-        """Traces of ``infer`` per ``predict_f0`` for this architecture (all models sharing
-        it), from the runtime's count."""
-        return {k[1]: v for k, v in self.runtime.trace_counts(
+        """Traces of ``infer`` per ``(predict_f0, per-clip keys)`` for this architecture (all
+        models sharing it), from the runtime's count."""
+        return {k[1:]: v for k, v in self.runtime.trace_counts(
             "sovits.infer", lambda k: k[0] == self.module).items()}
 
     @property
@@ -98,8 +98,10 @@ class SovitsModel:
         the reference). ``noise_scale`` scales the prior's noise (0.4 is the reference's CLI
         default). ``predict_f0`` replaces ``f0`` by the model's own prediction.
         ``rng``: a key for the reference's random draws (latent noise, sine phases, source
-        noise); None gives the deterministic output (every draw zero). ``lengths`` (B,) valid
-        frames per clip when the batch holds clips of different lengths.
+        noise), or one key per clip (``jax.random.split(key, B)``: each clip then draws
+        what it draws alone with its key); None gives the deterministic output (every draw
+        zero). ``lengths`` (B,) valid frames per clip when the batch holds clips of different
+        lengths.
 
         Unbatched inputs (T, ssl_dim) / (T,) are accepted. Returns NumPy ``wav``
         (B, T * hop) in [-1, 1] (zero past each clip's length) and the ``f0`` (B, T) used.
@@ -147,9 +149,13 @@ class SovitsModel:
                   pad_t(g) if g.ndim == 3 else g, mask, None if vol is None else pad_t(vol)]
         inputs = rt.put_rows(rt.pad_rows(inputs, rows), rows)
         params = rt.params("sovits", self.params, rows, owner=self)
-        key = rt.put_replicated(rng, rows)
-        fn = rt.program("sovits.infer", (self.module, bool(predict_f0)),
-                        lambda: _infer_program(self.module, bool(predict_f0)))
+        key, per_row = runner.row_keys(rng, b)
+        key = rt.put_rows(rt.pad_rows(key, rows), rows) if per_row else \
+            rt.put_replicated(key, rows)
+        module, pf0 = self.module, bool(predict_f0)
+        fn = rt.program("sovits.infer", (module, pf0, per_row),
+                        lambda: runner.per_row(_infer_program(module, pf0), 6) if per_row
+                        else _infer_program(module, pf0))
         wav, f0_used = fn(params, *inputs, np.float32(noise_scale), key)
         wav = np.asarray(wav)[:b, :t * self.hop]
         f0_used = np.asarray(f0_used)[:b, :t]

@@ -102,8 +102,8 @@ class ContentEncoder:
     list of clips, and return NumPy units ``(B, T, C)`` (``T`` = the longest clip's frames;
     frames past a shorter clip's end are zero). A call pads to a length bucket (:meth:`bucket`)
     and runs ``row_count(B)`` rows split over the local devices (one clip: one device); on a
-    multi-host job each process encodes its own clips. ``model`` / ``params`` are the Flax module and
-    its parameters, for use inside your own jitted code.
+    multi-host job each process encodes its own clips. ``model`` / ``params`` are the Flax
+    module and its parameters, for use inside your own jitted code.
     """
 
     sample_rate = ce.SAMPLE_RATE

@@ -12,10 +12,12 @@ speaker condition, and the frame-rate harmonic source whose phase is accumulated
 A call is a view on the shared runtime layer (:mod:`svcjax.runtime.runner`): the frames are
 padded to the frame bucket with a frame mask (the valid samples equal those of the unpadded
 clip), a batch of more than one clip runs as ``row_count`` rows split over the local devices,
-and one jitted program runs per (bucket, rows), shared by vocoders of the same architecture. ``rng=None`` is the deterministic output (zero initial phases, no
-source noise); with a key, harmonics >= 2 start at random phases and Gaussian source noise
-is added as in the reference (its random initial phase is added to frame 0's per-sample
-increment, a chirp over the first 11.6 ms; here it is a constant phase offset).
+and one jitted program runs per (bucket, rows), shared by vocoders of the same architecture.
+``rng=None`` is the deterministic output (zero initial phases, no source noise); with a key,
+harmonics >= 2 start at random phases and Gaussian source noise is added as in the reference
+(its random initial phase is added to frame 0's per-sample increment, a chirp over the first
+11.6 ms; here it is a constant phase offset). One key per clip (``jax.random.split(key, B)``)
+makes each clip draw what it draws alone with its key.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class Vocoder:
     def trace_count(self) -> int:
         """Traces of the vocoder program for this architecture (all vocoders sharing it),
         from the runtime's count."""
-        return sum(self.runtime.trace_counts("vocoder", lambda k: k == (self.module,)).values())
+        return sum(self.runtime.trace_counts("vocoder", lambda k: k[0] == self.module).values())
 
     def mel(self, audio, keyshift: float = 0.0, lengths=None) -> jax.Array:
         """The vocoder's log-mel ``(B, L) -> (B, L // hop, num_mels)`` of audio at its rate."""
@@ -98,7 +100,8 @@ class Vocoder:
     def __call__(self, mel, f0, rng: jax.Array | None = None, lengths=None) -> np.ndarray:
         """Waveform ``(B, T * hop)`` (NumPy, zero past each clip's length) of ``mel``
         ``(B, T, num_mels)`` and ``f0`` ``(B, T)`` Hz (0 = unvoiced); unbatched ``(T, C)`` /
-        ``(T,)`` give ``(T * hop,)``. ``lengths`` ``(B,)`` valid frames per clip."""
+        ``(T,)`` give ``(T * hop,)``. ``lengths`` ``(B,)`` valid frames per clip. ``rng``:
+        ``None``, one key, or one key per clip (module docstring)."""
         mel, unbatched = _batched_mel(mel, self.num_mels)
         b, t, _ = mel.shape
         f0 = np.asarray(f0, np.float32)
@@ -119,8 +122,13 @@ class Vocoder:
         inputs = rt.put_rows(rt.pad_rows(inputs, rows), rows)
         params = rt.params("vocoder", self.params, rows, owner=self)
         module = self.module
-        fn = rt.program("vocoder", (module,), lambda: functools.partial(vocode, module))
-        wav = fn(params, *inputs, rt.put_replicated(rng, rows))
+        key, per_row = runner.row_keys(rng, b)
+        key = rt.put_rows(rt.pad_rows(key, rows), rows) if per_row else \
+            rt.put_replicated(key, rows)
+        fn = rt.program("vocoder", (module, per_row), lambda: (
+            runner.per_row(functools.partial(vocode, module), 3) if per_row
+            else functools.partial(vocode, module)))
+        wav = fn(params, *inputs, key)
         wav = np.asarray(wav)[:b, :t * self.hop_size]
         return wav[0] if unbatched else wav
 
