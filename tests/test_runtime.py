@@ -106,6 +106,82 @@ def test_public_views_compile_nothing_for_new_lengths_in_the_same_buckets(model_
     assert warm.traces == 0 and rt.traces == traces
 
 
+@pytest.mark.slow   # ten programs of tiny models: 1-4 minutes on the shared 2 cores
+def test_views_with_one_key_per_clip_draw_what_each_clip_draws_alone(model_dirs):
+    # rng=jax.random.split(key, B): row i of a batch equals clip i alone with key i (its
+    # random draws do not depend on its place in the batch), for SoVITS, shallow diffusion
+    # (DDPM: noise at every step) and the vocoder. With one key for the batch instead, row 1
+    # draws other numbers: that difference bounds the comparison (the random-weight models
+    # depend on their noise only weakly, so no absolute tolerance would do).
+    import jax
+
+    import svcjax
+
+    d = model_dirs
+    sov = svcjax.load_sovits(d / "sovits")
+    dif = svcjax.load_diffusion(d / "diffusion")
+    voc = svcjax.load_vocoder(tiny_models.VOCODER)
+    r = np.random.default_rng(1)
+    b, t = 2, 40
+    frames = [40, 33]
+    c = r.standard_normal((b, t, sov.module.ssl_dim)).astype(np.float32)
+    f0 = np.full((b, t), 200.0, np.float32)
+    uv = np.ones((b, t), np.float32)
+    vol = np.full((b, t), 0.1, np.float32)
+    mel0 = (r.standard_normal((b, t, 128)) - 5).astype(np.float32)
+    keys = jax.random.split(jax.random.PRNGKey(5), b)
+    dkw = dict(k_step=4, method="ddpm", speedup=1)
+
+    def batch(rng):
+        wav, _ = sov.infer(c, f0, uv, speaker=[0, 1], rng=rng, lengths=frames)
+        mel = dif.sample(c, f0, vol, speaker=[1, 0], start_mel=mel0, rng=rng,
+                         lengths=frames, **dkw)
+        return wav, mel, voc(mel0, f0, rng=rng, lengths=frames)
+
+    per_clip, shared = batch(keys), batch(keys[0])
+    n = frames[1]
+    alone = (sov.infer(c[1:, :n], f0[1:, :n], uv[1:, :n], speaker=1, rng=keys[1])[0],
+             dif.sample(c[1:, :n], f0[1:, :n], vol[1:, :n], speaker=0, start_mel=mel0[1:, :n],
+                        rng=keys[1], **dkw),
+             voc(mel0[1:, :n], f0[1:, :n], rng=keys[1]))
+    for name, x, y, z in zip(("sovits", "diffusion", "vocoder"), per_clip, shared, alone):
+        x, y, z = x[1, :z.shape[1]], y[1, :z.shape[1]], z[0]
+        same, other = np.abs(x - z).max(), np.abs(y - z).max()
+        # one row alone and eight rows are different programs (float32 rounding may differ)
+        assert other > 0 and same < other / 20, (name, same, other)
+    with pytest.raises(ValueError, match=r"rng must be one PRNG key or one per clip \(2, 2\)"):
+        sov.infer(c, f0, uv, rng=jax.random.split(keys[0], 3))
+
+
+def test_component_path_keys_each_piece_by_its_id_not_its_batch():
+    # The component-by-component path (stand-in models here, as with a cluster model or the
+    # enhancer) hands each view one key per row, fold_in(seed, piece id): a piece gets the
+    # same keys alone or among others, whatever its row.
+    from tests.test_pipeline import _voiced, identity_converter
+
+    conv, sov = identity_converter()
+    seen = []
+    infer = sov.infer
+
+    def recording(units, *args, rng=None, **kw):
+        seen.append(np.asarray(rng))
+        return infer(units, *args, rng=rng, **kw)
+
+    sov.infer = recording
+    assert not conv._fusable(pipeline.ConvertOptions())
+    a, b, c = _voiced(int(1.05 * SR), 1), _voiced(int(1.0 * SR), 2), _voiced(int(1.1 * SR), 3)
+    opt = pipeline.ConvertOptions(speaker="alto", seed=3, pad_seconds=0.05)
+    conv.convert([a], opt, progress=False)
+    conv.convert([c, a, b], opt, progress=False)      # one batch, rows sorted by length
+    conv.convert([a], pipeline.ConvertOptions(speaker="alto", seed=4, pad_seconds=0.05),
+                 progress=False)
+    alone, together, other_seed = seen
+    assert alone.shape == (1, 2) and together.shape == (4, 2)   # rows: 1; 3 -> 4 (1 device)
+    np.testing.assert_array_equal(together[1], alone[0])        # a is the middle length
+    assert len({tuple(k) for k in together[:3]}) == 3 and (together[3] == together[2]).all()
+    assert (other_seed[0] != alone[0]).any()
+
+
 @pytest.mark.slow   # compiles several conversion programs: minutes on 2 cores
 def test_a_file_converts_the_same_alone_or_among_others(conv):
     a, b, c = _clip(int(1.3 * SR), 1), _clip(int(1.25 * SR), 2), _clip(int(1.35 * SR), 3)
