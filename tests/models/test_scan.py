@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from svcjax.models import scan, synthesizer, wavenet
-from tests import tiny_models  # noqa: F401  (puts the repository's configs on the path)
 
 
 def _scan_unrolls(jaxpr) -> list[tuple[int, int]]:
