@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import svcjax
+from svcjax.audio.features import align_frames
 from svcjax.runtime import runner as runtime
 from svcjax.runtime import units as U
 from svcjax.models import content_encoder as ce
@@ -46,6 +47,14 @@ def test_interpolate_units_batches_and_errors():
     assert not out[1, 9:].any()
     with pytest.raises(ValueError, match="unknown alignment mode 'cubic'"):
         U.interpolate_units(units[0], 5, "cubic")
+    # nearest / left gather on the host: units of new lengths compile nothing
+    for mode in ("nearest", "left"):
+        U.interpolate_units(units[:1, :3], [7], mode)
+        with runtime.CompileCounter() as cc:
+            out = U.interpolate_units(units, [29, 23], mode, unit_lengths=[10, 7])
+        assert cc.compiles == 0 and out.shape == (2, 29, 3)
+        np.testing.assert_array_equal(out[1, :23],
+                                      np.asarray(align_frames(units[1, :7], 23, mode)))
 
 
 def test_public_api_is_registered():

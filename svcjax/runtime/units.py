@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from svcjax.audio.features import align_frames
+from svcjax.audio.features import ALIGN_MODES, _align_table, align_frames
 from svcjax.models import content_encoder as ce
 from svcjax.models import encoders
 from svcjax.runtime import buckets, runner
@@ -51,10 +51,13 @@ def interpolate_units(units, n_frames, mode: str = "nearest", unit_lengths=None)
     ``unit_interpolate_mode``: ``nearest`` (the 4.1 templates, the default here), ``left``
     (the reference's fallback when a config has none) or ``linear``; the index maps are
     :func:`svcjax.audio.features.align_frames`'s, which reproduce the reference's exactly.
+    ``nearest`` and ``left`` gather on the host (NumPy): clips of new lengths compile
+    nothing (``linear`` keeps the jitted interpolation, whose float32 rounding is the
+    fixture-tested one).
     """
     units = np.asarray(units, np.float32)
     if units.ndim == 2:
-        return np.asarray(align_frames(units, int(n_frames), mode))
+        return _align_host(units, int(n_frames), mode)
     if units.ndim != 3:
         raise ValueError(f"expected units of shape (T, C) or (B, T, C), got {units.shape}")
     b, t, c = units.shape
@@ -63,8 +66,26 @@ def interpolate_units(units, n_frames, mode: str = "nearest", unit_lengths=None)
     out = np.zeros((b, int(n_frames.max()) if b else 0, c), np.float32)
     for j in range(b):
         n = int(n_frames[j])
-        out[j, :n] = np.asarray(align_frames(units[j, : int(unit_lengths[j])], n, mode))
+        out[j, :n] = _align_host(units[j, : int(unit_lengths[j])], n, mode)
     return out
+
+
+def _align_host(x: np.ndarray, n: int, mode: str) -> np.ndarray:
+    """:func:`svcjax.audio.features.align_frames` of ``(T, C)`` float32: a host gather with the
+    same index table for ``nearest`` / ``left`` (no program per length); ``linear`` runs
+    ``align_frames`` itself (NumPy's float32 ``(1 - w) a + w b`` can differ from XLA's by
+    an ulp)."""
+    if mode not in ALIGN_MODES:
+        raise ValueError(f"unknown alignment mode {mode!r}; expected one of {ALIGN_MODES}")
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be (..., frames, channels) with at least one frame, got "
+                         f"shape {x.shape}")
+    if n < 0:
+        raise ValueError(f"target_len must be >= 0, got {n}")
+    if mode == "linear":
+        return np.asarray(align_frames(x, n, mode))
+    i0, _, _ = _align_table(x.shape[0], n, mode)
+    return x[i0]
 
 
 def _as_batch(wav, lengths) -> tuple[np.ndarray, np.ndarray]:
