@@ -18,8 +18,13 @@ SR = 44100
 
 
 @pytest.fixture(scope="module")
-def conv(tmp_path_factory):
-    d = tiny_models.make_model_dirs(tmp_path_factory.mktemp("models"))
+def model_dirs(tmp_path_factory):
+    return tiny_models.make_model_dirs(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def conv(model_dirs):
+    d = model_dirs
     return pipeline.Converter.from_paths(d / "sovits", encoder=d / "encoder",
                                          diffusion=d / "diffusion",
                                          vocoder=tiny_models.VOCODER)
@@ -47,6 +52,134 @@ def test_row_count_and_piece_id():
     assert runtime.piece_id(x, 0, 10) == runtime.piece_id(x.copy(), 0, 10)
     assert runtime.piece_id(x, 0, 10) != runtime.piece_id(x, 1, 10)
     assert 0 <= runtime.piece_id(x) < 2 ** 31
+
+
+def test_public_views_compile_nothing_for_new_lengths_in_the_same_buckets(model_dirs):
+    # The four public entry points are views on one runtime (svcjax.runtime.runner): after a
+    # warm-up in one frame bucket (64 frames; the encoder's 20160-sample bucket) with three
+    # clips (eight rows on the eight test devices), new lengths in the same buckets, with
+    # two or five clips (also eight rows), compile and trace nothing. (One clip alone runs
+    # on one device, another program per view: tests/test_inference.py and
+    # tests/test_vocoder.py cover it.)
+    import jax
+
+    import svcjax
+
+    d = model_dirs
+    rt = runtime.Runtime()       # its own runtime: exact counts whatever ran before
+    sov = svcjax.load_sovits(d / "sovits", runtime=rt)
+    enc = svcjax.load_content_encoder(d / "encoder", runtime=rt)
+    dif = svcjax.load_diffusion(d / "diffusion", runtime=rt)
+    voc = svcjax.load_vocoder(tiny_models.VOCODER, runtime=rt)
+    r = np.random.default_rng(0)
+
+    def run(samples16, frames):
+        b, t = len(frames), max(frames)
+        units, _ = enc.encode([0.1 * r.standard_normal(n).astype(np.float32)
+                               for n in samples16])
+        assert units.shape[0] == len(samples16)
+        c = r.standard_normal((b, t, sov.module.ssl_dim)).astype(np.float32)
+        f0 = np.full((b, t), 220.0, np.float32)
+        wav, f0 = sov.infer(c, f0, np.ones((b, t), np.float32), speaker="alto",
+                            rng=jax.random.PRNGKey(1), lengths=frames)
+        assert wav.shape == (b, t * sov.hop) and np.isfinite(wav).all()
+        mel0 = r.standard_normal((b, t, 128)).astype(np.float32) - 5
+        mel = dif.sample(c, f0, np.full((b, t), 0.1, np.float32), speaker={1: 1.0},
+                         start_mel=mel0, k_step=4, method="ddim", speedup=2, rng=3,
+                         lengths=frames)
+        out = voc(mel, f0, lengths=frames)
+        assert out.shape == (b, t * voc.hop_size) and np.isfinite(out).all()
+
+    with runtime.CompileCounter() as cold:
+        run([16500, 18000, 19000], [45, 41, 49])
+    # one program per view and options, traced once for its one shape (bucket, 8 rows)
+    assert sorted(rt.traces.values()) == [1, 1, 1, 1], rt.traces
+    assert sorted(k[0] for k in rt.traces) == ["diffusion.sample", "encoder", "sovits.infer",
+                                               "vocoder"]
+    assert sov.trace_count == enc.trace_count == voc.trace_count == 1
+    assert sum(dif.traces.values()) == 1 and cold.compiles >= 4
+    traces = dict(rt.traces)
+    with runtime.CompileCounter() as warm:
+        run([16100, 20000], [40, 64])
+        run([16001, 17500, 18500, 19500, 20100], [64, 58, 44, 41, 62])
+    assert warm.compiles == 0, warm.compiles
+    assert warm.traces == 0 and rt.traces == traces
+
+
+@pytest.mark.slow   # ten programs of tiny models: 1-4 minutes on the shared 2 cores
+def test_views_with_one_key_per_clip_draw_what_each_clip_draws_alone(model_dirs):
+    # rng=jax.random.split(key, B): row i of a batch equals clip i alone with key i (its
+    # random draws do not depend on its place in the batch), for SoVITS, shallow diffusion
+    # (DDPM: noise at every step) and the vocoder. With one key for the batch instead, row 1
+    # draws other numbers: that difference bounds the comparison (the random-weight models
+    # depend on their noise only weakly, so no absolute tolerance would do).
+    import jax
+
+    import svcjax
+
+    d = model_dirs
+    sov = svcjax.load_sovits(d / "sovits")
+    dif = svcjax.load_diffusion(d / "diffusion")
+    voc = svcjax.load_vocoder(tiny_models.VOCODER)
+    r = np.random.default_rng(1)
+    b, t = 2, 40
+    frames = [40, 33]
+    c = r.standard_normal((b, t, sov.module.ssl_dim)).astype(np.float32)
+    f0 = np.full((b, t), 200.0, np.float32)
+    uv = np.ones((b, t), np.float32)
+    vol = np.full((b, t), 0.1, np.float32)
+    mel0 = (r.standard_normal((b, t, 128)) - 5).astype(np.float32)
+    keys = jax.random.split(jax.random.PRNGKey(5), b)
+    dkw = dict(k_step=4, method="ddpm", speedup=1)
+
+    def batch(rng):
+        wav, _ = sov.infer(c, f0, uv, speaker=[0, 1], rng=rng, lengths=frames)
+        mel = dif.sample(c, f0, vol, speaker=[1, 0], start_mel=mel0, rng=rng,
+                         lengths=frames, **dkw)
+        return wav, mel, voc(mel0, f0, rng=rng, lengths=frames)
+
+    per_clip, shared = batch(keys), batch(keys[0])
+    n = frames[1]
+    alone = (sov.infer(c[1:, :n], f0[1:, :n], uv[1:, :n], speaker=1, rng=keys[1])[0],
+             dif.sample(c[1:, :n], f0[1:, :n], vol[1:, :n], speaker=0, start_mel=mel0[1:, :n],
+                        rng=keys[1], **dkw),
+             voc(mel0[1:, :n], f0[1:, :n], rng=keys[1]))
+    for name, x, y, z in zip(("sovits", "diffusion", "vocoder"), per_clip, shared, alone):
+        x, y, z = x[1, :z.shape[1]], y[1, :z.shape[1]], z[0]
+        same, other = np.abs(x - z).max(), np.abs(y - z).max()
+        # one row alone and eight rows are different programs (float32 rounding may differ)
+        assert other > 0 and same < other / 20, (name, same, other)
+    with pytest.raises(ValueError, match=r"rng must be one PRNG key or one per clip \(2, 2\)"):
+        sov.infer(c, f0, uv, rng=jax.random.split(keys[0], 3))
+
+
+def test_component_path_keys_each_piece_by_its_id_not_its_batch():
+    # The component-by-component path (stand-in models here, as with a cluster model or the
+    # enhancer) hands each view one key per row, fold_in(seed, piece id): a piece gets the
+    # same keys alone or among others, whatever its row.
+    from tests.test_pipeline import _voiced, identity_converter
+
+    conv, sov = identity_converter()
+    seen = []
+    infer = sov.infer
+
+    def recording(units, *args, rng=None, **kw):
+        seen.append(np.asarray(rng))
+        return infer(units, *args, rng=rng, **kw)
+
+    sov.infer = recording
+    assert not conv._fusable(pipeline.ConvertOptions())
+    a, b, c = _voiced(int(1.05 * SR), 1), _voiced(int(1.0 * SR), 2), _voiced(int(1.1 * SR), 3)
+    opt = pipeline.ConvertOptions(speaker="alto", seed=3, pad_seconds=0.05)
+    conv.convert([a], opt, progress=False)
+    conv.convert([c, a, b], opt, progress=False)      # one batch, rows sorted by length
+    conv.convert([a], pipeline.ConvertOptions(speaker="alto", seed=4, pad_seconds=0.05),
+                 progress=False)
+    alone, together, other_seed = seen
+    assert alone.shape == (1, 2) and together.shape == (4, 2)   # rows: 1; 3 -> 4 (1 device)
+    np.testing.assert_array_equal(together[1], alone[0])        # a is the middle length
+    assert len({tuple(k) for k in together[:3]}) == 3 and (together[3] == together[2]).all()
+    assert (other_seed[0] != alone[0]).any()
 
 
 @pytest.mark.slow   # compiles several conversion programs: minutes on 2 cores

@@ -4,6 +4,7 @@ one trace per (shape, k, method), batching/padding invariance, randomness and er
 Fixtures: tests/fixtures/make_diffusion.py --ref PATH.
 """
 
+import dataclasses
 import os
 import shutil
 
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from svcjax.models.diffusion import sampling
+from svcjax.runtime import runner as runtime
 from svcjax.runtime.diffusion import Diffusion, load_diffusion
 from svcjax.models.diffusion.gaussian import Schedule
 
@@ -124,18 +126,40 @@ def test_one_trace_per_shape_k_method():
 
 
 def test_model_compiles_once_per_bucket_k_method(diff):
+    # A second model of the same network and schedule shares the runtime's compiled programs
+    # (svcjax.runtime.runner.shared), so the counts are deltas over whatever ran before.
     fresh = Diffusion(diff.params, diff.config)
+    assert fresh.runtime is diff.runtime
     units, f0, vol = _inputs()
     kw = dict(speaker="alto", k_step=20, method="dpm-solver++", speedup=5)
-    fresh.sample(units[:1], f0[:1], vol[:1], start_mel=REF["start_mel"][:1], **kw)
-    fresh.sample(units[:1, :17], f0[:1, :17], vol[:1, :17], start_mel=REF["start_mel"][:1, :17], **kw)
-    fresh.sample(units[:1], f0[:1] * 1.5, vol[:1], start_mel=REF["start_mel"][:1], **kw)
-    assert dict(fresh.traces) == {(20, "dpm-solver++", 5, True): 1}
-    fresh.sample(units[:1], f0[:1], vol[:1], start_mel=REF["start_mel"][:1], **dict(kw, k_step=25))
-    fresh.sample(units[:1], f0[:1], vol[:1], start_mel=REF["start_mel"][:1], **dict(kw, method="ddpm"))
-    fresh.sample(units[:1], f0[:1], vol[:1], start_mel=REF["start_mel"][:1], **dict(kw, method="ddpm", speedup=1))
-    assert dict(fresh.traces) == {(20, "dpm-solver++", 5, True): 1, (25, "dpm-solver++", 5, True): 1,
-                                  (20, "ddpm", 1, True): 1}
+    # 23 frames: a length no other test of this module samples, bucket 64 (one row)
+    units, f0, vol, mel = units[:1, :23], f0[:1, :23], vol[:1, :23], REF["start_mel"][:1, :23]
+    before = dict(fresh.traces)
+
+    def grown():
+        return {k: v - before.get(k, 0) for k, v in fresh.traces.items()
+                if v != before.get(k, 0)}
+
+    with runtime.CompileCounter() as cc:
+        fresh.sample(units, f0, vol, start_mel=mel, **kw)
+        fresh.sample(units[:, :17], f0[:, :17], vol[:, :17], start_mel=mel[:, :17], **kw)
+        fresh.sample(units, f0 * 1.5, vol, start_mel=mel, **kw)
+    assert set(grown()) <= {(20, "dpm-solver++", 5, True)}
+    assert cc.compiles <= 1 and cc.traces <= 1
+    fresh.sample(units, f0, vol, start_mel=mel, **dict(kw, k_step=25))
+    fresh.sample(units, f0, vol, start_mel=mel, **dict(kw, method="ddpm"))
+    fresh.sample(units, f0, vol, start_mel=mel, **dict(kw, method="ddpm", speedup=1))
+    assert all(v == 1 for v in grown().values())
+    assert set(grown()) <= {(20, "dpm-solver++", 5, True), (25, "dpm-solver++", 5, True),
+                            (20, "ddpm", 1, True)}
+    assert (25, "dpm-solver++", 5, True) in fresh.traces and (20, "ddpm", 1, True) in fresh.traces
+    # a model of another schedule does not share them (the schedule is part of the key)
+    other = Diffusion(diff.params, diff.config)
+    other.schedule = dataclasses.replace(other.schedule, spec_max=3.0)
+    assert not other.traces
+    other.sample(units, f0, vol, start_mel=mel, **kw)
+    assert dict(other.traces) == {(20, "dpm-solver++", 5, True): 1}
+
 
 
 # -- batching, padding, randomness ----------------------------------------------------------
@@ -191,9 +215,9 @@ def test_errors(diff, shallow_model):
     cases = [
         (shallow_model, dict(speaker="alto", start_mel=mel, k_step=60), "k_step=60 is greater than .* k_step_max=50"),
         (shallow_model, dict(speaker="alto"), "can only refine a given mel"),
-        (diff, dict(speaker="bob", start_mel=mel), r"speaker 'bob' not in checkpoint; known: alto, tenor, bass"),
+        (diff, dict(speaker="bob", start_mel=mel), r"speaker 'bob' not in model; known: alto, tenor, bass"),
         (diff, dict(start_mel=mel), "has 3 speakers; pass speaker="),
-        (diff, dict(speaker=7, start_mel=mel), r"speaker id 7 out of range \[0, 3\)"),
+        (diff, dict(speaker=7, start_mel=mel), r"speaker id 7 out of range: .* \(ids 0..2\)"),
         (diff, dict(speaker=0, start_mel=mel, k_step=10, method="dpm-solver", speedup=8), "needs at least 2"),
         (diff, dict(speaker=0, start_mel=mel, method="euler"), "unknown diffusion sampler 'euler'"),
         (diff, dict(speaker=0, start_mel=mel[:, :5]), r"start_mel must be \(B, T, 128\)"),

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 import svcjax
+from svcjax.audio.features import align_frames
+from svcjax.runtime import runner as runtime
 from svcjax.runtime import units as U
 from svcjax.models import content_encoder as ce
 
@@ -45,6 +47,14 @@ def test_interpolate_units_batches_and_errors():
     assert not out[1, 9:].any()
     with pytest.raises(ValueError, match="unknown alignment mode 'cubic'"):
         U.interpolate_units(units[0], 5, "cubic")
+    # nearest / left gather on the host: units of new lengths compile nothing
+    for mode in ("nearest", "left"):
+        U.interpolate_units(units[:1, :3], [7], mode)
+        with runtime.CompileCounter() as cc:
+            out = U.interpolate_units(units, [29, 23], mode, unit_lengths=[10, 7])
+        assert cc.compiles == 0 and out.shape == (2, 29, 3)
+        np.testing.assert_array_equal(out[1, :23],
+                                      np.asarray(align_frames(units[1, :7], 23, mode)))
 
 
 def test_public_api_is_registered():
@@ -54,19 +64,24 @@ def test_public_api_is_registered():
 
 
 def test_encoder_runtime_buckets_shards_and_traces_once_per_bucket():
-    """One trace per (bucket, device count); B > 1 is split over the devices; frames() aligns."""
-    enc = svcjax.load_content_encoder(os.path.join(FIX, "contentvec_tiny.pt"), kind="vec256l9")
+    """One trace per (bucket, rows); B > 1 runs as row_count(B) rows split over the devices
+    (svcjax.runtime.runner); frames() aligns."""
+    # a runtime of its own (by default encoders share the process's runtime and its programs)
+    enc = svcjax.load_content_encoder(os.path.join(FIX, "contentvec_tiny.pt"), kind="vec256l9",
+                                      runtime=runtime.Runtime())
     assert enc.pretrained and enc.dim == 16 and enc.hop == 320 and enc.min_samples == 400
+    start = enc.trace_count
+    assert start == 0
     rng = np.random.default_rng(0)
     wav = rng.standard_normal(40000).astype(np.float32) * 0.1
-    # lengths 16001..20160 share one bucket: one trace for B=1, one for B=2
+    # lengths 16001..20160 share one bucket: one trace for B=1, one for B=2 (8 rows)
     a = enc(wav[:17000])
     b = enc(wav[:19999])
     assert enc.trace_count == 1
     both, frames = enc.encode([wav[:17000], wav[:19999]])
     padded = np.stack([wav[:20000], wav[:20000]])
     again, _ = enc.encode(padded, lengths=[19999, 17000])  # a padded batch with its lengths
-    assert enc.trace_count == 2 and sorted(enc._programs) == [1, 2]
+    assert enc.trace_count == 2
     np.testing.assert_array_equal(frames, [enc.num_frames(17000), enc.num_frames(19999)])
     np.testing.assert_allclose(both[0, : frames[0]], a[0], atol=1e-5, rtol=0)
     np.testing.assert_allclose(both[1], b[0], atol=1e-5, rtol=0)
@@ -75,14 +90,23 @@ def test_encoder_runtime_buckets_shards_and_traces_once_per_bucket():
     # more clips than devices: rows padded to a multiple of them, all devices used
     many = enc([wav[: 16100 + 100 * j] for j in range(jax.local_device_count() + 2)])
     assert enc.trace_count == 3 and many.shape[0] == jax.local_device_count() + 2
-    fn, params = enc._programs[jax.local_device_count()]
+    rows = enc.runtime.rows(len(many))
+    assert rows == 16 and rows % jax.local_device_count() == 0
+    params = enc.runtime.params("encoder", enc.params, rows, owner=enc)
     assert len(params["layer_norm"]["scale"].sharding.device_set) == jax.local_device_count()
+    traces = enc.trace_count
     np.testing.assert_allclose(many[9, : frames[0]], a[0], atol=1e-5, rtol=0)  # 17000 samples
     # at the 44.1 kHz / 512 frame rate
     n44 = 17000 * 44100 // 16000 // 512
     c = enc.frames(wav[:17000], n44)
     np.testing.assert_array_equal(c[0], U.interpolate_units(a[0], n44))
-    assert enc.trace_count == 3
+    assert enc.trace_count == traces
+    # another encoder of the same network: no new trace for these shapes
+    twin = svcjax.load_content_encoder(os.path.join(FIX, "contentvec_tiny.pt"), kind="vec256l9",
+                                       runtime=enc.runtime)
+    with runtime.CompileCounter() as cc:
+        np.testing.assert_array_equal(twin(wav[:17000]), a)
+    assert cc.traces == 0 and cc.compiles == 0 and twin.trace_count == traces
     with pytest.raises(ValueError, match="clip 1 has 399 samples at 16 kHz; .* at least 400"):
         enc([wav[:1000], wav[:399]])
     with pytest.raises(ValueError, match="lengths .* do not fit"):

@@ -228,7 +228,8 @@ class _Stack(nn.Module):
         layer = _Layer(h, self.filter_channels, self.n_heads, self.kernel_size,
                        self.p_dropout, parent=None, **kw)
         rng = self.make_rng("dropout") if train else None
-        return scan_layers(layer, stacked, x, mask, attn_mask, train, xs=g_layers, rng=rng)
+        return scan_layers(layer, stacked, x, mask, attn_mask, train, xs=g_layers, rng=rng,
+                           unroll=self.unroll_layers)
 
 
 class Encoder(_Stack):
@@ -243,6 +244,7 @@ class Encoder(_Stack):
     window_size: int = 4
     dtype: Any = None
     precision: Any = None
+    unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
 
     def _names(self):
         return {"attn": "attn_layers_{}", "norm_a": "norm_layers_1_{}",
@@ -274,6 +276,7 @@ class FFT(_Stack):
     gin_channels: int = 0
     dtype: Any = None
     precision: Any = None
+    unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
 
     def _names(self):
         return {"attn": "self_attn_layers_{}", "norm_a": "norm_layers_0_{}",

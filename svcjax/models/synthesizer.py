@@ -91,6 +91,7 @@ class TextEncoder(nn.Module):
     p_dropout: float
     dtype: Any = None
     precision: Any = None
+    unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, f0_coarse: Array,
@@ -101,7 +102,8 @@ class TextEncoder(nn.Module):
         m = _m(mask, x)
         x = AttnEncoder(self.hidden_channels, self.filter_channels, self.n_heads, self.n_layers,
                         self.kernel_size, self.p_dropout, dtype=self.dtype,
-                        precision=self.precision, name="enc_")(x * m, mask, train)
+                        precision=self.precision, unroll_layers=self.unroll_layers,
+                        name="enc_")(x * m, mask, train)
         stats = Conv1d(2 * self.out_channels, 1, dtype=self.dtype, precision=self.precision,
                        name="proj")(x) * m
         return stats[..., :self.out_channels], stats[..., self.out_channels:]
@@ -119,6 +121,7 @@ class PosteriorEncoder(nn.Module):
     depthwise: bool = False
     dtype: Any = None
     precision: Any = None
+    unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
 
     @nn.compact
     def __call__(self, spec: Array, mask: Array, g: Array | None = None) -> tuple[Array, Array]:
@@ -126,7 +129,8 @@ class PosteriorEncoder(nn.Module):
         m = _m(mask, spec)
         x = Conv1d(self.hidden_channels, 1, name="pre", **common)(spec) * m
         x = WN(self.hidden_channels, self.kernel_size, self.dilation_rate, self.n_layers,
-               self.gin_channels, depthwise=self.depthwise, name="enc", **common)(x, mask, g)
+               self.gin_channels, depthwise=self.depthwise, name="enc",
+               unroll_layers=self.unroll_layers, **common)(x, mask, g)
         stats = Conv1d(2 * self.out_channels, 1, name="proj", **common)(x) * m
         return stats[..., :self.out_channels], stats[..., self.out_channels:]
 
@@ -170,11 +174,12 @@ class ResidualCouplingLayer(_MeanOnlyCoupling):
     n_layers: int = 4
     gin_channels: int = 0
     depthwise: bool = False
+    unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
 
     def make_net(self) -> nn.Module:
         return WN(self.hidden_channels, self.kernel_size, self.dilation_rate, self.n_layers,
                   self.gin_channels, depthwise=self.depthwise, dtype=self.dtype,
-                  precision=self.precision, name="enc")
+                  precision=self.precision, unroll_layers=self.unroll_layers, name="enc")
 
 
 class TransformerCouplingLayer(_MeanOnlyCoupling):
@@ -184,11 +189,13 @@ class TransformerCouplingLayer(_MeanOnlyCoupling):
     kernel_size: int = 5
     p_dropout: float = 0.0
     gin_channels: int = 0
+    unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
 
     def make_net(self) -> nn.Module:
         return FFT(self.hidden_channels, self.filter_channels, self.n_heads, self.n_layers,
                    self.kernel_size, self.p_dropout, gin_channels=self.gin_channels,
-                   dtype=self.dtype, precision=self.precision, name="enc")
+                   dtype=self.dtype, precision=self.precision,
+                   unroll_layers=self.unroll_layers, name="enc")
 
 
 class _CouplingBlock(nn.Module):
@@ -224,7 +231,7 @@ class _CouplingBlock(nn.Module):
         stacked = jax.tree.map(lambda *a: jnp.stack(a), *steps)
         rng = self.make_rng("dropout") if train and self.has_rng("dropout") else None
         return scan_layers(self.layer(None, None), stacked, x, mask, g, reverse, train, True,
-                           rng=rng, reverse=reverse)
+                           rng=rng, reverse=reverse, unroll=self.unroll_layers)
 
 
 class ResidualCouplingBlock(_CouplingBlock):
@@ -239,11 +246,12 @@ class ResidualCouplingBlock(_CouplingBlock):
     depthwise: bool = False
     dtype: Any = None
     precision: Any = None
+    unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
 
     def shared(self) -> nn.Module:
         return WN(self.hidden_channels, self.kernel_size, self.dilation_rate, self.n_layers,
                   self.gin_channels, depthwise=self.depthwise, dtype=self.dtype,
-                  precision=self.precision, name="wn")
+                  precision=self.precision, unroll_layers=self.unroll_layers, name="wn")
 
     def layer(self, i: int | None, net: nn.Module | None) -> nn.Module:
         where = dict(name=f"flows_{2 * i}") if i is not None else dict(parent=None)
@@ -251,7 +259,7 @@ class ResidualCouplingBlock(_CouplingBlock):
                                      self.precision, kernel_size=self.kernel_size,
                                      dilation_rate=self.dilation_rate, n_layers=self.n_layers,
                                      gin_channels=self.gin_channels, depthwise=self.depthwise,
-                                     **where)
+                                     unroll_layers=self.unroll_layers, **where)
 
 
 class TransformerCouplingBlock(_CouplingBlock):
@@ -267,11 +275,13 @@ class TransformerCouplingBlock(_CouplingBlock):
     share_parameter: bool = False
     dtype: Any = None
     precision: Any = None
+    unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
 
     def shared(self) -> nn.Module:
         return FFT(self.hidden_channels, self.filter_channels, self.n_heads, self.n_layers,
                    self.kernel_size, self.p_dropout, gin_channels=self.gin_channels,
-                   dtype=self.dtype, precision=self.precision, name="wn")
+                   dtype=self.dtype, precision=self.precision,
+                   unroll_layers=self.unroll_layers, name="wn")
 
     def layer(self, i: int | None, net: nn.Module | None) -> nn.Module:
         where = dict(name=f"flows_{2 * i}") if i is not None else dict(parent=None)
@@ -279,7 +289,8 @@ class TransformerCouplingBlock(_CouplingBlock):
                                         self.precision, filter_channels=self.filter_channels,
                                         n_heads=self.n_heads, n_layers=self.n_layers,
                                         kernel_size=self.kernel_size, p_dropout=self.p_dropout,
-                                        gin_channels=self.gin_channels, **where)
+                                        gin_channels=self.gin_channels,
+                                        unroll_layers=self.unroll_layers, **where)
 
 
 class F0Decoder(nn.Module):
@@ -295,6 +306,7 @@ class F0Decoder(nn.Module):
     spk_channels: int = 0
     dtype: Any = None
     precision: Any = None
+    unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
 
     @nn.compact
     def __call__(self, x: Array, norm_lf0: Array, mask: Array, spk_emb: Array | None = None,
@@ -310,7 +322,8 @@ class F0Decoder(nn.Module):
         # an unpadded clip (whose convolutions see zeros past the end).
         x = Conv1d(self.hidden_channels, 3, padding=1, name="prenet", **common)(x * m) * m
         x = FFT(self.hidden_channels, self.filter_channels, self.n_heads, self.n_layers,
-                self.kernel_size, self.p_dropout, name="decoder", **common)(x * m, mask, train=train)
+                self.kernel_size, self.p_dropout, name="decoder", unroll_layers=self.unroll_layers,
+                **common)(x * m, mask, train=train)
         return Conv1d(self.out_channels, 1, name="proj", **common)(x) * m
 
 
@@ -348,6 +361,7 @@ class SynthesizerTrn(nn.Module):
     with_posterior: bool = True  # build enc_q (training); inference-only models may lack it
     dtype: Any = None
     precision: Any = None
+    unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
 
     def setup(self):
         if self.vocoder_name not in DECODER_ACTIVATIONS:
@@ -360,9 +374,10 @@ class SynthesizerTrn(nn.Module):
             self.emb_vol = Linear(self.hidden_channels, **common)
         self.pre = Conv1d(self.hidden_channels, 5, padding=2, **common)
         self.emb_uv = nn.Embed(2, self.hidden_channels, embedding_init=nn.initializers.normal(1.0))
+        unroll = dict(unroll_layers=self.unroll_layers)
         self.enc_p = TextEncoder(self.inter_channels, self.hidden_channels, self.filter_channels,
                                  self.n_heads, self.n_layers, self.kernel_size, self.p_dropout,
-                                 **common)
+                                 **common, **unroll)
         self.dec = Generator(self.sampling_rate, self.resblock, self.resblock_kernel_sizes,
                              self.resblock_dilation_sizes, self.upsample_rates,
                              self.upsample_initial_channel, self.upsample_kernel_sizes,
@@ -371,20 +386,22 @@ class SynthesizerTrn(nn.Module):
         if self.with_posterior:
             self.enc_q = PosteriorEncoder(self.inter_channels, self.hidden_channels, 5, 1,
                                           POSTERIOR_LAYERS, self.gin_channels,
-                                          depthwise=self.use_depthwise_conv, **common)
+                                          depthwise=self.use_depthwise_conv, **common, **unroll)
         if self.use_transformer_flow:
             self.flow = TransformerCouplingBlock(
                 self.inter_channels, self.hidden_channels, self.filter_channels, self.n_heads,
                 self.n_layers_trans_flow, 5, self.p_dropout, self.n_flow_layer,
-                self.gin_channels, self.flow_share_parameter, **common)
+                self.gin_channels, self.flow_share_parameter, **common, **unroll)
         else:
             self.flow = ResidualCouplingBlock(
                 self.inter_channels, self.hidden_channels, 5, 1, self.n_flow_layer, N_FLOWS,
-                self.gin_channels, self.flow_share_parameter, self.use_depthwise_conv, **common)
+                self.gin_channels, self.flow_share_parameter, self.use_depthwise_conv, **common,
+                **unroll)
         if self.use_automatic_f0_prediction:
             self.f0_decoder = F0Decoder(1, self.hidden_channels, self.filter_channels,
                                         self.n_heads, self.n_layers, self.kernel_size,
-                                        self.p_dropout, spk_channels=self.gin_channels, **common)
+                                        self.p_dropout, spk_channels=self.gin_channels, **common,
+                                        **unroll)
 
     # -- pieces -------------------------------------------------------------------------------
 
@@ -517,15 +534,17 @@ class SynthesizerTrn(nn.Module):
 
 
 def from_config(config: Any, *, with_posterior: bool = True, dtype: Any = None,
-                precision: Any = None) -> SynthesizerTrn:
+                precision: Any = None, unroll_layers: bool = False) -> SynthesizerTrn:
     """Build the generator from a config with ``data``, ``train`` and ``model`` sections (an
-    ``ml_collections.ConfigDict`` or a dict; the reference's config.json layout)."""
+    ``ml_collections.ConfigDict`` or a dict; the reference's config.json layout).
+    ``unroll_layers``: trace the scanned layer stacks unrolled (a kernel choice, see
+    :data:`svcjax.runtime.runner.KERNELS`; training on CPU uses it)."""
     get = (lambda d, k, default=None: d.get(k, default) if hasattr(d, "get") else default)
     data, train, model = config["data"], config["train"], config["model"]
     kw = {}
     for name in SynthesizerTrn.__dataclass_fields__:
         if name in ("spec_channels", "segment_size", "sampling_rate", "with_posterior", "dtype",
-                    "precision", "parent", "name"):
+                    "precision", "unroll_layers", "parent", "name"):
             continue
         value = get(model, name, MODEL_DEFAULTS.get(name))
         if value is None:
@@ -547,7 +566,8 @@ def from_config(config: Any, *, with_posterior: bool = True, dtype: Any = None,
         spec_channels=int(data["filter_length"]) // 2 + 1,
         segment_size=int(train["segment_size"]) // int(data["hop_length"]),
         sampling_rate=int(data["sampling_rate"]),
-        with_posterior=with_posterior, dtype=dtype, precision=precision, **kw)
+        with_posterior=with_posterior, dtype=dtype, precision=precision,
+        unroll_layers=bool(unroll_layers), **kw)
 
 
 def init_params(model: SynthesizerTrn, rng: jax.Array | None = None, *,

@@ -72,6 +72,7 @@ class WN(nn.Module):
     depthwise: bool = False
     dtype: Any = None
     precision: Any = None
+    unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, g: Array | None = None,
@@ -112,6 +113,7 @@ class WN(nn.Module):
                          self.precision, parent=None)
         rng = self.make_rng("dropout") if train and self.p_dropout > 0 else None
         xs = None if g_layers is None else g_layers[:n - 1]
-        x, out = scan_layers(layer, stacked, (x, out), mask, train, xs=xs, rng=rng)
+        x, out = scan_layers(layer, stacked, (x, out), mask, train, xs=xs, rng=rng,
+                             unroll=self.unroll_layers)
         x, out = named_step(n - 1, x, out)
         return out * m

@@ -81,7 +81,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -463,17 +463,18 @@ class Converter:
         return int(self.sovits.n_speakers if self.sovits is not None else
                    max(self.diffusion.n_spk, 1))
 
+    @property
+    def speaker_table(self):
+        """The target model's :class:`svcjax.runtime.speakers.SpeakerTable` (SoVITS', or the
+        diffusion model's for only-diffusion): the one resolver of names, ids and mixes."""
+        from svcjax.runtime.speakers import SpeakerTable
+
+        src = self.sovits if self.sovits is not None else self.diffusion
+        table = getattr(src, "speaker_table", None)
+        return table if table is not None else SpeakerTable(self.speakers, self.n_speakers)
+
     def speaker_index(self, spk) -> int:
-        if self.sovits is not None:
-            return self.sovits.speaker_index(spk)
-        known = ", ".join(sorted(self.speakers, key=self.speakers.get)) or "(none named)"
-        if isinstance(spk, str):
-            if spk not in self.speakers:
-                raise ValueError(f"speaker {spk!r} not in model; known: {known}")
-            return self.speakers[spk]
-        if isinstance(spk, (int, np.integer)) and 0 <= int(spk) < self.n_speakers:
-            return int(spk)
-        raise ValueError(f"speaker {spk!r} not in model; known: {known}")
+        return self.speaker_table.index(spk)
 
     def _default_speaker(self, spk):
         if spk is not None:
@@ -485,30 +486,20 @@ class Converter:
                          f"--speaker (known: {known})")
 
     def _validate_speaker(self, spk) -> None:
-        if isinstance(spk, SpeakerMix):
-            for s in spk.tracks:
-                self.speaker_index(s)
-        elif isinstance(spk, Mapping):
-            for s in spk:
-                self.speaker_index(s)
-        else:
-            self.speaker_index(spk)
+        self.speaker_table.check(list(spk.tracks) if isinstance(spk, SpeakerMix) else spk)
 
     def _speaker_rows(self, spk, pieces: Sequence[_Piece], totals, t: int):
         """Per-row speaker argument for SoVITS and the diffusion model."""
+        table = self.speaker_table
         if isinstance(spk, SpeakerMix):
             rows = []
             for p in pieces:
                 total = p.total if totals is None else totals[p.item]
                 pos = (p.start - p.pad + (np.arange(t) + 0.5) * HOP) / max(total, 1)
-                rows.append(spk.weights_at(pos, self.speaker_index, self.n_speakers))
+                rows.append(spk.weights_at(pos, table.index, table.n))
             return np.stack(rows)
-        if isinstance(spk, Mapping):
-            w = np.zeros(self.n_speakers, np.float32)
-            for k, v in spk.items():
-                w[self.speaker_index(k)] += float(v)
-            return np.broadcast_to(w, (len(pieces), t, self.n_speakers)).copy()
-        return [self.speaker_index(spk)] * len(pieces)
+        rows = table.rows(spk, len(pieces), t)
+        return rows if rows.ndim == 3 else [int(i) for i in rows]
 
     def _diffusion_speaker(self, rows):
         d = self.diffusion
@@ -589,7 +580,6 @@ class Converter:
         jobs: list[dict] = []           # inputs in order: key, audio, chunks, next, emitted
         source = iter(items)
         exhausted = False
-        k_batch = 0
         while True:
             window: list[_Piece] = []
             size = 0
@@ -638,9 +628,7 @@ class Converter:
                 if self._fusable(opt):
                     outs = self._run_fused(batch, spk, opt, base)
                 else:
-                    rng = None if base is None else jax.random.fold_in(base, k_batch)
-                    k_batch += 1
-                    outs = self._run_batch(batch, spk, None, opt, rng)
+                    outs = self._run_batch(batch, spk, None, opt, base)
                 for p, o in zip(batch, outs):
                     p.out, p.audio = o, None
             for job in list(jobs):
@@ -683,19 +671,36 @@ class Converter:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
         return time.perf_counter()
 
-    def _run_batch(self, batch: Sequence[_Piece], spk, totals, opt: ConvertOptions, rng):
+    def _run_batch(self, batch: Sequence[_Piece], spk, totals, opt: ConvertOptions, base):
+        """One batch component by component through the public views (each a view on the
+        runtime layer). Rows and the audio width follow the runtime's policy (``row_count``
+        rows, the frame bucket's samples), so the host-side audio programs (resampling,
+        volume, the vocoder's mel, the loudness mix) compile once per bucket, as the views do.
+        Each row draws from ``fold_in(base, piece id)`` (one key per row to every view), so a
+        piece converts the same in any batch, as in the fused program."""
+        from svcjax.runtime import runner as runtime_lib
+
         n = len(batch)
-        rows = 1 << (n - 1).bit_length()             # batch shapes: powers of two
+        model = self.sovits if self.sovits is not None else self.diffusion
+        rows = runtime_lib.row_count(n, getattr(getattr(model, "runtime", None), "n_devices", 1))
         padded = list(batch) + [batch[-1]] * (rows - n)
         lens = np.array([len(p.audio) for p in padded], np.int64)
         frames = lens // HOP
         t = int(frames.max())
-        width = t * HOP
+        width = runtime_lib.frame_bucket(t) * HOP
+        fit = lambda x: buckets.pad_axis(np.asarray(x, np.float32)[:, :width], width)  # noqa: E731
         audio = np.zeros((rows, width), np.float32)
         for i, p in enumerate(padded):
             audio[i, :frames[i] * HOP] = p.audio[:frames[i] * HOP]
         lens = frames * HOP                          # whole frames only
-        keys = (None,) * 3 if rng is None else tuple(jax.random.split(rng, 3))
+        keys = (None,) * 3
+        if base is not None:
+            pids = [runtime_lib.piece_id(p.audio, p.start, p.length) for p in batch]
+            per_piece = np.stack([np.asarray(jax.random.split(jax.random.fold_in(base, pid), 3))
+                                  for pid in pids])         # (n, 3, 2)
+            per_piece = np.concatenate(                           # padded rows
+                [per_piece, np.repeat(per_piece[-1:], rows - n, axis=0)])
+            keys = tuple(per_piece[:, j] for j in range(3))
         t0 = time.perf_counter()
 
         kw = {} if opt.f0_weights is None else {"weights": opt.f0_weights}
@@ -715,7 +720,7 @@ class Converter:
             wav, f0 = self.sovits.infer(units, f0, uv, speaker=spk_rows, vol=vol,
                                         noise_scale=opt.noise_scale, predict_f0=opt.auto_f0,
                                         rng=keys[0], lengths=frames)
-            wav = np.asarray(wav, np.float32)
+            wav = fit(wav)
             f0 = np.asarray(f0, np.float32)
             t0 = self._time("sovits", t0)
         use_diffusion = self.diffusion is not None and (opt.only_diffusion or opt.shallow_diffusion)
@@ -736,11 +741,11 @@ class Converter:
                                             speedup=opt.speedup, rng=keys[1], lengths=frames)
             t0 = self._time("diffusion", t0)
             # the reference vocodes with the interpolated F0 (voiced everywhere), as here
-            wav = self.vocoder(mel, f0, lengths=frames)
+            wav = fit(self.vocoder(mel, f0, lengths=frames))
             t0 = self._time("vocoder", t0)
         if opt.enhance and not (use_diffusion and not opt.only_diffusion):
-            wav = self._enhancer()(wav, f0, adaptive_key=opt.enhancer_adaptive_key,
-                                   lengths=lens, rng=keys[2])
+            wav = fit(self._enhancer()(wav, f0, adaptive_key=opt.enhancer_adaptive_key,
+                                       lengths=lens, rng=keys[2]))
             t0 = self._time("enhancer", t0)
         if opt.loudness_mix != 1.0:
             wav = np.asarray(features.mix_loudness_envelope(

@@ -10,10 +10,11 @@ noised to step ``k_step - 1`` and denoised back (shallow diffusion, ``k_step <=
 k_step_max``); without it the sampler starts from noise at step ``timesteps`` (models trained
 on all steps only).
 
-Each call pads time to a length bucket (:mod:`svcjax.runtime.buckets`) with a frame mask, splits a
-batch of more than one over the local devices (:mod:`svcjax.runtime.sharding`), and runs one jitted
-function per ``(bucket, batch, k_step, method, speedup)``: condition, project, and the whole
-sampling loop (:mod:`svcjax.models.diffusion.sampling`). :func:`sample_mel` is that function, pure, for use
+``sample`` is a view on the shared runtime layer (:mod:`svcjax.runtime.runner`): time is padded
+to the frame bucket with a frame mask, a batch of more than one runs as ``row_count`` rows split
+over the local devices, and one jitted program runs per ``(bucket, rows, k_step, method,
+speedup)``: condition, project, and the whole sampling loop
+(:mod:`svcjax.models.diffusion.sampling`). :func:`sample_mel` is that function, pure, for use
 inside other jitted code.
 """
 
@@ -21,14 +22,14 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from svcjax.runtime import buckets, sharding
+from svcjax.runtime import buckets, runner
 
 from svcjax.train import checkpoint
 
@@ -77,16 +78,25 @@ def sample_mel(model: Unit2Mel, schedule: Schedule, params: Any, units: Array, f
 class Diffusion:
     """A Unit2Mel score network with its schedule, speakers and compiled samplers."""
 
-    def __init__(self, params: Any, config: ml_collections.ConfigDict):
+    def __init__(self, params: Any, config: ml_collections.ConfigDict, *, devices=None,
+                 runtime=None):
+        from svcjax.runtime import speakers
+
         self.config = config
         self.model = build_model(config)
         self.schedule = Schedule.from_config(config)
         self.params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
         self.speakers: dict[str, int] = speaker_map(config)
         self.n_spk = max(int(config.model.n_spk or 1), 1)
-        self._fns: dict[tuple, Any] = {}
-        self._placed: dict[Any, Any] = {}
-        self.traces: collections.Counter = collections.Counter()  # traces per compiled key
+        self.speaker_table = speakers.SpeakerTable(self.speakers, self.n_spk)
+        self.runtime = runtime or runner.shared(devices)
+
+    @property
+    def traces(self) -> collections.Counter:
+        """Traces of the sampler per ``(k_step, method, speedup, shallow)`` for this network
+        and schedule (all models sharing them), from the runtime's count."""
+        return collections.Counter({k[2:6]: v for k, v in self.runtime.trace_counts(
+            "diffusion.sample", lambda k: k[:2] == (self.model, self.schedule)).items()})
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -103,53 +113,19 @@ class Diffusion:
 
     def speaker_weights(self, speaker: Any, batch: int, frames: int) -> np.ndarray | None:
         """``(B, T, n_spk)`` speaker weights from a name, an id, one per example, a
-        ``{speaker: weight}`` mix, or per-frame weights ``(T, n_spk)`` / ``(B, T, n_spk)``."""
-        known = ", ".join(sorted(self.speakers, key=self.speakers.get)) or "(no names in config)"
+        ``{speaker: weight}`` mix, or per-frame weights ``(T, n_spk)`` / ``(B, T, n_spk)``
+        (:class:`svcjax.runtime.speakers.SpeakerTable`); ``None`` for a single-speaker model."""
+        table = self.speaker_table
         if self.n_spk <= 1:
             if speaker is not None and not (isinstance(speaker, str) and speaker in self.speakers) \
                     and not (_is_int(speaker) and int(speaker) == 0):
-                raise ValueError(f"speaker {speaker!r} not in this single-speaker model; known: {known}")
+                raise ValueError(f"speaker {speaker!r} not in this single-speaker model; "
+                                 f"known: {table.known}")
             return None
         if speaker is None:
-            raise ValueError(f"this model has {self.n_spk} speakers; pass speaker= (known: {known})")
-
-        def sid(s) -> int:
-            if isinstance(s, str):
-                if s not in self.speakers:
-                    raise ValueError(f"speaker {s!r} not in checkpoint; known: {known}")
-                return self.speakers[s]
-            if _is_int(s):
-                if not 0 <= int(s) < self.n_spk:
-                    raise ValueError(f"speaker id {int(s)} out of range [0, {self.n_spk})")
-                return int(s)
-            raise ValueError(f"speaker must be a name, an id or weights, got {s!r}")
-
-        if isinstance(speaker, Mapping):
-            w = np.zeros(self.n_spk, np.float32)
-            for s, v in speaker.items():
-                w[sid(s)] += float(v)
-            return np.broadcast_to(w, (batch, frames, self.n_spk)).copy()
-        if isinstance(speaker, (str, int, np.integer)):
-            return np.broadcast_to(np.eye(self.n_spk, dtype=np.float32)[sid(speaker)],
-                                   (batch, frames, self.n_spk)).copy()
-        if isinstance(speaker, (list, tuple)) and all(isinstance(s, (str, int, np.integer)) for s in speaker):
-            speaker = [sid(s) for s in speaker]
-        arr = np.asarray(speaker)
-        if arr.ndim == 1 and np.issubdtype(arr.dtype, np.integer):
-            if len(arr) != batch:
-                raise ValueError(f"got {len(arr)} speakers for a batch of {batch}")
-            ids = [sid(s) for s in arr]
-            return np.broadcast_to(np.eye(self.n_spk, dtype=np.float32)[ids][:, None],
-                                   (batch, frames, self.n_spk)).copy()
-        arr = arr.astype(np.float32)
-        if arr.ndim == 2:
-            arr = np.broadcast_to(arr, (batch,) + arr.shape)
-        if arr.shape != (batch, frames, self.n_spk):
-            raise ValueError(f"speaker weights must be (B, T, n_spk) = {(batch, frames, self.n_spk)} "
-                             f"or (T, n_spk); got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise ValueError("speaker weights contain NaN or inf")
-        return np.array(arr)
+            raise ValueError(f"this model has {self.n_spk} speakers; pass speaker= "
+                             f"(known: {table.known})")
+        return table.weights(speaker, batch, frames)
 
     def _resolve_k(self, start_mel, k_step) -> int:
         t = self.timesteps
@@ -174,10 +150,11 @@ class Diffusion:
         """Refine ``start_mel`` (or generate a mel) conditioned on units, F0, volume, speaker.
 
         ``method``/``speedup`` default to the config's ``infer`` section; ``k_step`` to 100
-        (shallow) or all steps (from noise). ``rng``: a PRNG key or int seed; ``None`` makes
-        every random draw zero. ``keyshift`` (semitones, scalar or ``(B,)``) feeds the
-        pitch-augmentation embedding of models trained with it. ``lengths`` marks the valid
-        frames of a right-padded batch. Returns a float32 ``(B, T, out_dims)`` log mel
+        (shallow) or all steps (from noise). ``rng``: a PRNG key or int seed, or one key per
+        example (``jax.random.split(key, B)``: each draws what it draws alone with its key);
+        ``None`` makes every random draw zero. ``keyshift`` (semitones, scalar or ``(B,)``)
+        feeds the pitch-augmentation embedding of models trained with it. ``lengths`` marks
+        the valid frames of a right-padded batch. Returns a float32 ``(B, T, out_dims)`` log mel
         (frames past ``lengths`` are zero). Unbatched ``(T, C)`` inputs give ``(T, out_dims)``.
         """
         units = np.asarray(units, np.float32)
@@ -214,36 +191,28 @@ class Diffusion:
             speedup = 1
         spk = self.speaker_weights(speaker, b, t)
         aug = self._keyshift(keyshift, b)
-        if lengths is None:
-            lengths = np.full(b, t)
-        lengths = np.asarray(lengths, np.int64).reshape(-1)
-        if len(lengths) != b or (lengths < 1).any() or (lengths > t).any():
-            raise ValueError(f"lengths must be {b} values in [1, {t}], got {lengths.tolist()}")
-        if rng is not None and not isinstance(rng, jax.Array):
+        lengths = runner.frame_lengths(lengths, b, t)
+        if rng is not None and not isinstance(rng, (jax.Array, np.ndarray)):
             rng = jax.random.PRNGKey(int(rng))
+        rng, per_row = runner.row_keys(rng, b)
 
-        tb = buckets.bucket_length(t)
+        rt = self.runtime
+        tb = runner.frame_bucket(t)
+        rows = rt.rows(b)
         mask = buckets.length_mask(lengths, tb)
-        inputs = dict(units=buckets.pad_axis(units, tb), f0=buckets.pad_axis(f0, tb),
-                      volume=buckets.pad_axis(volume, tb), mask=mask,
-                      spk=None if spk is None else buckets.pad_axis(spk, tb),
-                      aug=aug,
-                      start_mel=None if start_mel is None else buckets.pad_axis(start_mel, tb))
-        devices = jax.local_devices()
-        if b > 1 and len(devices) > 1:
-            inputs, _ = sharding.pad_to_multiple(inputs, len(devices))
-            mesh = sharding.make_mesh(devices=devices)
-            placed = {k_: None if v is None else jax.device_put(v, sharding.batch_sharding(mesh, v.ndim))
-                      for k_, v in inputs.items()}
-            params = self._params_on(("mesh", tuple(d.id for d in devices)),
-                                     sharding.replicated(mesh))
-        else:
-            dev = devices[0]
-            placed = {k_: None if v is None else jax.device_put(v, dev) for k_, v in inputs.items()}
-            params = self._params_on(("one", dev.id), dev)
-        fn = self._compiled(k, method, speedup, start_mel is not None)
-        out = fn(params, placed["units"], placed["f0"], placed["volume"], placed["spk"],
-                 placed["aug"], placed["start_mel"], placed["mask"], rng)
+        inputs = [buckets.pad_axis(units, tb), buckets.pad_axis(f0, tb),
+                  buckets.pad_axis(volume, tb), None if spk is None else buckets.pad_axis(spk, tb),
+                  aug, None if start_mel is None else buckets.pad_axis(start_mel, tb), mask]
+        inputs = rt.put_rows(rt.pad_rows(inputs, rows), rows)
+        params = rt.params("diffusion", self.params, rows, owner=self)
+        model, schedule = self.model, self.schedule
+        static = (model, schedule, k, method, speedup, start_mel is not None, per_row)
+        fn = rt.program("diffusion.sample", static, lambda: (
+            runner.per_row(_sample_program(model, schedule, k, method, speedup), 7) if per_row
+            else _sample_program(model, schedule, k, method, speedup)))
+        key = rt.put_rows(rt.pad_rows(rng, rows), rows) if per_row else \
+            rt.put_replicated(rng, rows)
+        out = fn(params, *inputs, key)
         out = np.asarray(out)[:b, :t] * mask[:b, :t, None]
         return out[0] if unbatched else out
 
@@ -261,22 +230,13 @@ class Diffusion:
             return None
         return ks
 
-    def _params_on(self, key, target):
-        if key not in self._placed:
-            self._placed[key] = jax.device_put(self.params, target)
-        return self._placed[key]
 
-    def _compiled(self, k: int, method: str, speedup: int, shallow: bool):
-        key = (k, method, speedup, shallow)
-        fn = self._fns.get(key)
-        if fn is None:
-            def run(params, units, f0, volume, spk, aug, start_mel, mask, rng):
-                self.traces[key] += 1
-                return sample_mel(self.model, self.schedule, params, units, f0, volume, spk, aug,
-                                  start_mel, mask, rng, k=k, method=method, speedup=speedup)
-
-            fn = self._fns[key] = jax.jit(run)
-        return fn
+def _sample_program(model, schedule, k: int, method: str, speedup: int):
+    """The jitted body of :meth:`Diffusion.sample` (closes over the network and schedule)."""
+    def run(params, units, f0, volume, spk, aug, start_mel, mask, rng):
+        return sample_mel(model, schedule, params, units, f0, volume, spk, aug, start_mel,
+                          mask, rng, k=k, method=method, speedup=speedup)
+    return run
 
 
 def _is_int(x) -> bool:
@@ -294,7 +254,8 @@ def _frames(name: str, x, b: int, t: int, unbatched: bool) -> np.ndarray:
     return x
 
 
-def load_diffusion(path: str | os.PathLike, config: str | os.PathLike | None = None) -> Diffusion:
+def load_diffusion(path: str | os.PathLike, config: str | os.PathLike | None = None, *,
+                   devices=None, runtime=None) -> Diffusion:
     """A :class:`Diffusion` from an svcjax model directory, or from a reference
     ``model_*.pt`` with its ``config.yaml`` (default: the one beside it)."""
     path = os.fspath(path)
@@ -304,8 +265,8 @@ def load_diffusion(path: str | os.PathLike, config: str | os.PathLike | None = N
         params, cfg = checkpoint.load_model_dir(path)
         if cfg.get("kind") != "diffusion":
             raise ValueError(f"{path} holds a {cfg.get('kind')!r} model, not a diffusion model")
-        return Diffusion(params, cfg)
+        return Diffusion(params, cfg, devices=devices, runtime=runtime)
     if os.path.isdir(path):
         raise checkpoint.ModelDirError(f"{path} is a directory but not an svcjax model directory")
     params, cfg = import_checkpoint(path, config)
-    return Diffusion(params, cfg)
+    return Diffusion(params, cfg, devices=devices, runtime=runtime)

@@ -1,6 +1,12 @@
-"""The runtime layer shared by conversion: shapes, rows, placement, compiled programs, counts.
+"""The runtime layer shared by every model and by conversion: shapes, rows, placement,
+compiled programs, counts.
 
-What every device stage of svcjax has to decide, decided in one place:
+What every device stage of svcjax has to decide, decided in one place. The public entry
+points ``load_sovits().infer``, ``load_diffusion().sample``, ``load_vocoder()(...)`` and
+``ContentEncoder.encode`` are thin views on it (validate, then pad, place and run through
+:func:`shared`'s :class:`Runtime`), and :class:`svcjax.runtime.converter.Converter` runs a
+whole conversion as one of its programs. Speakers are resolved by
+:class:`svcjax.runtime.speakers.SpeakerTable`.
 
 * **lengths**: frames are padded to a length bucket (:func:`frame_bucket`, the geometric
   buckets of :mod:`svcjax.runtime.buckets`) and audio to that many hops, so inputs of any length
@@ -27,7 +33,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from typing import Any, Callable, Hashable
+import weakref
+from typing import Any, Callable, Hashable, Sequence
 
 import jax
 import numpy as np
@@ -35,17 +42,21 @@ import numpy as np
 from svcjax.runtime import buckets, sharding
 
 __all__ = ["Runtime", "CompileCounter", "row_count", "frame_bucket", "piece_id",
-           "kernel_choices", "KERNELS", "BACKEND_COMPILE_EVENT", "TRACE_EVENT"]
+           "kernel_choices", "KERNELS", "BACKEND_COMPILE_EVENT", "TRACE_EVENT", "shared",
+           "frame_lengths", "row_keys", "per_row"]
 
-# Per-backend kernel choices for inference programs. ``unroll_layers``: trace scanned layer
-# stacks (:func:`svcjax.models.scan.scan_layers`) fully unrolled. It is part of a program's
-# cache key (:meth:`Runtime.program`), never read from ambient state after the key is made.
-# Inference keeps XLA's scanned loops everywhere (unrolling helps the CPU's training
-# gradients, see svcjax.train.sovits, not measured to help inference).
+# Per-backend kernel choices. ``unroll_layers`` (inference) / ``train_unroll_layers`` (the
+# SoVITS training step): build layer stacks (:func:`svcjax.models.scan.scan_layers`) fully
+# unrolled. The choice is a field of the model built with it
+# (``synthesizer.from_config(..., unroll_layers=)``), so it is part of every compiled
+# program's key: nothing reads it from ambient state while tracing. XLA-CPU runs the reverse
+# pass of a layer scan ~10x slower than the unrolled layers (the text encoder's gradient:
+# 1.0 s -> 0.1 s), so CPU training unrolls; inference keeps the scanned loops everywhere (not
+# measured to help), and GPU/TPU keep XLA's native scan (not measured faster unrolled).
 KERNELS: dict[str, dict[str, Any]] = {
-    "cpu": dict(unroll_layers=False),
-    "gpu": dict(unroll_layers=False),
-    "tpu": dict(unroll_layers=False),
+    "cpu": dict(unroll_layers=False, train_unroll_layers=True),
+    "gpu": dict(unroll_layers=False, train_unroll_layers=False),
+    "tpu": dict(unroll_layers=False, train_unroll_layers=False),
 }
 
 
@@ -61,6 +72,61 @@ TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
 def frame_bucket(frames: int) -> int:
     """The padded frame count of a piece of ``frames`` frames (one program per bucket)."""
     return buckets.bucket_length(int(frames))
+
+
+def frame_lengths(lengths, batch: int, frames: int) -> np.ndarray:
+    """``(B,)`` int64 valid frames per row (default: all ``frames``); one error naming the
+    problem for anything else."""
+    if lengths is None:
+        return np.full((batch,), frames, np.int64)
+    try:
+        out = np.asarray(lengths, np.int64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"lengths must be {batch} integers in 1..{frames}") from None
+    if out.shape != (batch,) or (out < 1).any() or (out > frames).any():
+        raise ValueError(f"lengths must be {batch} values in 1..{frames}, got {out.tolist()}")
+    return out
+
+
+def row_keys(rng: Any, batch: int) -> tuple[Any, bool]:
+    """``(key, per_row)`` of a view's ``rng`` argument: ``None``; one PRNG key (the batch's
+    draws depend on each row's place in it, as the reference's batched calls); or one key
+    per clip, ``(B, 2)`` uint32 (``jax.random.split(key, B)``) or ``(B,)`` typed threefry
+    keys: then each clip draws exactly what it draws alone with its key (:func:`per_row`),
+    whatever else shares the batch."""
+    if rng is None:
+        return None, False
+    typed = jax.dtypes.issubdtype(getattr(rng, "dtype", None), jax.dtypes.prng_key)
+    if typed and np.ndim(rng) == 0 or not typed and np.ndim(rng) == 1:
+        return rng, False
+    if typed:
+        if str(jax.random.key_impl(rng)) not in ("threefry2x32", "fry"):
+            raise ValueError("per-clip keys must be threefry keys (jax.random.split of "
+                             "jax.random.PRNGKey(seed)); got " + str(jax.random.key_impl(rng)))
+        rng = jax.random.key_data(rng)
+    keys = np.asarray(rng)
+    if keys.shape != (batch, 2) or keys.dtype != np.uint32:
+        raise ValueError(f"rng must be one PRNG key or one per clip ({batch}, 2) uint32, got "
+                         f"shape {keys.shape} {keys.dtype}")
+    return keys, True
+
+
+def per_row(fn: Callable, n_rows: int) -> Callable:
+    """``fn(params, *rows, *shared, key)`` (``rows``: ``n_rows`` arguments with a leading
+    batch axis, ``None`` allowed) as a program taking one key per row: each row runs as a
+    batch of one with its own key (``vmap`` over the rows), so its random draws are those of
+    the row alone."""
+    def run(params, *args):
+        rows, shared, keys = args[:n_rows], args[n_rows:-1], args[-1]
+
+        def one(*a):
+            *row, key = a
+            out = fn(params, *(jax.tree.map(lambda x: x[None], r) for r in row), *shared, key)
+            return jax.tree.map(lambda y: y[0], out)
+
+        return jax.vmap(one)(*rows, keys)
+
+    return run
 
 
 def row_count(n: int, n_devices: int) -> int:
@@ -141,6 +207,24 @@ class CompileCounter(contextlib.AbstractContextManager):
 # ----------------------------------------------------------------------------- placement
 
 
+_shared: dict[tuple, "Runtime"] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(devices: Sequence[jax.Device] | None = None) -> "Runtime":
+    """The process's :class:`Runtime` over ``devices`` (default: the local devices), one
+    per device set: the public model APIs (``load_sovits().infer``, ``load_diffusion().sample``,
+    ``load_vocoder()(...)``, ``ContentEncoder.encode``) run through it, so models of the same
+    architecture share compiled programs."""
+    devices = list(devices or jax.local_devices())
+    key = tuple((d.platform, d.id) for d in devices)
+    with _shared_lock:
+        rt = _shared.get(key)
+        if rt is None:
+            rt = _shared[key] = Runtime(devices)
+    return rt
+
+
 class Runtime:
     """Mesh, placement and compiled programs for one set of local devices."""
 
@@ -148,62 +232,93 @@ class Runtime:
         self.devices = list(devices or jax.local_devices())
         self.mesh = sharding.make_mesh(devices=self.devices)
         self.n_devices = len(self.devices)
+        self.platform = self.devices[0].platform
         self._params: dict[Hashable, Any] = {}
+        # parameters placed for an owner (a model object): dropped with it
+        self._owned: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
         self._programs: dict[Hashable, Callable] = {}
         self.traces: dict[Hashable, int] = {}
         self._lock = threading.Lock()
 
+    @property
+    def kernels(self) -> dict[str, Any]:
+        """This backend's :data:`KERNELS` choices."""
+        return kernel_choices(self.platform)
+
     def rows(self, n: int) -> int:
         return row_count(n, self.n_devices)
 
-    def params(self, name: Hashable, tree: Any, rows: int) -> Any:
+    def _where(self, rows: int) -> str:
+        return "one" if rows == 1 or self.n_devices == 1 else "mesh"
+
+    def params(self, name: Hashable, tree: Any, rows: int, *, owner: Any = None) -> Any:
         """``tree`` placed for a batch of ``rows`` (replicated over the mesh, or on the first
-        device for one row), placed once per (name, placement)."""
-        where = "one" if rows == 1 or self.n_devices == 1 else "mesh"
-        key = (name, where)
-        if key not in self._params:
-            target = (self.devices[0] if where == "one"
-                      else sharding.replicated(self.mesh))
-            self._params[key] = jax.device_put(tree, target)
-        return self._params[key]
+        device for one row), placed once per (name, placement); with ``owner`` the placed
+        copies live as long as the owner does."""
+        where = self._where(rows)
+        with self._lock:
+            cache = self._params if owner is None else self._owned.setdefault(owner, {})
+            key = (name, where)
+            if key not in cache:
+                target = (self.devices[0] if where == "one"
+                          else sharding.replicated(self.mesh))
+                cache[key] = jax.device_put(tree, target)
+            return cache[key]
+
+    @staticmethod
+    def pad_rows(x: Any, rows: int) -> Any:
+        """Row data (NumPy, leading axis ``n <= rows``) padded to ``rows`` rows by repeating
+        the last row (a valid input, so padding rows compute nothing out of range);
+        ``None`` leaves stay ``None``."""
+        def pad(a):
+            a = np.asarray(a)
+            n = a.shape[0]
+            if n == rows:
+                return a
+            return np.concatenate([a, np.repeat(a[-1:], rows - n, axis=0)])
+
+        return jax.tree.map(pad, x)
 
     def put_rows(self, x: Any, rows: int) -> Any:
         """Row data (leading axis ``rows``) split over the mesh (one row: on one device);
         ``None`` leaves stay ``None``."""
-        if rows == 1 or self.n_devices == 1:
+        if self._where(rows) == "one":
             dev = self.devices[0]
             return jax.tree.map(lambda a: jax.device_put(a, dev), x)
         return jax.tree.map(
             lambda a: jax.device_put(a, sharding.batch_sharding(self.mesh, np.ndim(a))), x)
 
     def put_replicated(self, x: Any, rows: int) -> Any:
-        if rows == 1 or self.n_devices == 1:
+        if x is None:
+            return None
+        if self._where(rows) == "one":
             return jax.device_put(x, self.devices[0])
         return jax.device_put(x, sharding.replicated(self.mesh))
 
-    def program(self, name: str, static: Hashable, build: Callable[[], Callable], *,
-                unroll: bool | None = None) -> Callable:
+    def program(self, name: str, static: Hashable, build: Callable[[], Callable]) -> Callable:
         """The jitted program ``name`` for ``static`` options (built by ``build()`` on first
-        use); jit compiles it once per input shape, i.e. per (bucket, rows). ``unroll``
-        (default: this backend's :data:`KERNELS` choice) traces layer stacks unrolled; it
-        is part of the program's key."""
-        from svcjax.models import scan
-
-        if unroll is None:
-            unroll = bool(kernel_choices(self.devices[0].platform)["unroll_layers"])
-        key = (name, static, bool(unroll))
+        use); jit compiles it once per input shape, i.e. per (bucket, rows). ``static`` must
+        hold everything the program closes over that changes what it computes (the Flax
+        modules, whose fields carry the kernel choices such as ``unroll_layers``, options):
+        two calls with equal keys share one compiled program."""
+        key = (name, static)
         with self._lock:
             fn = self._programs.get(key)
             if fn is None:
-                body, flag = build(), bool(unroll)
+                body = build()
 
                 def counted(*args):
                     self.traces[key] = self.traces.get(key, 0) + 1   # runs while tracing
-                    with scan.unrolled(flag):
-                        return body(*args)
+                    return body(*args)
 
                 fn = self._programs[key] = jax.jit(counted)
         return fn
+
+    def trace_counts(self, name: str, match: Callable[[Hashable], bool] = lambda s: True
+                     ) -> dict[Hashable, int]:
+        """Traces of program ``name`` per static key, for the keys ``match`` accepts."""
+        return {k[1]: v for k, v in list(self.traces.items())
+                if k[0] == name and match(k[1])}
 
     @property
     def trace_count(self) -> int:

@@ -4,23 +4,22 @@
     model = svcjax.load_sovits("G_800.pth", "config.json")   # or an imported model directory
     wav, f0 = model.infer(units, f0, uv, speaker="alto")      # 44.1 kHz, 512 samples per frame
 
-``infer`` is jit-compiled once per length bucket (:mod:`svcjax.runtime.buckets`): inputs are padded to
-the bucket with a frame mask, which never changes the valid output. Batches of more than one
-clip are padded to a multiple of the local device count and split over all devices
-(:mod:`svcjax.runtime.sharding`); a single clip runs on one device.
+``infer`` is a view on the shared runtime layer (:mod:`svcjax.runtime.runner`): inputs are
+padded to the frame bucket with a frame mask, which never changes the valid output; a batch
+of more than one clip runs as ``row_count`` rows split over all local devices, a single clip
+on one device; one compiled program per (bucket, rows, ``predict_f0``), shared by every model
+of the same architecture.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from typing import Any, Mapping
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from svcjax.runtime import buckets, sharding
+from svcjax.runtime import buckets, runner
 
 __all__ = ["load_sovits", "SovitsModel"]
 
@@ -32,92 +31,60 @@ def _as_np(x, dtype=np.float32, name="input"):
         raise ValueError(f"{name} must be an array of numbers, got {type(x).__name__}") from None
 
 
-# Traces of the jitted body per architecture (a SynthesizerTrn is a hashable dataclass, so
-# models of the same architecture share compiled code).
-_TRACES: dict[Any, int] = {}
-
-
-def _infer_body(module, params, c, f0, uv, g, mask, vol, noise_scale, rng, *, predict_f0):
-    _TRACES[module] = _TRACES.get(module, 0) + 1  # runs only while tracing
-    rngs = {"noise": rng} if rng is not None else {}
-    return module.apply({"params": params}, c, f0, uv, g, mask, vol, noise_scale=noise_scale,
-                        predict_f0=predict_f0, method="infer", rngs=rngs)
-
-
-_infer_jit = jax.jit(_infer_body, static_argnames=("module", "predict_f0"))
+def _infer_program(module, predict_f0: bool):
+    """The jitted body of :meth:`SovitsModel.infer` (closes over the module only)."""
+    def run(params, c, f0, uv, g, mask, vol, noise_scale, rng):
+        rngs = {"noise": rng} if rng is not None else {}
+        return module.apply({"params": params}, c, f0, uv, g, mask, vol,
+                            noise_scale=noise_scale, predict_f0=predict_f0, method="infer",
+                            rngs=rngs)
+    return run
 
 
 class SovitsModel:
     """A loaded generator: ``config`` (ConfigDict), ``params``, ``speakers`` (name -> id)."""
 
-    def __init__(self, params: Any, config: Any, *, dtype: Any = None, devices=None):
+    def __init__(self, params: Any, config: Any, *, dtype: Any = None, devices=None,
+                 runtime=None):
         from svcjax.models import synthesizer
+        from svcjax.runtime import speakers
 
         self.config = config
         self.speakers: dict[str, int] = {str(k): int(v) for k, v in dict(config.get("spk") or {}).items()}
         self.n_speakers = int(config.model.n_speakers)
+        self.speaker_table = speakers.SpeakerTable(self.speakers, self.n_speakers)
         self.hop = int(config.data.hop_length)
         self.sampling_rate = int(config.data.sampling_rate)
-        self.module = synthesizer.from_config(config, with_posterior=False, dtype=dtype)
-        params = {k: v for k, v in dict(params).items() if k != "enc_q"}
-        self.mesh = sharding.make_mesh(devices=devices or jax.local_devices())
-        self.n_devices = self.mesh.devices.size
-        self.params = jax.device_put(params, sharding.replicated(self.mesh))
-        # One-device copy for single clips: the replica already on the mesh's first device.
-        self._device = self.mesh.devices.flat[0]
-        if self.n_devices > 1:
-            self._params_one = jax.tree.map(
-                lambda a: next(s.data for s in a.addressable_shards if s.device == self._device),
-                self.params)
-        else:
-            self._params_one = self.params
-        self._lock = threading.Lock()
+        self.runtime = runtime or runner.shared(devices)
+        self.module = synthesizer.from_config(
+            config, with_posterior=False, dtype=dtype,
+            unroll_layers=bool(self.runtime.kernels["unroll_layers"]))
+        self.params = {k: v for k, v in dict(params).items() if k != "enc_q"}
+
+    @property
+    def mesh(self):
+        return self.runtime.mesh
+
+    @property
+    def n_devices(self) -> int:
+        return self.runtime.n_devices
+
+    @property
+    def traces(self) -> dict:
+        """Traces of ``infer`` per ``(predict_f0, per-clip keys)`` for this architecture (all
+        models sharing it), from the runtime's count."""
+        return {k[1:]: v for k, v in self.runtime.trace_counts(
+            "sovits.infer", lambda k: k[0] == self.module).items()}
 
     @property
     def trace_count(self) -> int:
         """How many times ``infer`` was traced for this architecture (all models sharing it)."""
-        return _TRACES.get(self.module, 0)
+        return sum(self.traces.values())
 
     # -- input handling ------------------------------------------------------------------------
 
     def speaker_index(self, speaker: Any) -> int:
-        if isinstance(speaker, (str, np.str_)):
-            if str(speaker) not in self.speakers:
-                known = ", ".join(sorted(self.speakers, key=self.speakers.get)) or "(none named)"
-                raise ValueError(f"speaker {str(speaker)!r} not in model; known: {known}")
-            return self.speakers[str(speaker)]
-        if isinstance(speaker, (int, np.integer)) and not isinstance(speaker, bool):
-            if not 0 <= int(speaker) < self.n_speakers:
-                raise ValueError(f"speaker id {int(speaker)} out of range: the model has "
-                                 f"{self.n_speakers} speaker(s) (ids 0..{self.n_speakers - 1})")
-            return int(speaker)
-        raise ValueError(f"speaker must be a name, an id, a list of either per clip, a "
-                         f"{{name: weight}} dict or (B, T, {self.n_speakers}) mixing weights; got "
-                         f"{type(speaker).__name__}")
-
-    def _speaker(self, speaker, b: int, t: int) -> np.ndarray:
-        if isinstance(speaker, Mapping):
-            w = np.zeros(self.n_speakers, np.float32)
-            for k, v in speaker.items():
-                w[self.speaker_index(k)] += float(v)
-            return np.broadcast_to(w, (b, t, self.n_speakers)).copy()
-        if isinstance(speaker, (list, tuple)) and speaker and \
-                all(isinstance(s, (str, int, np.integer)) for s in speaker):
-            if len(speaker) != b:
-                raise ValueError(f"{len(speaker)} speakers given for a batch of {b}")
-            return np.asarray([self.speaker_index(s) for s in speaker], np.int32)
-        if isinstance(speaker, (np.ndarray, jax.Array)) and np.ndim(speaker) >= 1:
-            arr = np.asarray(speaker)
-            if np.issubdtype(arr.dtype, np.integer) and arr.ndim == 1:
-                return self._speaker(arr.tolist(), b, t)
-            arr = arr.astype(np.float32)
-            if arr.ndim == 2:
-                arr = arr[None]
-            if arr.shape != (b, t, self.n_speakers):
-                raise ValueError(f"speaker mixing weights must be (B, T, n_speakers) = "
-                                 f"({b}, {t}, {self.n_speakers}), got {np.shape(speaker)}")
-            return arr
-        return np.full((b,), self.speaker_index(speaker), np.int32)
+        return self.speaker_table.index(speaker)
 
     # -- public --------------------------------------------------------------------------------
 
@@ -131,8 +98,10 @@ class SovitsModel:
         the reference). ``noise_scale`` scales the prior's noise (0.4 is the reference's CLI
         default). ``predict_f0`` replaces ``f0`` by the model's own prediction.
         ``rng``: a key for the reference's random draws (latent noise, sine phases, source
-        noise); None gives the deterministic output (every draw zero). ``lengths`` (B,) valid
-        frames per clip when the batch holds clips of different lengths.
+        noise), or one key per clip (``jax.random.split(key, B)``: each clip then draws
+        what it draws alone with its key); None gives the deterministic output (every draw
+        zero). ``lengths`` (B,) valid frames per clip when the batch holds clips of different
+        lengths.
 
         Unbatched inputs (T, ssl_dim) / (T,) are accepted. Returns NumPy ``wav``
         (B, T * hop) in [-1, 1] (zero past each clip's length) and the ``f0`` (B, T) used.
@@ -166,39 +135,28 @@ class SovitsModel:
         if predict_f0 and not self.module.use_automatic_f0_prediction:
             raise ValueError("predict_f0=True needs a model trained with "
                              "use_automatic_f0_prediction=true; this one has no F0 decoder")
-        if lengths is None:
-            lengths = np.full((b,), t, np.int64)
-        else:
-            lengths = np.asarray(lengths, np.int64).reshape(-1)
-            if lengths.shape != (b,) or (lengths < 1).any() or (lengths > t).any():
-                raise ValueError(f"lengths must be {b} values in 1..{t}, got {lengths.tolist()}")
-        g = self._speaker(speaker, b, t)
+        lengths = runner.frame_lengths(lengths, b, t)
+        g = self.speaker_table.rows(speaker, b, t)
 
-        tb = buckets.bucket_length(t)
+        rt = self.runtime
+        tb = runner.frame_bucket(t)
+        rows = rt.rows(b)
         mask = buckets.length_mask(lengths, tb)
         pad_t = lambda x: buckets.pad_axis(x, tb, axis=1)  # noqa: E731
-        inputs = [pad_t(units), pad_t(f0), pad_t(uv), pad_t(g) if g.ndim == 3 else g, mask,
-                  None if vol is None else pad_t(vol)]
         # Past each clip's end f0 and uv are zero, as if the clip were alone (uv enters the
         # voiced mean of the F0 decoder's input normalisation).
-        inputs[1] = inputs[1] * mask
-        inputs[2] = inputs[2] * mask
-        if b > 1 and self.n_devices > 1:
-            inputs, _ = sharding.pad_to_multiple(inputs, self.n_devices)
-            put = lambda x: None if x is None else jax.device_put(  # noqa: E731
-                x, sharding.batch_sharding(self.mesh, np.ndim(x)))
-            params = self.params
-            key = None if rng is None else jax.device_put(rng, sharding.replicated(self.mesh))
-        else:
-            dev = self._device
-            put = lambda x: None if x is None else jax.device_put(x, dev)  # noqa: E731
-            params = self._params_one
-            key = None if rng is None else jax.device_put(rng, dev)
-        inputs = [put(x) for x in inputs]
-        scale = np.float32(noise_scale)
-        with self._lock:
-            wav, f0_used = _infer_jit(self.module, params, *inputs, scale, key,
-                                      predict_f0=bool(predict_f0))
+        inputs = [pad_t(units), pad_t(f0) * mask, pad_t(uv) * mask,
+                  pad_t(g) if g.ndim == 3 else g, mask, None if vol is None else pad_t(vol)]
+        inputs = rt.put_rows(rt.pad_rows(inputs, rows), rows)
+        params = rt.params("sovits", self.params, rows, owner=self)
+        key, per_row = runner.row_keys(rng, b)
+        key = rt.put_rows(rt.pad_rows(key, rows), rows) if per_row else \
+            rt.put_replicated(key, rows)
+        module, pf0 = self.module, bool(predict_f0)
+        fn = rt.program("sovits.infer", (module, pf0, per_row),
+                        lambda: runner.per_row(_infer_program(module, pf0), 6) if per_row
+                        else _infer_program(module, pf0))
+        wav, f0_used = fn(params, *inputs, np.float32(noise_scale), key)
         wav = np.asarray(wav)[:b, :t * self.hop]
         f0_used = np.asarray(f0_used)[:b, :t]
         if unbatched:
@@ -207,7 +165,7 @@ class SovitsModel:
 
 
 def load_sovits(path: str | os.PathLike, config: str | os.PathLike | None = None, *,
-                dtype: Any = None, devices=None) -> SovitsModel:
+                dtype: Any = None, devices=None, runtime=None) -> SovitsModel:
     """Load a So-VITS-SVC 4.1 generator.
 
     ``path``: an svcjax model directory (``svcjax import-sovits``), or a reference ``G_*.pth``
@@ -236,4 +194,4 @@ def load_sovits(path: str | os.PathLike, config: str | os.PathLike | None = None
                 raise FileNotFoundError(f"no config given for {path} and no config.json beside "
                                         "it; pass load_sovits(checkpoint, config_json)")
         params, cfg = sovits.load_sovits_checkpoint(path, config, with_posterior=False)
-    return SovitsModel(params, cfg, dtype=dtype, devices=devices)
+    return SovitsModel(params, cfg, dtype=dtype, devices=devices, runtime=runtime)

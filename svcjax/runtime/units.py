@@ -4,9 +4,11 @@
     units = enc(wav_16k)                          # (B, T50, C) at 50 Hz
     c = enc.frames(wav_16k, n_frames)             # (B, n_frames, C) at 44.1 kHz / 512
 
-:class:`ContentEncoder` pads a batch to a length bucket (:mod:`svcjax.runtime.buckets`), so a corpus
-of clips compiles a handful of programs, and splits the batch over the local devices
-(:mod:`svcjax.runtime.sharding`); every clip gives the units it would give alone.
+:class:`ContentEncoder` is a view on the shared runtime layer (:mod:`svcjax.runtime.runner`): it
+pads a batch to a length bucket (:meth:`ContentEncoder.bucket`), so a corpus of clips
+compiles a handful of programs, runs ``row_count`` rows split over the local devices, and
+shares compiled programs with encoders of the same network; every clip gives the units it
+would give alone.
 
 So-VITS-SVC stretches the 50 Hz units to its 86.13 Hz frame rate with
 ``utils.repeat_expand_2d``: ``mode='nearest'`` (the 4.1 config templates) is
@@ -17,6 +19,7 @@ falls back to when a config has no ``unit_interpolate_mode``) is its own steppin
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -26,11 +29,10 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from svcjax.runtime import buckets
-from svcjax.audio.features import align_frames
+from svcjax.audio.features import ALIGN_MODES, _align_table, align_frames
 from svcjax.models import content_encoder as ce
 from svcjax.models import encoders
-from svcjax.runtime.sharding import batch_sharding, make_mesh, replicated
+from svcjax.runtime import buckets, runner
 
 __all__ = [
     "ContentEncoder",
@@ -49,10 +51,13 @@ def interpolate_units(units, n_frames, mode: str = "nearest", unit_lengths=None)
     ``unit_interpolate_mode``: ``nearest`` (the 4.1 templates, the default here), ``left``
     (the reference's fallback when a config has none) or ``linear``; the index maps are
     :func:`svcjax.audio.features.align_frames`'s, which reproduce the reference's exactly.
+    ``nearest`` and ``left`` gather on the host (NumPy): clips of new lengths compile
+    nothing (``linear`` keeps the jitted interpolation, whose float32 rounding is the
+    fixture-tested one).
     """
     units = np.asarray(units, np.float32)
     if units.ndim == 2:
-        return np.asarray(align_frames(units, int(n_frames), mode))
+        return _align_host(units, int(n_frames), mode)
     if units.ndim != 3:
         raise ValueError(f"expected units of shape (T, C) or (B, T, C), got {units.shape}")
     b, t, c = units.shape
@@ -61,8 +66,26 @@ def interpolate_units(units, n_frames, mode: str = "nearest", unit_lengths=None)
     out = np.zeros((b, int(n_frames.max()) if b else 0, c), np.float32)
     for j in range(b):
         n = int(n_frames[j])
-        out[j, :n] = np.asarray(align_frames(units[j, : int(unit_lengths[j])], n, mode))
+        out[j, :n] = _align_host(units[j, : int(unit_lengths[j])], n, mode)
     return out
+
+
+def _align_host(x: np.ndarray, n: int, mode: str) -> np.ndarray:
+    """:func:`svcjax.audio.features.align_frames` of ``(T, C)`` float32: a host gather with the
+    same index table for ``nearest`` / ``left`` (no program per length); ``linear`` runs
+    ``align_frames`` itself (NumPy's float32 ``(1 - w) a + w b`` can differ from XLA's by
+    an ulp)."""
+    if mode not in ALIGN_MODES:
+        raise ValueError(f"unknown alignment mode {mode!r}; expected one of {ALIGN_MODES}")
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be (..., frames, channels) with at least one frame, got "
+                         f"shape {x.shape}")
+    if n < 0:
+        raise ValueError(f"target_len must be >= 0, got {n}")
+    if mode == "linear":
+        return np.asarray(align_frames(x, n, mode))
+    i0, _, _ = _align_table(x.shape[0], n, mode)
+    return x[i0]
 
 
 def _as_batch(wav, lengths) -> tuple[np.ndarray, np.ndarray]:
@@ -99,9 +122,9 @@ class ContentEncoder:
     Calls take 16 kHz mono audio: ``(L,)``, a padded batch ``(B, L)`` with ``lengths``, or a
     list of clips, and return NumPy units ``(B, T, C)`` (``T`` = the longest clip's frames;
     frames past a shorter clip's end are zero). A call pads to a length bucket (:meth:`bucket`)
-    and splits the batch over up to ``B`` local devices (rows padded to a multiple of them); on
-    a multi-host job each process encodes its own clips. ``model`` / ``params`` are the Flax module and
-    its parameters, for use inside your own jitted code.
+    and runs ``row_count(B)`` rows split over the local devices (one clip: one device); on a
+    multi-host job each process encodes its own clips. ``model`` / ``params`` are the Flax
+    module and its parameters, for use inside your own jitted code.
     """
 
     sample_rate = ce.SAMPLE_RATE
@@ -109,7 +132,7 @@ class ContentEncoder:
     def __init__(self, params: Any, config: ml_collections.ConfigDict, *, pretrained: bool = True,
                  source: str | None = None, dtype: Any = None, precision: Any = None,
                  min_bucket: int = 16000, bucket_growth: float = 1.25,
-                 attention_block: int = 1024):
+                 attention_block: int = 1024, devices=None, runtime=None):
         self.config = config
         self.kind = encoders.get_kind(config.kind)
         self.family = encoders.family_of(config)
@@ -121,8 +144,13 @@ class ContentEncoder:
         self.source = source
         self.min_bucket = int(min_bucket)
         self.bucket_growth = float(bucket_growth)
-        self.trace_count = 0  # how many times the forward pass was traced (tests pin it)
-        self._programs: dict[int, tuple] = {}
+        self.runtime = runtime or runner.shared(devices)
+
+    @property
+    def trace_count(self) -> int:
+        """Traces of the forward pass for this network (all encoders sharing it), from the
+        runtime's count."""
+        return sum(self.runtime.trace_counts("encoder", lambda k: k == (self.model,)).values())
 
     # -- shapes ---------------------------------------------------------------------------
     @property
@@ -165,21 +193,6 @@ class ContentEncoder:
         return traverse_util.unflatten_dict({p: jnp.asarray(have[p]) for p in want})
 
     # -- running --------------------------------------------------------------------------
-    def _program(self, ndev: int):
-        if ndev not in self._programs:
-            mesh = make_mesh(devices=jax.local_devices()[:ndev])
-            rep = replicated(mesh)
-
-            def forward(params, wav, lengths):
-                self.trace_count += 1
-                return self.model.apply({"params": params}, wav, lengths)
-
-            fn = jax.jit(forward,
-                         in_shardings=(rep, batch_sharding(mesh, 2), batch_sharding(mesh, 1)),
-                         out_shardings=(batch_sharding(mesh, 3), batch_sharding(mesh, 1)))
-            self._programs[ndev] = (fn, jax.device_put(self.params, rep))
-        return self._programs[ndev]
-
     def encode(self, wav, lengths=None) -> tuple[np.ndarray, np.ndarray]:
         """``(units (B, T, C), frames (B,))``: units and each clip's number of valid frames."""
         wav, lengths = _as_batch(wav, lengths)
@@ -197,16 +210,17 @@ class ContentEncoder:
                 f"clip {j} has {int(lengths[j])} samples at 16 kHz; the {self.kind.name} encoder "
                 f"takes at most {longest} ({longest / ce.SAMPLE_RATE:g} s): slice it first")
         b = wav.shape[0]
+        rt = self.runtime
         target = self.bucket(int(lengths.max()))
-        ndev = min(b, jax.local_device_count())
-        rows = -(-b // ndev) * ndev
-        padded = np.zeros((rows, target), np.float32)
+        rows = rt.rows(b)
+        padded = np.zeros((b, target), np.float32)
         cols = min(target, wav.shape[1])
-        padded[:b, :cols] = wav[:, :cols]
-        lens = np.zeros((rows,), np.int32)
-        lens[:b] = lengths
-        fn, params = self._program(ndev)
-        units, _ = fn(params, padded, lens)
+        padded[:, :cols] = wav[:, :cols]
+        inputs = rt.put_rows(rt.pad_rows([padded, lengths.astype(np.int32)], rows), rows)
+        params = rt.params("encoder", self.params, rows, owner=self)
+        model = self.model
+        fn = rt.program("encoder", (model,), lambda: functools.partial(_forward, model))
+        units, _ = fn(params, *inputs)
         t = int(frames.max())
         return np.asarray(units, np.float32)[:b, :t], frames
 
@@ -245,6 +259,10 @@ class ContentEncoder:
         """
         units, frames = self.encode(wav, lengths)
         return interpolate_units(units, n_frames, mode, frames)
+
+
+def _forward(model, params, wav, lengths):
+    return model.apply({"params": params}, wav, lengths)
 
 
 def _kind_config(config: ml_collections.ConfigDict, kind: str | None) -> ml_collections.ConfigDict:

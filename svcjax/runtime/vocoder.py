@@ -9,27 +9,29 @@ NSF-HiFiGAN generator of :mod:`svcjax.models.nsf_hifigan` with a 128-bin mel inp
 speaker condition, and the frame-rate harmonic source whose phase is accumulated exactly
 (:mod:`svcjax.models.phase`; the reference uses float64 for it).
 
-Each call pads the frames to a length bucket (:mod:`svcjax.runtime.buckets`) with a frame mask (the
-valid samples equal those of the unpadded clip), and runs one jitted function per bucket and
-batch size; a batch of more than one clip is padded to a multiple of the local device count
-and split over the devices. ``rng=None`` is the deterministic output (zero initial phases, no
-source noise); with a key, harmonics >= 2 start at random phases and Gaussian source noise
-is added as in the reference (its random initial phase is added to frame 0's per-sample
-increment, a chirp over the first 11.6 ms; here it is a constant phase offset).
+A call is a view on the shared runtime layer (:mod:`svcjax.runtime.runner`): the frames are
+padded to the frame bucket with a frame mask (the valid samples equal those of the unpadded
+clip), a batch of more than one clip runs as ``row_count`` rows split over the local devices,
+and one jitted program runs per (bucket, rows), shared by vocoders of the same architecture.
+``rng=None`` is the deterministic output (zero initial phases, no source noise); with a key,
+harmonics >= 2 start at random phases and Gaussian source noise is added as in the reference
+(its random initial phase is added to frame 0's per-sample increment, a chirp over the first
+11.6 ms; here it is a constant phase offset). One key per clip (``jax.random.split(key, B)``)
+makes each clip draw what it draws alone with its key.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import threading
 from typing import Any
 
 import jax
 import numpy as np
 
 from svcjax.audio.constants import HOP, SAMPLING_RATE
-from svcjax.runtime import buckets, sharding
+from svcjax.runtime import buckets, runner
 
 from svcjax.train import checkpoint
 
@@ -62,7 +64,8 @@ def _batched_mel(mel, num_mels: int) -> tuple[np.ndarray, bool]:
 class Vocoder:
     """A loaded NSF-HiFiGAN vocoder: ``config`` (ConfigDict), ``params``, ``trace_count``."""
 
-    def __init__(self, params: Any, config: Any, *, dtype: Any = None, devices=None):
+    def __init__(self, params: Any, config: Any, *, dtype: Any = None, devices=None,
+                 runtime=None):
         from svcjax.interop import nsf_hifigan as convert
 
         self.config = config
@@ -70,18 +73,22 @@ class Vocoder:
         self.hop_size = int(config.hop_size)
         self.num_mels = int(config.num_mels)
         self.module = convert.build_generator(config, dtype=dtype)
-        self.mesh = sharding.make_mesh(devices=devices or jax.local_devices())
-        self.n_devices = self.mesh.devices.size
-        params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
-        self.params = jax.device_put(params, sharding.replicated(self.mesh))
-        self._params_one = jax.device_put(params, self.mesh.devices.flat[0])
-        self.trace_count = 0
-        self._lock = threading.Lock()
-        self._jitted = jax.jit(self._fn)
+        self.runtime = runtime or runner.shared(devices)
+        self.params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
 
-    def _fn(self, params, mel, f0, mask, rng):
-        self.trace_count += 1  # runs only while tracing
-        return vocode(self.module, params, mel, f0, mask, rng)
+    @property
+    def mesh(self):
+        return self.runtime.mesh
+
+    @property
+    def n_devices(self) -> int:
+        return self.runtime.n_devices
+
+    @property
+    def trace_count(self) -> int:
+        """Traces of the vocoder program for this architecture (all vocoders sharing it),
+        from the runtime's count."""
+        return sum(self.runtime.trace_counts("vocoder", lambda k: k[0] == self.module).values())
 
     def mel(self, audio, keyshift: float = 0.0, lengths=None) -> jax.Array:
         """The vocoder's log-mel ``(B, L) -> (B, L // hop, num_mels)`` of audio at its rate."""
@@ -96,7 +103,8 @@ class Vocoder:
     def __call__(self, mel, f0, rng: jax.Array | None = None, lengths=None) -> np.ndarray:
         """Waveform ``(B, T * hop)`` (NumPy, zero past each clip's length) of ``mel``
         ``(B, T, num_mels)`` and ``f0`` ``(B, T)`` Hz (0 = unvoiced); unbatched ``(T, C)`` /
-        ``(T,)`` give ``(T * hop,)``. ``lengths`` ``(B,)`` valid frames per clip."""
+        ``(T,)`` give ``(T * hop,)``. ``lengths`` ``(B,)`` valid frames per clip. ``rng``:
+        ``None``, one key, or one key per clip (module docstring)."""
         mel, unbatched = _batched_mel(mel, self.num_mels)
         b, t, _ = mel.shape
         f0 = np.asarray(f0, np.float32)
@@ -108,30 +116,22 @@ class Vocoder:
             raise ValueError(f"f0 must be (B, T) = ({b}, {t}) like the mel, got {np.shape(f0)}")
         if not (np.isfinite(mel).all() and np.isfinite(f0).all()):
             raise ValueError("mel and f0 must be finite")
-        if lengths is None:
-            lengths = np.full((b,), t, np.int64)
-        else:
-            lengths = np.asarray(lengths, np.int64).reshape(-1)
-            if lengths.shape != (b,) or lengths.min() < 1 or lengths.max() > t:
-                raise ValueError(f"lengths must be {b} values in 1..{t}, got {lengths.tolist()}")
-        tb = buckets.bucket_length(t)
+        lengths = runner.frame_lengths(lengths, b, t)
+        rt = self.runtime
+        tb = runner.frame_bucket(t)
+        rows = rt.rows(b)
         mask = buckets.length_mask(lengths, tb)
-        mel_p = buckets.pad_axis(mel, tb, axis=1)
-        f0_p = buckets.pad_axis(f0, tb, axis=1) * mask
-        inputs = [mel_p, f0_p, mask]
-        if b > 1 and self.n_devices > 1:
-            inputs, _ = sharding.pad_to_multiple(inputs, self.n_devices)
-            inputs = [jax.device_put(x, sharding.batch_sharding(self.mesh, x.ndim))
-                      for x in inputs]
-            params = self.params
-            key = None if rng is None else jax.device_put(rng, sharding.replicated(self.mesh))
-        else:
-            dev = self.mesh.devices.flat[0]
-            inputs = [jax.device_put(x, dev) for x in inputs]
-            params = self._params_one
-            key = None if rng is None else jax.device_put(rng, dev)
-        with self._lock:
-            wav = self._jitted(params, *inputs, key)
+        inputs = [buckets.pad_axis(mel, tb, axis=1), buckets.pad_axis(f0, tb, axis=1) * mask, mask]
+        inputs = rt.put_rows(rt.pad_rows(inputs, rows), rows)
+        params = rt.params("vocoder", self.params, rows, owner=self)
+        module = self.module
+        key, per_row = runner.row_keys(rng, b)
+        key = rt.put_rows(rt.pad_rows(key, rows), rows) if per_row else \
+            rt.put_replicated(key, rows)
+        fn = rt.program("vocoder", (module, per_row), lambda: (
+            runner.per_row(functools.partial(vocode, module), 3) if per_row
+            else functools.partial(vocode, module)))
+        wav = fn(params, *inputs, key)
         wav = np.asarray(wav)[:b, :t * self.hop_size]
         return wav[0] if unbatched else wav
 
@@ -205,7 +205,7 @@ class GriffinLimVocoder:
 
 
 def load_vocoder(path: str | os.PathLike, config: str | os.PathLike | None = None, *,
-                 dtype: Any = None, devices=None) -> Vocoder | GriffinLimVocoder:
+                 dtype: Any = None, devices=None, runtime=None) -> Vocoder | GriffinLimVocoder:
     """Load the NSF-HiFiGAN vocoder (``"griffin-lim"``: the weightless
     :class:`GriffinLimVocoder` instead).
 
@@ -231,4 +231,4 @@ def load_vocoder(path: str | os.PathLike, config: str | os.PathLike | None = Non
                                     "'model' file with config.json beside it, or an svcjax "
                                     "model directory)")
         params, cfg = convert.load_vocoder_checkpoint(path, config)
-    return Vocoder(params, cfg, dtype=dtype, devices=devices)
+    return Vocoder(params, cfg, dtype=dtype, devices=devices, runtime=runtime)

@@ -58,7 +58,9 @@ class SovitsTask(Task):
     # LR decayed once per epoch by ExponentialLR (no offset)
     script_constants = {**Task.script_constants, "weight_decay": 0.01, "lr_decay_steps": 0,
                         "lr_decay_begin": 0}
-    unroll_layers = True  # False: scanned layer stacks (compile faster, run slower on CPU)
+    # True: unrolled layer stacks in the step (CPU: ~10x faster gradients, slower compile);
+    # False: scanned; None: this backend's choice, svcjax.runtime.runner.KERNELS
+    unroll_layers: bool | None = None
 
     def __init__(self, config, *, generator=None, spectrogram=None, data=None):
         """``generator`` / ``spectrogram`` / ``data`` replace the real model, the audio
@@ -186,15 +188,28 @@ class SovitsTask(Task):
     def gradients(self, params, opt_state, batch, rng):
         """The step up to the generator's update: ``(grads_g, grads_d, new_d, opt_d,
         metrics)``. ``rng=None``: every random draw zero and no dropout (parity tests).
-        Layer stacks are unrolled here (:func:`svcjax.models.scan.unrolled`): their scanned
-        reverse pass is ~10x slower on CPU (``unroll_layers = False``: scanned, for tests on
-        tiny shapes where compile time dominates)."""
-        from svcjax.models import scan
+        Layer stacks are unrolled here on CPU (the generator's ``unroll_layers`` field, see
+        :meth:`train_generator`): their scanned reverse pass is ~10x slower there
+        (``unroll_layers = False``: scanned, for tests on tiny shapes where compile time
+        dominates)."""
+        return self._gradients(params, opt_state, batch, rng, self.train_generator())
 
-        with scan.unrolled(self.unroll_layers):
-            return self._gradients(params, opt_state, batch, rng)
+    def train_generator(self):
+        """The generator as the training step traces it: ``self.G`` with this task's
+        ``unroll_layers`` (default: the backend's ``KERNELS["train_unroll_layers"]``) as a
+        module field, so the choice is part of what the jitted step closes over, not state
+        read while tracing."""
+        from svcjax.runtime import runner
 
-    def _gradients(self, params, opt_state, batch, rng):
+        unroll = self.unroll_layers
+        if unroll is None:
+            unroll = runner.kernel_choices()["train_unroll_layers"]
+        G = self.G
+        if getattr(G, "unroll_layers", None) not in (None, bool(unroll)):
+            G = G.clone(unroll_layers=bool(unroll))
+        return G
+
+    def _gradients(self, params, opt_state, batch, rng, G):
         if rng is None:
             rngs = {}
         else:
@@ -204,7 +219,7 @@ class SovitsTask(Task):
         vol = batch["volume"] if self.vol_embedding else None
 
         def forward(pg):
-            out = self.G.apply({"params": pg}, batch["units"], batch["f0"], batch["uv"], spec,
+            out = G.apply({"params": pg}, batch["units"], batch["f0"], batch["uv"], spec,
                                batch["speaker"], batch["mask"], vol,
                                slice_start=batch["slice_start"], train=True, rngs=rngs)
             diff = {k: out[k] for k in ("o", "z_p", "m_p", "logs_p", "logs_q", "pred_lf0")}

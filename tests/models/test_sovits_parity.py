@@ -56,7 +56,7 @@ def _probe(model, x, io, pf, vol):
                if mod.use_automatic_f0_prediction else None)
         return m_p, logs_p, z, lf0
 
-    return run(model._params_one)
+    return run(model.params)
 
 
 # With predict_f0 the F0 decoder's lf0 differs from the reference's by a few float32 ulps
