@@ -71,6 +71,7 @@ RMVPE_ENV = "SVCJAX_RMVPE"
 DECODERS = ("viterbi", "weighted_argmax")
 
 __all__ = ["extract_f0", "interpolate_f0", "transpose_f0", "num_frames", "nearest_index",
+           "nearest_frames", "crepe_postprocess", "crepe_frames", "crepe_in_program",
            "crepe_f0_16k", "rmvpe_f0_16k", "rmvpe_weights", "fcpe_f0_16k", "fcpe_runner",
            "prepare_f0", "METHODS", "RMVPE_ENV", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN",
            "F0_MAX"]
@@ -133,6 +134,21 @@ def nearest_index(n_in: int, n_out: int) -> np.ndarray:
     scale = np.float32(n_in) / np.float32(n_out)
     idx = np.floor(i.astype(np.float32) * scale).astype(np.int64)
     return np.minimum(idx, n_in - 1).astype(np.int32)
+
+
+def nearest_frames(n_in: jax.Array, n_out: jax.Array, t: int) -> tuple[jax.Array, jax.Array]:
+    """:func:`nearest_index` for a batch, as jnp (jit-able, per-clip counts traced):
+    ``n_in`` / ``n_out`` ``(B,)`` frame counts -> the source index of each of ``t`` output
+    frames ``(B, t)`` (0 past ``n_out``) and the output frame mask ``(B, t)`` (float32).
+    The same float32 ``floor(i * (n_in / n_out))`` as torch's nearest interpolation."""
+    n_in = jnp.asarray(n_in, jnp.int32)[:, None]
+    n_out = jnp.asarray(n_out, jnp.int32)[:, None]
+    i = jnp.arange(t, dtype=jnp.int32)[None, :]
+    scale = n_in.astype(jnp.float32) / jnp.maximum(n_out, 1).astype(jnp.float32)
+    idx = jnp.floor(i.astype(jnp.float32) * scale).astype(jnp.int32)
+    idx = jnp.where(n_in == n_out, i, jnp.minimum(idx, n_in - 1))
+    valid = i < n_out
+    return jnp.where(valid, idx, 0), valid.astype(jnp.float32)
 
 
 # --------------------------------------------------------------------------------------
@@ -231,12 +247,24 @@ def _mean3(x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
     return s / jnp.maximum(c, 1.0), c > 0
 
 
-@functools.partial(jax.jit, static_argnames=("decoder", "fmin", "fmax"))
-def _crepe_post(probs, db, n_frames, index, tmask, threshold, *, decoder, fmin, fmax):
+def crepe_postprocess(probs: jax.Array, db: jax.Array, n_frames: jax.Array, n_out: jax.Array,
+                      threshold: float | jax.Array, *, t: int, decoder: str = "viterbi",
+                      fmin: float = F0_MIN, fmax: float = F0_MAX) -> tuple[jax.Array, jax.Array]:
+    """CREPE's post-processing, as jnp (the one copy: :func:`extract_f0` and the fused
+    conversion program both run it): network activations ``probs (B, N, 360)`` and per-bin
+    dB ``db (B, N, 513)`` of clips with ``n_frames[b]`` valid CREPE frames -> ``(f0, uv)``
+    ``(B, t)`` at 44.1 kHz / hop 512 with ``n_out[b]`` valid frames: decoding (``viterbi`` or
+    ``weighted_argmax``), periodicity median-filtered over 3 frames and zeroed below -60 dB
+    A-weighted loudness, F0 dropped where periodicity < ``threshold``, a 3-frame mean over
+    the voiced frames, nearest-neighbour resizing to ``n_out`` frames (:func:`nearest_frames`)
+    and interpolation through unvoiced frames (:func:`interpolate_f0`). Frames past a clip's
+    count are ignored whatever they hold."""
     from svcjax.models import crepe
 
-    b, n, _ = probs.shape
-    mask = jnp.arange(n)[None, :] < n_frames[:, None]
+    if decoder not in DECODERS:
+        raise ValueError(f"CREPE decoder {decoder!r} unknown; expected one of {DECODERS}")
+    n = probs.shape[1]
+    mask = jnp.arange(n)[None, :] < jnp.asarray(n_frames)[:, None]
     if decoder == "viterbi":
         f0, pd = crepe.decode_viterbi(probs, mask.astype(jnp.float32), fmin, fmax)
     else:
@@ -247,8 +275,68 @@ def _crepe_post(probs, db, n_frames, index, tmask, threshold, *, decoder, fmin, 
     voiced = mask & ~(pd < threshold)
     f0, voiced = _mean3(f0, voiced)
     f0 = jnp.where(voiced & mask, f0, 0.0)
+    index, tmask = nearest_frames(n_frames, n_out, t)
     f0 = jnp.take_along_axis(f0, index, axis=1)
     return interpolate_f0(f0, tmask)
+
+
+_crepe_post = jax.jit(crepe_postprocess, static_argnames=("t", "decoder", "fmin", "fmax"))
+
+
+def crepe_frames(audio16: jax.Array, n16: jax.Array, n_frames: int,
+                 hop: int = CREPE_HOP) -> jax.Array:
+    """torchcrepe's framing of a padded 16 kHz batch, as jnp: ``audio16 (B, L)`` with
+    ``n16[b]`` valid samples (the rest is treated as zeros) -> ``(B, n_frames, 1024)`` raw
+    frames, frame ``i`` the 1024 samples from ``i * hop - 512`` (zero-padded 512 each side);
+    a clip has ``1 + n16 // hop`` valid frames (the host path's
+    :func:`svcjax.models.crepe.frames_from_audio`, batched and jit-able)."""
+    from svcjax.models import crepe
+
+    half = crepe.WINDOW_SIZE // 2
+    x = jnp.where(jnp.arange(audio16.shape[1])[None, :] < jnp.asarray(n16)[:, None],
+                  audio16, 0.0)
+    need = (n_frames - 1) * hop + crepe.WINDOW_SIZE
+    x = jnp.pad(x, ((0, 0), (half, max(0, need - half - x.shape[1]))))
+    idx = np.arange(n_frames)[:, None] * hop + np.arange(crepe.WINDOW_SIZE)[None, :]
+    return x[:, idx]
+
+
+def crepe_in_program(model: Any, params: Any, audio: jax.Array, lens: jax.Array, *,
+                     threshold: float = 0.05, decoder: str = "viterbi", fmin: float = F0_MIN,
+                     fmax: float = F0_MAX, chunk: int = 512) -> tuple[jax.Array, jax.Array]:
+    """CREPE F0 of a padded 44.1 kHz batch inside a jitted program: ``audio (B, W)`` with
+    ``lens[b]`` valid samples (whole 512-sample frames, zeros after) -> ``(f0, uv)``
+    ``(B, W // 512)``, what :func:`extract_f0` gives for the same clips (resampy's Kaiser
+    resampling to 16 kHz, ``floor(L * 16000 / 44100)`` samples, :func:`crepe_frames`, the
+    network, :func:`crepe_postprocess`). The network runs over the frames in steps of about
+    ``chunk`` frames for the whole batch (``lax.map``), which bounds its memory."""
+    from svcjax.audio.resample import rate_ratio, resample
+    from svcjax.models import crepe
+
+    b, width = audio.shape
+    up, down = rate_ratio(SAMPLING_RATE, 16000)
+    lens = jnp.asarray(lens, jnp.int32)
+    q, r = lens // down, lens % down
+    n16 = q * up + (r * up) // down            # floor(L * 16000 / 44100) without overflow
+    n_crepe = 1 + n16 // CREPE_HOP
+    n_max = 1 + (width * up // down) // CREPE_HOP
+    steps = max(1, -(-n_max * b // max(int(chunk), 1)))
+    per = -(-n_max // steps)
+    wav16 = resample(audio, SAMPLING_RATE, 16000, quality="kaiser_best")
+    frames = crepe_frames(wav16, n16, steps * per)               # (B, steps * per, 1024)
+    frames = jnp.swapaxes(frames.reshape(b, steps, per, crepe.WINDOW_SIZE), 0, 1)
+
+    def run(x):                                                  # (B, per, 1024)
+        flat = x.reshape(b * per, crepe.WINDOW_SIZE)
+        probs = model.apply({"params": params}, crepe.normalize_frames(flat))
+        return (probs.reshape(b, per, -1),
+                crepe.a_weighted_loudness_db(flat).reshape(b, per, -1))
+
+    probs, db = jax.lax.map(run, frames)                         # (steps, B, per, ...)
+    probs = jnp.swapaxes(probs, 0, 1).reshape(b, steps * per, -1)
+    db = jnp.swapaxes(db, 0, 1).reshape(b, steps * per, -1)
+    return crepe_postprocess(probs, db, n_crepe, lens // HOP, threshold, t=width // HOP,
+                             decoder=decoder, fmin=fmin, fmax=fmax)
 
 
 def crepe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
@@ -277,15 +365,11 @@ def crepe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
     tb = bucket_length(int(max(n_out)))
     p = np.zeros((bsz, nb, probs.shape[1]), np.float32)
     d = np.full((bsz, nb, db.shape[1]), -100.0, np.float32)
-    index = np.zeros((bsz, tb), np.int32)
-    tmask = np.zeros((bsz, tb), np.float32)
     for i, start in enumerate(np.concatenate([[0], np.cumsum(counts)[:-1]])):
         p[i, :counts[i]] = probs[start:start + counts[i]]
         d[i, :counts[i]] = db[start:start + counts[i]]
-        index[i, :n_out[i]] = nearest_index(int(counts[i]), int(n_out[i]))
-        tmask[i, :n_out[i]] = 1.0
-    f0, uv = _crepe_post(p, d, counts, index, tmask, np.float32(threshold), decoder=decoder,
-                         fmin=float(fmin), fmax=float(fmax))
+    f0, uv = _crepe_post(p, d, counts, np.asarray(n_out, np.int32), np.float32(threshold),
+                         t=tb, decoder=decoder, fmin=float(fmin), fmax=float(fmax))
     t_max = int(max(n_out))
     f0, uv = np.asarray(f0)[:, :t_max], np.asarray(uv)[:, :t_max]
     if return_raw:
