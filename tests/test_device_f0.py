@@ -78,26 +78,47 @@ def _opts(**kw):
                                              batch_size=4, seed=3), **kw})
 
 
-def test_crepe_in_program_is_extract_f0(crepe_tiny):
+# the reference-format fixtures (reduced widths): the learned trackers' weights by method
+WEIGHTS = {"rmvpe": tiny_models.ROOT / "tests" / "fixtures" / "rmvpe" / "rmvpe.pt",
+           "fcpe": tiny_models.ROOT / "tests" / "fixtures" / "fcpe" / "fcpe_sovits.pt"}
+
+
+@pytest.mark.parametrize("method", [
+    "crepe-tiny",
+    # RMVPE's and FCPE's networks compile for minutes on a shared 2-core machine
+    pytest.param("rmvpe", marks=pytest.mark.slow), pytest.param("fcpe", marks=pytest.mark.slow)])
+def test_in_program_f0_is_extract_f0(method, request):
     # the jnp F0 stage of the program against extract_f0 on a padded batch of real voice
     frames = np.array([129, 103, 118], np.int32)
     audio = np.zeros((3, 160 * 512), np.float32)
     for i, n in enumerate(frames):
         audio[i, :n * 512] = VOICE[2000 * i:2000 * i + n * 512]
     lens = frames * 512
-    host_f0, host_uv = F.extract_f0(audio, SR, "crepe-tiny", lengths=lens)
-    runner = F._crepe_runner(None, "tiny", None, 256)
+    if method == "rmvpe":
+        host_f0, host_uv = F.extract_f0(audio, SR, method, lengths=lens, weights=WEIGHTS[method])
+        runner = F._rmvpe_runner(str(WEIGHTS[method]))
+        track = lambda p, a, n: F.rmvpe_in_program(runner.model, p, a, n)  # noqa: E731
+    elif method == "fcpe":
+        host_f0, host_uv = F.extract_f0(audio, SR, method, lengths=lens, weights=WEIGHTS[method])
+        fcpe = F.fcpe_runner(WEIGHTS[method])
+        runner = type("R", (), {"params": (fcpe.params, fcpe.table)})
+        track = lambda p, a, n: F.fcpe_in_program(  # noqa: E731
+            fcpe.conf, p[0], p[1], a, n, threshold=fcpe.conf.threshold)
+    else:
+        request.getfixturevalue("crepe_tiny")
+        host_f0, host_uv = F.extract_f0(audio, SR, method, lengths=lens)
+        runner = F._crepe_runner(None, "tiny", None, 256)
+        track = lambda p, a, n: F.crepe_in_program(runner.model, p, a, n, chunk=128)  # noqa
     with jax.default_matmul_precision("highest"):
-        f0, uv = jax.jit(lambda p, a, n: F.crepe_in_program(runner.model, p, a, n, chunk=128))(
-            runner.params, audio, lens)
+        f0, uv = jax.jit(track)(runner.params, audio, lens)
     f0, uv = np.asarray(f0), np.asarray(uv)
     t = host_f0.shape[1]
     assert f0.shape == (3, 160) and not f0[:, t:].any() and not uv[:, t:].any()
-    # F0 is a function of the decoded pitch bins (20 cents apart) and voicing decisions; the
-    # two paths run the same float32 ops on the same samples (different batch shapes, so
-    # matmul tiling and rounding may differ by a few ulp). With equal bins the values agree
-    # to the rounding of the 3-frame mean and the interpolation (a few ulp, < 1e-6); one bin
-    # apart they differ by 1.2 %, which fails this.
+    # F0 is decided by pitch bins (20 cents apart) and voicing; the two paths run the same
+    # float32 ops on the same samples (different batch shapes, so matmul tiling and rounding
+    # may differ by a few ulp). With the same decisions the values agree to that rounding,
+    # grown through CREPE's 3-frame mean or RMVPE's / FCPE's 9-bin weighted mean of cents and the
+    # interpolation (a few ulp, < 1e-6); a different bin moves F0 by 1.2 %, which fails this.
     np.testing.assert_array_equal(uv[:, :t], host_uv)
     np.testing.assert_allclose(f0[:, :t], host_f0, rtol=1e-5, atol=0)
     assert host_uv.mean() > 0.5
@@ -157,6 +178,21 @@ def test_crepe_in_the_program_converts_as_host_f0(dev_outputs, host):
     # tests/test_runtime.py, while a changed F0 contour or noise draw moves the output by
     # O(1e-2) of the peak).
     for x, y in zip(dev_outputs[0], ref):
+        assert np.abs(y).max() > 1e-3
+        np.testing.assert_allclose(x, y, atol=1e-4 * np.abs(y).max(), rtol=0)
+
+
+@pytest.mark.slow   # compiles another conversion program (about a minute on 2 cores)
+@pytest.mark.parametrize("method", ["rmvpe", "fcpe"])
+def test_learned_trackers_in_the_program_convert_as_host_f0(method, dev, host):
+    opt = _opts(f0_method=method, f0_weights=str(WEIGHTS[method]))
+    spec = dev._device_f0(opt)
+    assert spec[0] == method and spec[2] is not None       # weights and their (mtime, size)
+    got = dev.convert(CLIPS, opt, progress=False)
+    host.f0_fn = _host_f0()
+    ref = host.convert(CLIPS, _opts(f0_method=method, f0_weights=str(WEIGHTS[method]),
+                                    batch_size=1), progress=False)
+    for x, y in zip(got, ref):       # the tolerance of the CREPE test above, for its reasons
         assert np.abs(y).max() > 1e-3
         np.testing.assert_allclose(x, y, atol=1e-4 * np.abs(y).max(), rtol=0)
 

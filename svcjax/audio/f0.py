@@ -72,6 +72,7 @@ DECODERS = ("viterbi", "weighted_argmax")
 
 __all__ = ["extract_f0", "interpolate_f0", "transpose_f0", "num_frames", "nearest_index",
            "nearest_frames", "crepe_postprocess", "crepe_frames", "crepe_in_program",
+           "rmvpe_postprocess", "rmvpe_in_program", "fcpe_postprocess", "fcpe_in_program",
            "crepe_f0_16k", "rmvpe_f0_16k", "rmvpe_weights", "fcpe_f0_16k", "fcpe_runner",
            "prepare_f0", "METHODS", "RMVPE_ENV", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN",
            "F0_MAX"]
@@ -316,8 +317,7 @@ def crepe_in_program(model: Any, params: Any, audio: jax.Array, lens: jax.Array,
     b, width = audio.shape
     up, down = rate_ratio(SAMPLING_RATE, 16000)
     lens = jnp.asarray(lens, jnp.int32)
-    q, r = lens // down, lens % down
-    n16 = q * up + (r * up) // down            # floor(L * 16000 / 44100) without overflow
+    n16 = _lengths_16k(lens, ceil=False)       # resampy's floor(L * 16000 / 44100)
     n_crepe = 1 + n16 // CREPE_HOP
     n_max = 1 + (width * up // down) // CREPE_HOP
     steps = max(1, -(-n_max * b // max(int(chunk), 1)))
@@ -417,15 +417,54 @@ def _rmvpe_runner(weights: str | os.PathLike | None, mesh: Any = None):
     return _rmvpe_runner_cached(os.path.abspath(path), (st.st_mtime_ns, st.st_size), mesh)
 
 
-@jax.jit
-def _rmvpe_post(salience, counts, index, tmask, threshold):
+def rmvpe_postprocess(salience: jax.Array, counts: jax.Array, n_out: jax.Array,
+                      threshold: float | jax.Array, *, t: int) -> tuple[jax.Array, jax.Array]:
+    """RMVPE's post-processing, as jnp (the one copy, for :func:`extract_f0` and the
+    conversion program): saliences ``(B, N, 360)`` of clips with ``counts[b]`` valid frames
+    -> ``(f0, uv)`` ``(B, t)`` with ``n_out[b]`` valid frames: local-average decoding with
+    the voicing ``threshold``, nearest-neighbour resizing (:func:`nearest_frames`) and
+    interpolation through unvoiced frames."""
     from svcjax.models import rmvpe
 
     n = salience.shape[1]
     f0, voiced = rmvpe.decode_local_average(salience, threshold)
-    f0 = jnp.where(jnp.arange(n)[None, :] < counts[:, None], f0, 0.0)
+    f0 = jnp.where(jnp.arange(n)[None, :] < jnp.asarray(counts)[:, None], f0, 0.0)
+    index, tmask = nearest_frames(counts, n_out, t)
     f0 = jnp.take_along_axis(f0, index, axis=1)
     return interpolate_f0(f0, tmask)
+
+
+_rmvpe_post = jax.jit(rmvpe_postprocess, static_argnames=("t",))
+
+
+def _lengths_16k(lens: jax.Array, ceil: bool) -> jax.Array:
+    """``L * 16000 / 44100`` samples, floored (resampy's convention) or ceiled
+    (torchaudio's), in int32 without overflow for any piece length."""
+    from svcjax.audio.resample import rate_ratio
+
+    up, down = rate_ratio(SAMPLING_RATE, 16000)
+    lens = jnp.asarray(lens, jnp.int32)
+    q, r = lens // down, lens % down
+    return q * up + (r * up + (down - 1 if ceil else 0)) // down
+
+
+def rmvpe_in_program(model: Any, params: Any, audio: jax.Array, lens: jax.Array, *,
+                     threshold: float = 0.05) -> tuple[jax.Array, jax.Array]:
+    """RMVPE F0 of a padded 44.1 kHz batch inside a jitted program: ``audio (B, W)`` with
+    ``lens[b]`` valid samples (whole 512-sample frames, zeros after) -> ``(f0, uv)``
+    ``(B, W // 512)``, what :func:`extract_f0` gives (torchaudio's Hann-sinc resampling to
+    ``ceil(L * 16000 / 44100)`` samples, :func:`svcjax.models.rmvpe.salience`,
+    :func:`rmvpe_postprocess`). Pieces are longer than RMVPE's shortest clip (32 ms)."""
+    from svcjax.audio.resample import resample
+    from svcjax.models import rmvpe
+
+    width = audio.shape[1]
+    n16 = _lengths_16k(lens, ceil=True)
+    wav16 = resample(audio, SAMPLING_RATE, 16000, quality="torchaudio_hann128")
+    wav16 = jnp.where(jnp.arange(wav16.shape[1])[None, :] < n16[:, None], wav16, 0.0)
+    sal = rmvpe.salience(model, params, wav16, n16)
+    return rmvpe_postprocess(sal, 1 + n16 // rmvpe.HOP, jnp.asarray(lens) // HOP, threshold,
+                             t=width // HOP)
 
 
 def rmvpe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
@@ -454,12 +493,8 @@ def rmvpe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
     sal = runner(x, lens, trim=False)  # (B, frames bucket, 360)
     counts = 1 + lens // rmvpe.HOP
     tb = bucket_length(int(max(n_out)))
-    index = np.zeros((len(audio16), tb), np.int32)
-    tmask = np.zeros((len(audio16), tb), np.float32)
-    for b in range(len(audio16)):
-        index[b, :n_out[b]] = nearest_index(int(counts[b]), int(n_out[b]))
-        tmask[b, :n_out[b]] = 1.0
-    f0, uv = _rmvpe_post(sal, counts, index, tmask, np.float32(threshold))
+    f0, uv = _rmvpe_post(sal, counts, np.asarray(n_out, np.int32), np.float32(threshold),
+                         t=tb)
     t_max = int(max(n_out))
     f0, uv = np.asarray(f0)[:, :t_max], np.asarray(uv)[:, :t_max]
     if return_raw:
@@ -493,9 +528,59 @@ def fcpe_runner(weights: str | os.PathLike | None = None, mesh: Any = None):
     return _fcpe_runner(path, os.path.getmtime(path), mesh)
 
 
-@jax.jit
-def _fcpe_post(f0, index, tmask):
+def fcpe_postprocess(f0: jax.Array, counts: jax.Array, n_out: jax.Array, *,
+                     t: int) -> tuple[jax.Array, jax.Array]:
+    """FCPE's post-processing, as jnp (the one copy, for :func:`extract_f0` and the
+    conversion program): the network's decoded F0 ``(B, N)`` (0 unvoiced) of clips with
+    ``counts[b]`` frames -> ``(f0, uv)`` ``(B, t)`` with ``n_out[b]`` valid frames
+    (nearest-neighbour resizing, :func:`nearest_frames`, and interpolation)."""
+    index, tmask = nearest_frames(counts, n_out, t)
     return interpolate_f0(jnp.take_along_axis(f0, index, axis=1), tmask)
+
+
+_fcpe_post = jax.jit(fcpe_postprocess, static_argnames=("t",))
+
+
+def fcpe_in_program(conf: Any, params: Any, table: jax.Array, audio: jax.Array,
+                    lens: jax.Array, *, threshold: float) -> tuple[jax.Array, jax.Array]:
+    """FCPE F0 of a padded 44.1 kHz batch inside a jitted program: ``audio (B, W)`` with
+    ``lens[b]`` valid samples (whole 512-sample frames, zeros after) -> ``(f0, uv)``
+    ``(B, W // 512)``, what :func:`extract_f0` gives: torchaudio's Hann-sinc resampling to
+    ``ceil(L * 16000 / 44100)`` samples, each clip padded for the STFT as alone (reflected
+    at its own ends, :func:`svcjax.models.fcpe.pad_for_mel`, here with traced lengths), the
+    frame count and copied last frame of :func:`svcjax.models.fcpe.mel_frames`, the mel,
+    the network and local-argmax decoding, then :func:`fcpe_postprocess`."""
+    from svcjax.audio.resample import resample
+    from svcjax.models import fcpe
+
+    b, width = audio.shape
+    lens = jnp.asarray(lens, jnp.int32)
+    n = _lengths_16k(lens, ceil=True)[:, None]                     # (B, 1)
+    wav16 = resample(audio, SAMPLING_RATE, 16000, quality="torchaudio_hann128")
+    left = (conf.win_size - conf.hop) // 2
+    right = jnp.maximum((conf.win_size - conf.hop + 1) // 2, conf.win_size - n - left)
+    # frames: the widest clip's STFT frames + 1 (mel_frames caps a clip's count there)
+    n_max = (wav16.shape[1] + left + (conf.win_size - conf.hop + 1) // 2
+             - conf.n_fft) // conf.hop + 2
+    n_max = max(n_max, (conf.win_size - conf.n_fft) // conf.hop + 2)
+    wp = (n_max - 1) * conf.hop + conf.n_fft
+    j = jnp.arange(wp, dtype=jnp.int32)[None, :]
+    s = j - left
+    reflect = (right < n) & (left < n)
+    src = jnp.where(reflect, jnp.where(s < 0, -s, jnp.where(s >= n, 2 * (n - 1) - s, s)), s)
+    inside = (src >= 0) & (src < n) & (j < n + left + right)
+    src = jnp.clip(src, 0, wav16.shape[1] - 1)
+    padded = jnp.where(inside, jnp.take_along_axis(wav16, jnp.broadcast_to(src, (b, wp)),
+                                                   axis=1), 0.0)
+    t_stft = (n + left + right - conf.n_fft) // conf.hop + 1       # (B, 1)
+    frames = jnp.minimum(lens[:, None] // conf.hop + 1, t_stft + 1)
+    f = jnp.arange(n_max, dtype=jnp.int32)[None, :]
+    mel_src = jnp.where(f < frames, jnp.minimum(f, t_stft - 1), 0)
+    mask = (f < frames).astype(jnp.float32)
+    mel = fcpe._mel(padded, mel_src, conf)
+    sal = fcpe.FCPENet(conf).apply({"params": params}, mel, mask)
+    f0 = fcpe.decode_local_argmax(sal, table, threshold) * mask
+    return fcpe_postprocess(f0, frames[:, 0], lens // HOP, t=width // HOP)
 
 
 def fcpe_f0_16k(audio16: Sequence[np.ndarray], n_in: Sequence[int], n_out: Sequence[int], *,
@@ -520,15 +605,10 @@ def fcpe_f0_16k(audio16: Sequence[np.ndarray], n_in: Sequence[int], n_out: Seque
         raw, counts = runner(list(audio16), list(n_in), threshold)
     bsz = len(counts)
     tb = bucket_length(int(max(n_out)))
-    index = np.zeros((bsz, tb), np.int32)
-    tmask = np.zeros((bsz, tb), np.float32)
     nb = bucket_length(raw.shape[1])
     f0 = np.zeros((bsz, nb), np.float32)
     f0[:, :raw.shape[1]] = raw
-    for b in range(bsz):
-        index[b, :n_out[b]] = nearest_index(int(counts[b]), int(n_out[b]))
-        tmask[b, :n_out[b]] = 1.0
-    out, uv = _fcpe_post(f0, index, tmask)
+    out, uv = _fcpe_post(f0, np.asarray(counts, np.int32), np.asarray(n_out, np.int32), t=tb)
     t_max = int(max(n_out))
     out, uv = np.asarray(out)[:, :t_max], np.asarray(uv)[:, :t_max]
     if return_raw:

@@ -29,10 +29,12 @@ or be part of a long one): a window's pieces are sorted by length, padded to len
 ``batch_size`` (rows padded once by repeating a row: :func:`svcjax.runtime.runner.row_count`, so
 batch shapes are few too), split over the local devices. With svcjax's own models a batch is
 one compiled program (:mod:`svcjax.runtime.runner`), audio in and audio out: 16 kHz resampling,
-units, volume, SoVITS, the vocoder's mel, shallow diffusion, the vocoder and the loudness mix,
-after the F0 tracker (host trackers and CREPE run before it); one program per (bucket, rows,
-options). A cluster model / retrieval index, the enhancer or stand-in components run
-component by component instead. :meth:`Converter.convert_settings` converts under several
+F0 for the JAX trackers (CREPE, RMVPE, FCPE), units, volume, SoVITS, the vocoder's mel,
+shallow diffusion, the vocoder and the loudness mix; the host trackers (dio, harvest, pm) run
+before it, a worker thread computing the next batch's F0 while the device runs this one;
+one program per (bucket, rows, options, tracker). A cluster model / retrieval index, the
+enhancer or stand-in components run component by component instead.
+:meth:`Converter.convert_settings` converts under several
 diffusion settings from one SoVITS pass (what ``svcjax eval`` uses). As soon as a window is done its chunks
 are handed on in order; :func:`convert_files` appends them to the output file (written to a
 temporary name and renamed into place when the file is complete) and forgets them.
@@ -912,37 +914,62 @@ class Converter:
         return program
 
     # F0 trackers that run inside the conversion program (JAX networks)
-    DEVICE_F0 = ("crepe", "crepe-tiny")
+    DEVICE_F0 = ("crepe", "crepe-tiny", "rmvpe", "fcpe")
 
     def _device_f0(self, opt: ConvertOptions) -> tuple | None:
         """The static spec of the F0 tracker when it runs inside the conversion program
-        (CREPE with the default ``f0_fn``): ``(method, weights, decoder, threshold, fmin,
-        fmax)``, the weights file resolved as :func:`svcjax.audio.f0.prepare_f0` does (its
-        network is loaded here, once); None when F0 comes from the host (dio, harvest, pm,
-        the other trackers, or a custom ``f0_fn``)."""
+        (CREPE, RMVPE or FCPE, with the default ``f0_fn``): ``(method, weights, stamp, decoder,
+        threshold, fmin, fmax)``, the weights file resolved as
+        :func:`svcjax.audio.f0.prepare_f0` does (which loads its network, once, or raises
+        the clear error of a missing or bad file) and ``stamp`` its (mtime, size), so a
+        rewritten file is a new program and parameters; None when F0 comes from the host
+        (dio, harvest, pm, or a custom ``f0_fn``)."""
         if self.f0_fn is not _default_f0 or opt.f0_method not in self.DEVICE_F0:
             return None
         from svcjax.audio import f0 as f0_lib
 
         weights = f0_lib.prepare_f0(opt.f0_method, opt.f0_weights)
-        return (opt.f0_method, weights, "viterbi", 0.05, f0_lib.F0_MIN, f0_lib.F0_MAX)
+        stamp = None
+        if weights is not None and os.path.isfile(weights):
+            st = os.stat(weights)
+            stamp = (st.st_mtime_ns, st.st_size)
+        if opt.f0_method == "rmvpe":
+            return ("rmvpe", weights, stamp, "local_average", 0.05, None, None)
+        if opt.f0_method == "fcpe":      # its weights' own threshold, as extract_f0's default
+            conf = f0_lib.fcpe_runner(weights).conf
+            return ("fcpe", weights, stamp, "local_argmax", float(conf.threshold), None, None)
+        return (opt.f0_method, weights, stamp, "viterbi", 0.05, f0_lib.F0_MIN, f0_lib.F0_MAX)
 
     def _f0_network(self, f0spec: tuple):
-        """``(model, params)`` of a device tracker's spec (the cached loaded network)."""
+        """``(model, params)`` of a device tracker's spec (the cached loaded network; for
+        FCPE its config, and its parameters with its cents table)."""
         from svcjax.audio import f0 as f0_lib
 
         method, weights = f0spec[:2]
-        runner = f0_lib._crepe_runner(weights, "tiny" if method == "crepe-tiny" else "full",
-                                      None, 256)
+        if method == "fcpe":
+            runner = f0_lib.fcpe_runner(weights)
+            return runner.conf, {"net": runner.params, "table": runner.table}
+        if method == "rmvpe":
+            runner = f0_lib._rmvpe_runner(weights)
+        else:
+            runner = f0_lib._crepe_runner(weights, "tiny" if method == "crepe-tiny" else "full",
+                                          None, 256)
         return runner.model, runner.params
 
     def _f0_stage(self, f0spec: tuple) -> Callable:
         """``(params, audio (R, W), lens (R,)) -> (f0, uv) (R, W // 512)``: the program's F0
-        stage (:func:`svcjax.audio.f0.crepe_in_program`, what ``extract_f0`` computes)."""
+        stage (:func:`svcjax.audio.f0.crepe_in_program` / ``rmvpe_in_program`` /
+        ``fcpe_in_program``, what ``extract_f0`` computes)."""
         from svcjax.audio import f0 as f0_lib
 
         model, _ = self._f0_network(f0spec)
-        _, _, decoder, threshold, fmin, fmax = f0spec
+        method, _, _, decoder, threshold, fmin, fmax = f0spec
+        if method == "rmvpe":
+            return lambda p, audio, lens: f0_lib.rmvpe_in_program(model, p, audio, lens,
+                                                                  threshold=threshold)
+        if method == "fcpe":
+            return lambda p, audio, lens: f0_lib.fcpe_in_program(
+                model, p["net"], p["table"], audio, lens, threshold=threshold)
         return lambda p, audio, lens: f0_lib.crepe_in_program(
             model, p, audio, lens, threshold=threshold, decoder=decoder, fmin=fmin, fmax=fmax)
 
@@ -1000,7 +1027,8 @@ class Converter:
     def _run_fused(self, batch: Sequence[_Piece], spk, opt: ConvertOptions | Sequence,
                    base, *, inputs: dict | None = None):
         """One batch through one compiled program (:meth:`_build_program`): audio in, audio
-        out, F0 computed in the program for a device tracker (CREPE), else on the host first
+        out, F0 computed in the program for a device tracker (:data:`DEVICE_F0`), else on
+        the host first
         (``inputs``: the batch's :meth:`_fused_inputs`, computed ahead; default: now).
         Lengths are padded to the batch's frame bucket and rows once to
         :func:`svcjax.runtime.runner.row_count`. ``opt`` may be a list of options that
@@ -1052,7 +1080,7 @@ class Converter:
             params["diffusion"] = rt.params("diffusion", self.diffusion.params, rows)
             params["vocoder"] = rt.params("vocoder", self.vocoder.params, rows)
         if f0spec is not None:
-            params["f0"] = rt.params(("f0",) + f0spec[:2], self._f0_network(f0spec)[1], rows)
+            params["f0"] = rt.params(("f0",) + f0spec[:3], self._f0_network(f0spec)[1], rows)
             scalars.append(np.float32(2.0 ** (opt.transpose / 12.0)))
         data = rt.put_rows([audio, lens, frames, lens16, f0, uv, i0, i1, w1, g, dspk, pid],
                            rows)
