@@ -49,6 +49,13 @@ interpolation. ``threshold=None`` means the threshold of the code the weights co
 0.05 for So-VITS-SVC's network (its predictor's), 0.006 for torchfcpe's (its ``infer``'s).
 As in the reference, ``f0_min`` / ``f0_max`` do not clip FCPE's output (its bins span
 32.7-1975.5 Hz).
+
+Inside a compiled program (the conversion program of :mod:`svcjax.runtime.converter`),
+:func:`crepe_in_program`, :func:`rmvpe_in_program` and :func:`fcpe_in_program` compute the
+same ``(f0, uv)`` from a padded 44.1 kHz batch with traced clip lengths: the same
+resampling and length conventions, the same network, and the same jnp post-processing
+(:func:`crepe_postprocess`, :func:`rmvpe_postprocess`, :func:`fcpe_postprocess`,
+:func:`nearest_frames`) that :func:`extract_f0` runs.
 """
 
 from __future__ import annotations
