@@ -17,6 +17,13 @@ diffusion; ``--variant test``: the tiny test models) on one ``--seconds`` file (
 Warm: the median of ``--repeats`` calls after one call that compiles, before and after
 alternating. Printed: seconds, seconds of audio per second, before / after (> 1: after is
 faster), the load average (the machine may be shared). Nothing is asserted.
+
+First figures (2-core Xeon shared with other jobs, load average 7-15, ``--repeats 3``,
+full-size models): crepe-tiny 10 s file 28.2 -> 29.1 s (0.97x), 8 clips 49.5 -> 51.8 s
+(0.96x); dio 10 s file 21.2 -> 17.6 s (1.20x: one batch, nothing to overlap, so this is
+the noise of that machine), 8 clips 46.2 -> 39.7 s (1.16x). On a CPU the F0 stage is a
+small share of a full-size conversion; in the program CREPE also runs over the padded
+frames of the length bucket, which the host path's packed frames avoid.
 """
 
 from __future__ import annotations
