@@ -1,13 +1,19 @@
-"""Evaluate a conversion model: ``python eval.py --config configs/eval.py --workdir DIR``.
+"""Evaluate a conversion model: ``python eval.py --workdir DIR --config.model=G_800.pth ...``.
 
-Thin entry point: the work is :func:`svcjax.eval.metrics.run_evaluation` (see configs/eval.py).
+Thin entry point: the work is :func:`svcjax.eval.runner.run_evaluation`. ``--config``
+defaults to the evaluation config that ships with svcjax (:mod:`svcjax.eval.config`;
+``configs/eval.py`` re-exports it, ``configs/eval.py:variant=test`` is its test preset) and
+any field is set with ``--config.KEY=VALUE``: the loader of :mod:`svcjax.configlib`, the same
+as ``svcjax eval``'s.
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "evaluation config file",
-                                          lock_config=True)
+from svcjax import configlib
+from svcjax.eval import config as eval_config
+
+_CONFIG = configlib.define_config_flag(
+    eval_config.PATH, "evaluation config file[:arg] (default: svcjax/eval/config.py)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "where eval/ (metrics, TensorBoard) goes")
 
 
@@ -17,13 +23,12 @@ def main(argv):
     import os
     import sys
 
+    from svcjax.eval import runner
     from svcjax.runtime import compilation_cache
-
-    from svcjax.eval import metrics as evaluate
 
     compilation_cache.enable()
     try:
-        metrics = evaluate.run_evaluation(_CONFIG.value, _WORKDIR.value)
+        metrics = runner.run_evaluation(_CONFIG.value, _WORKDIR.value)
     except (FileNotFoundError, ValueError, KeyError) as e:
         if os.environ.get("SVCJAX_DEBUG"):
             raise
@@ -35,5 +40,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
+    flags.mark_flags_as_required(["workdir"])
     app.run(main)

@@ -14,6 +14,7 @@ the processes find each other; elsewhere add ``--coordinator HOST:PORT --num_pro
 --process_id I`` on every host. See README.md "Training".
 """
 
+import logging
 import sys
 
 from absl import app, flags
@@ -36,7 +37,13 @@ def main(argv) -> int:
     from svcjax.runtime import distributed
 
     distributed.initialize(_COORD.value, _NPROC.value, _PID.value)
+    import jax
+
+    from svcjax import log
     from svcjax.train import loop as trainer
+
+    # progress from process 0; warnings (a record skipped, a save cleaned up) from every one
+    log.configure("svcjax train", logging.INFO if jax.process_index() == 0 else logging.WARNING)
 
     try:
         result = trainer.train(_CONFIG.value, _WORKDIR.value)

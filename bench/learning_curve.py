@@ -132,7 +132,8 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
     from svcjax import demo
 
     from svcjax.data import input_pipeline
-    from svcjax.train.sovits import SovitsTask, _pipeline_config, export_reference_checkpoints
+    from svcjax.train.inputs import pipeline_config
+    from svcjax.train.sovits import SovitsTask, export_reference_checkpoints
 
     sys.path.insert(0, str(FIX))
     import make_discriminator
@@ -141,7 +142,7 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
     cfg = demo.sovits_config(data_dir, speakers, args.steps, args.batch_size)
     cfg.seed = args.seed
     task = SovitsTask(cfg)
-    icfg = _pipeline_config(cfg, "generator", task.tcfg)
+    icfg = pipeline_config(cfg, "generator", task.tcfg)
     icfg.segment_frames = task.seg_frames
     n_train = len(input_pipeline.data_source(icfg.data_dir, icfg.split))
     per_epoch = max(1, n_train // args.batch_size)
@@ -299,7 +300,7 @@ def run_diffusion(args, work: Path, data_dir: Path, speakers: dict,
     from svcjax.data import input_pipeline
     from svcjax.models.diffusion import unit2mel
     from svcjax.train.diffusion import DiffusionTask
-    from svcjax.train.sovits import _pipeline_config
+    from svcjax.train.inputs import pipeline_config
 
     sys.path.insert(0, str(FIX))
     import make_diffusion
@@ -308,7 +309,7 @@ def run_diffusion(args, work: Path, data_dir: Path, speakers: dict,
                                 args.k_step)
     cfg.seed = args.seed
     task = DiffusionTask(cfg)
-    icfg = _pipeline_config(cfg, "diffusion", task.tcfg)
+    icfg = pipeline_config(cfg, "diffusion", task.tcfg)
     icfg.crop_frames = task.crop_frames
     n_train = len(input_pipeline.data_source(icfg.data_dir, icfg.split))
     per_epoch = max(1, n_train // args.diffusion_batch_size)

@@ -8,35 +8,9 @@ from __future__ import annotations
 
 import ml_collections
 
+from svcjax.configlib import parse_arg  # the package's configs use it too
 
-def parse_arg(arg: str | None, lazy: bool = False, **spec):
-    """Parse ``'a=1,b=x,flag'`` against defaults in ``spec`` (types follow the defaults).
-
-    A bare word sets a bool default to True. Unknown keys are an error unless ``lazy``.
-    """
-    out = ml_collections.ConfigDict(dict(spec))
-    if not arg:
-        return out
-    for item in arg.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, _, value = item.partition("=")
-        if key not in spec:
-            if lazy:
-                out[key] = value
-                continue
-            raise ValueError(f"unknown config argument {key!r}; known: {', '.join(sorted(spec))}")
-        default = spec[key]
-        if not _:
-            out[key] = True
-        elif isinstance(default, bool):
-            out[key] = value.lower() in ("1", "true", "yes", "y")
-        elif default is None:
-            out[key] = value
-        else:
-            out[key] = type(default)(value)
-    return out
+__all__ = ["parse_arg", "audio"]
 
 
 def audio() -> ml_collections.ConfigDict:

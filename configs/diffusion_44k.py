@@ -18,6 +18,7 @@ Field names follow the reference's yaml (``data``, ``model``, ``infer``, ``train
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs.common import parse_arg
 
@@ -63,7 +64,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         decay_step=100_000,         # StepLR
         gamma=0.5,
         weight_decay=0.0,
-        loss_type="l2",
         amp_dtype="fp32",
         interval_log=10,
         interval_val=2000,
@@ -92,17 +92,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _trainer(c: ml_collections.ConfigDict, variant: str) -> None:
-    """svcjax's trainer fields (svcjax.train.loop.default_train_config('diffusion')); those the
-    reference's yaml also has are references to its names, so either spelling overrides."""
+    """svcjax's trainer fields (svcjax.train.loop.train reads them all from here); those the
+    reference's yaml also has are references to its names, so either spelling overrides.
+
+    The placeholders (None unless overridden) are what the reference's train_diff.py
+    hard-codes rather than reads from its yaml: their values are
+    ``DiffusionTask.script_constants`` (torch's AdamW betas (0.9, 0.999) and eps 1e-8, the
+    first LR period one update longer, the L2 loss, no gradient clipping, float32)."""
     t = c.train
     t.learning_rate = t.get_ref("lr")
     t.lr_decay = t.get_ref("gamma")
     t.lr_decay_steps = t.get_ref("decay_step")
     t.eval_every = t.get_ref("interval_val")
     t.checkpoint_every = t.get_ref("interval_val")
-    t.update(num_steps=200_000, betas=(0.9, 0.999), eps=1e-8, steps_per_epoch=0, grad_clip=0.0,
-             compute_dtype="float32", log_every=1, keep_checkpoints=3, async_checkpoint=True,
-             progress=True)
+    t.update(num_steps=200_000, steps_per_epoch=0, log_every=1, keep_checkpoints=3,
+             async_checkpoint=True, progress=True)
+    t.betas = config_dict.placeholder(tuple)
+    t.eps = config_dict.placeholder(float)
+    t.lr_decay_begin = config_dict.placeholder(int)   # updates at the full LR before decaying
+    t.loss_type = config_dict.placeholder(str)        # "l1" or "l2"
+    t.grad_clip = config_dict.placeholder(float)      # global-norm clip; 0: off
+    t.compute_dtype = config_dict.placeholder(str)
     c.seed = 1234
     c.mesh = dict(data=-1, fsdp=1)
     c.init_from = ""                # a reference model_*.pt (with config.yaml) or model dir

@@ -22,6 +22,7 @@ with anti-aliased snake activations instead of leaky ReLUs; default ``nsf-hifiga
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
 
@@ -141,16 +142,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _trainer(c: ml_collections.ConfigDict, variant: str) -> None:
-    """svcjax's trainer fields (svcjax.train.loop.default_train_config('sovits')). Those the
+    """svcjax's trainer fields (svcjax.train.loop.train reads them all from here). Those the
     reference's config.json also has are references to its names, so either spelling
-    overrides (``--config.train.eval_interval=400`` moves evaluation and checkpoints)."""
+    overrides (``--config.train.eval_interval=400`` moves evaluation and checkpoints).
+
+    The placeholders (None unless overridden) are what the reference's train.py hard-codes
+    rather than reads from config.json: their values are ``SovitsTask.script_constants``
+    (AdamW weight decay 0.01, the LR decayed once per epoch, no gradient clipping, float32)."""
     t = c.train
     t.eval_every = t.get_ref("eval_interval")
     t.checkpoint_every = t.get_ref("eval_interval")
     t.keep_checkpoints = t.get_ref("keep_ckpts")
-    t.update(num_steps=100_000, weight_decay=0.01, lr_decay_steps=0, steps_per_epoch=0,
-             grad_clip=0.0, compute_dtype="float32", log_every=1, async_checkpoint=True,
+    t.update(num_steps=100_000, steps_per_epoch=0, log_every=1, async_checkpoint=True,
              progress=True)
+    t.weight_decay = config_dict.placeholder(float)
+    t.lr_decay_steps = config_dict.placeholder(int)   # 0: once per epoch
+    t.lr_decay_begin = config_dict.placeholder(int)   # updates at the full LR before decaying
+    t.grad_clip = config_dict.placeholder(float)      # global-norm clip; 0: off
+    t.compute_dtype = config_dict.placeholder(str)    # "bfloat16": parameters stay float32
     c.kind = "sovits"
     c.seed = t.get_ref("seed")
     c.mesh = dict(data=-1, fsdp=1, fsdp_min_size=2 ** 18)

@@ -138,6 +138,7 @@ def diffusion_config(data_dir: Path, speakers: dict, steps: int, batch: int, k_s
 
 def train_and_export(config, run_dir: Path, out_dir: Path, what: str) -> list[str]:
     from svcjax.train import loop as trainer
+    from svcjax.train.export import export_run
 
     _say(f"training the {what} for {config.train.num_steps} steps in {run_dir} "
          "(re-running resumes)")
@@ -151,7 +152,7 @@ def train_and_export(config, run_dir: Path, out_dir: Path, what: str) -> list[st
                      if k.startswith("loss")))
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    return trainer.export_run(str(run_dir), str(out_dir))
+    return export_run(str(run_dir), str(out_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     d_pt = next(f for f in dif_files if f.endswith(".pt"))
 
     _say("4/5 conversion")
-    from svcjax.eval import metrics as evaluate
+    from svcjax.eval import runner as evaluate
     from svcjax.runtime import converter as pipeline
     from svcjax.audio import io
 
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     io.save_audio(str(out_dir / f"{src.stem}_source.wav"), wav, 44100)
 
     _say("5/5 evaluation (eval.py's runner) on the held-out clips")
-    from configs import eval as eval_config
+    from svcjax.eval import config as eval_config
 
     ec = eval_config.get_config("variant=full")
     ec.speakers = (target,)

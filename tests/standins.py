@@ -22,11 +22,14 @@ import numpy as np
 def toy_config(num_steps=6, batch_size=8, checkpoint_every=3, **train):
     import ml_collections
 
-    from svcjax.train.loop import default_train_config
-
-    t = default_train_config("sovits")
-    t.update(num_steps=num_steps, batch_size=batch_size, checkpoint_every=checkpoint_every,
-             keep_checkpoints=2, eval_every=2, progress=False, learning_rate=1e-2)
+    # every field the loop and the optimizer read (svcjax.train.task.LOOP_FIELDS,
+    # OPTIMIZER_FIELDS): the GAN's AdamW and per-epoch LR decay at a toy learning rate
+    t = ml_collections.ConfigDict(dict(
+        num_steps=num_steps, batch_size=batch_size, steps_per_epoch=0, log_every=1,
+        eval_every=2, checkpoint_every=checkpoint_every, keep_checkpoints=2,
+        async_checkpoint=True, progress=False, learning_rate=1e-2, betas=(0.8, 0.99),
+        eps=1e-9, weight_decay=0.01, lr_decay=0.999875, lr_decay_steps=0, lr_decay_begin=0,
+        grad_clip=0.0, compute_dtype="float32"))
     t.update(train)
     return ml_collections.ConfigDict(dict(
         kind="toy", seed=7, train=t, mesh=dict(data=-1, fsdp=1),
@@ -39,7 +42,7 @@ def make_toy_task(config, sleep: float = 0.0):
     import jax.numpy as jnp
     import optax
 
-    from svcjax.train.loop import Task, TrainData
+    from svcjax.train.task import Task, TrainData
 
     class ToyTask(Task):
         kind = "toy"
@@ -119,8 +122,10 @@ def main(argv=None):
     import jax
 
     jax.config.update("jax_default_matmul_precision", "highest")
+    from svcjax import log
     from svcjax.train.loop import train
 
+    log.configure("svcjax train")   # as train.py does: the loop's messages on stderr
     cfg = toy_config(num_steps=args.num_steps, checkpoint_every=args.checkpoint_every)
     cfg.data.nan_at = args.nan_at
     res = train(cfg, args.workdir, task=make_toy_task(cfg, sleep=args.sleep))
@@ -138,7 +143,7 @@ def diffusion_batches(config, n_examples=24):
     import grain
     import jax
 
-    from svcjax.train.loop import TrainData
+    from svcjax.train.task import TrainData
 
     f = int(round(float(config.data.duration) * 44100 / 512))
     c = int(config.data.encoder_out_channels)

@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from svcjax import cli
+from svcjax.cli import convert as convert_cmd
 
 from svcjax.runtime import converter as pipeline
 from svcjax.audio import io
@@ -202,15 +203,15 @@ def test_main_ends_every_failure_with_one_sentence(monkeypatch, capsys):
             (RuntimeError("XLA failed\nwith details"),
              "svcjax convert: error: unexpected RuntimeError: XLA failed (set SVCJAX_DEBUG=1 "
              "for the traceback)")]:
-        monkeypatch.setattr(pipeline, "_run", raising(exc))
+        monkeypatch.setattr(convert_cmd, "run", raising(exc))
         assert cli.main(argv) == 1
         err = capsys.readouterr().err
         assert err.strip() == line and "Traceback" not in err
-    monkeypatch.setattr(pipeline, "_run", raising(KeyboardInterrupt()))
+    monkeypatch.setattr(convert_cmd, "run", raising(KeyboardInterrupt()))
     assert cli.main(argv) == 130
     assert capsys.readouterr().err.strip() == "svcjax convert: interrupted"
     monkeypatch.setenv("SVCJAX_DEBUG", "1")
-    monkeypatch.setattr(pipeline, "_run", raising(RuntimeError("boom")))
+    monkeypatch.setattr(convert_cmd, "run", raising(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         cli.main(argv)
 

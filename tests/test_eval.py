@@ -1,4 +1,5 @@
-"""eval.py / svcjax.eval.metrics.run_evaluation: the metric table in one compiled pass per bucket.
+"""eval.py / svcjax eval / svcjax.eval.runner.run_evaluation: the metric table in one compiled
+pass per bucket, and the config loader both entry points share.
 
 Tiny random-weight SoVITS, content encoder, shallow-diffusion model (tests/tiny_models.py)
 and the NSF-HiFiGAN vocoder fixture; DIO F0.
@@ -14,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svcjax.eval import metrics as evaluate
+from svcjax import cli, configlib
+from svcjax.eval import config as eval_config
+from svcjax.eval import runner as evaluate
 
 from svcjax.runtime import converter as pipeline
 from svcjax.audio import io
@@ -43,10 +46,10 @@ def clips_dir(tmp_path_factory):
     return d
 
 
-def _config(clips_dir, **over):
-    sys.path.insert(0, str(ROOT))
-    from configs import eval as eval_config
+TEST_CONFIG = eval_config.PATH + ":variant=test"
 
+
+def _config(clips_dir, **over):
     c = eval_config.get_config("variant=test")
     c.data.path = str(clips_dir)
     c.speakers = ("tenor",)
@@ -91,14 +94,16 @@ def test_ablation_is_a_config_override_and_errors_are_clear(tmp_path, converter,
                                       log=lambda m: None)
     assert sorted(k for k in metrics if k.count("/") == 1) == \
         ["diff_k4_ddim_x2/mel_l1", "diff_k4_ddim_x2/mel_l2"]
-    config = evaluate.apply_overrides(config, ["diffusion_k=(2,4)", "samplers=('ddpm',)"])
+    config = configlib.load_config(TEST_CONFIG, ["--noconfig.sovits_only",
+                                                 "--config.diffusion_k=(2,4)",
+                                                 "--config.samplers=('ddpm',)"])
     assert [s for s, _ in evaluate.settings_from_config(config, True)] == \
         ["diff_k2_ddpm", "diff_k4_ddpm"]
-    config = evaluate.apply_overrides(_config(clips_dir), ["diffusion_k=[8]",
-                                                           "data.max_clips=1", "speedup=4"])
+    config = configlib.load_config(TEST_CONFIG, ["--config.diffusion_k=[8]",
+                                                 "--config.data.max_clips", "1",
+                                                 "--config.speedup=4", "--config.transpose=2"])
     assert config.diffusion_k == (8,) and config.data.max_clips == 1 and config.speedup == 4
-    with pytest.raises(ValueError, match="no field"):
-        evaluate.apply_overrides(config, ["nope=1"])
+    assert config.transpose == 2.0 and isinstance(config.transpose, float)
     with pytest.raises(ValueError, match="unknown metrics"):
         evaluate.run_evaluation(_config(clips_dir, metrics=("pesq",)), tmp_path,
                                 converter=converter)
@@ -108,6 +113,43 @@ def test_ablation_is_a_config_override_and_errors_are_clear(tmp_path, converter,
     with pytest.raises(ValueError, match="speaker 'bob'"):
         evaluate.run_evaluation(_config(clips_dir, speakers=("bob",)), tmp_path,
                                 converter=converter)
+
+
+def test_config_loader_errors_are_one_sentence(tmp_path):
+    """svcjax eval's loader (eval.py's config_flags) refuses bad overrides in one line."""
+    for overrides, error, needle in [
+            (["--config.nope=1"], ValueError, "has no field 'nope'"),
+            (["--config.data.nope=1"], ValueError, "has no field 'data.nope'"),
+            (["--config.speedup=x"], ValueError, "--config.speedup=x: invalid literal for int()"),
+            (["model=G.pth"], ValueError, "unexpected argument 'model=G.pth': config overrides "
+                                          "are written --config.KEY=VALUE"),
+            (["--model=G.pth"], ValueError, "config overrides are written --config.KEY=VALUE")]:
+        with pytest.raises(error) as e:
+            configlib.load_config(TEST_CONFIG, overrides)
+        assert needle in str(e.value) and "\n" not in str(e.value), (overrides, str(e.value))
+    with pytest.raises(ValueError, match=r"eval/config.py:variant=nope: unknown variant "
+                                         r"'nope'; expected full or test$"):
+        configlib.load_config(eval_config.PATH + ":variant=nope")
+    with pytest.raises(FileNotFoundError, match="config file not found: .*missing.py"):
+        configlib.load_config(tmp_path / "missing.py")
+    # the checkout's configs/eval.py is the packaged config
+    assert configlib.load_config(str(ROOT / "configs" / "eval.py") + ":variant=test") == \
+        configlib.load_config(TEST_CONFIG)
+
+
+def test_svcjax_eval_takes_eval_py_flags(tmp_path, clips_dir, capsys):
+    """svcjax eval: the packaged config by default, --config.KEY=VALUE overrides (either
+    form), failures in one line."""
+    argv = ["eval", "--workdir", str(tmp_path), f"--config.data.path={clips_dir}",
+            "--config.model", str(tmp_path / "G_missing.pth")]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("svcjax eval: error: ")
+    assert "G_missing.pth" in err and "does not exist" in err
+    assert cli.main(["eval", "--workdir", str(tmp_path), "model=G.pth"]) == 1
+    assert capsys.readouterr().err == ("svcjax eval: error: unexpected argument 'model=G.pth': "
+                                       "config overrides are written --config.KEY=VALUE\n")
+    assert not (tmp_path / "eval" / "metrics.json").exists()
 
 
 def test_eval_py_entry_point_reports_a_missing_model_clearly(tmp_path, clips_dir):

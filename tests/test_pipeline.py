@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from svcjax.runtime import converter as pipeline
+from svcjax.cli.convert import output_paths
 from svcjax.audio import io
 
 SR = 44100
@@ -171,15 +172,15 @@ def test_convert_files_skips_bad_inputs_and_writes_atomically(tmp_path):
 
 
 def test_output_paths():
-    assert pipeline._output_paths(["a/x.wav"], "o.flac", None) == ["o.flac"]
-    assert pipeline._output_paths(["a/x.wav", "b/y.mp3"], "out", "flac") == \
+    assert output_paths(["a/x.wav"], "o.flac", None) == ["o.flac"]
+    assert output_paths(["a/x.wav", "b/y.mp3"], "out", "flac") == \
         ["out/x.flac", "out/y.flac"]
     with pytest.raises(ValueError, match="same file"):
-        pipeline._output_paths(["a/x.wav", "b/x.wav"], "out", None)
+        output_paths(["a/x.wav", "b/x.wav"], "out", None)
     with pytest.raises(ValueError, match="directory"):
-        pipeline._output_paths(["a.wav", "b.wav"], "o.wav", None)
+        output_paths(["a.wav", "b.wav"], "o.wav", None)
     with pytest.raises(ValueError, match=r"\.wav/\.flac"):
-        pipeline._output_paths(["a.wav"], "o.mp3", None)
+        output_paths(["a.wav"], "o.mp3", None)
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -385,7 +386,7 @@ def test_outputs_are_checked_before_any_work(tmp_path):
     afile.write_bytes(b"x")
     check = pipeline.check_outputs
     with pytest.raises(ValueError, match="is one of the inputs; pass --overwrite"):
-        check([str(src)], pipeline._output_paths([str(src)], str(tmp_path), None))
+        check([str(src)], output_paths([str(src)], str(tmp_path), None))
     with pytest.raises(ValueError, match="is one of the inputs"):
         check([str(src)], [str(src)], overwrite=None)       # the API default: never an input
     check([str(src)], [str(src)], overwrite=True)

@@ -28,8 +28,8 @@ TOL = 1e-5
 
 def _fixture_retrieval():
     z = np.load(os.path.join(F, "retrieval.npz"))
-    spk = {sid: timbre._Speaker(z[f"rows_{sid}"], z[f"centroids_{sid}"],
-                                timbre._lists_from_assignment(z[f"assign_{sid}"],
+    spk = {sid: timbre.SpeakerArrays(z[f"rows_{sid}"], z[f"centroids_{sid}"],
+                                timbre.lists_from_assignment(z[f"assign_{sid}"],
                                                               len(z[f"centroids_{sid}"])))
            for sid in (0, 1)}
     return z, spk
@@ -257,7 +257,7 @@ def test_convert_mixes_units_toward_the_speaker_also_in_a_speaker_mix():
     rng = np.random.default_rng(0)
     centres = {"alto": rng.standard_normal((1, 512)).astype(np.float32) * 0.1,
                "tenor": rng.standard_normal((1, 512)).astype(np.float32) * 0.1}
-    index = timbre.TimbreIndex("cluster", {k: timbre._Speaker(v) for k, v in centres.items()})
+    index = timbre.TimbreIndex("cluster", {k: timbre.SpeakerArrays(v) for k, v in centres.items()})
     x = _voiced(2 * SR, 5)
     n = len(x) // 512 * 512
     opts = dict(pad_seconds=0.0, seed=None)
@@ -306,9 +306,9 @@ def test_cli_convert_with_a_cluster_model(tmp_path, capsys, restore_cache):
     io.save_audio(src, a[: int(1.0 * sr)], sr)
     rng = np.random.default_rng(1)
     good, bad = str(tmp_path / "km.npz"), str(tmp_path / "km16.npz")
-    timbre.TimbreIndex("cluster", {s: timbre._Speaker(rng.standard_normal((4, 32)))
+    timbre.TimbreIndex("cluster", {s: timbre.SpeakerArrays(rng.standard_normal((4, 32)))
                                    for s in ("alto", "tenor")}).save(good)
-    timbre.TimbreIndex("cluster", {"alto": timbre._Speaker(rng.standard_normal((4, 16)))}
+    timbre.TimbreIndex("cluster", {"alto": timbre.SpeakerArrays(rng.standard_normal((4, 16)))}
                        ).save(bad)
     base = ["convert", str(src), "--model", str(models / "sovits"), "--encoder",
             str(models / "encoder"), "--f0-method", "dio", "--no-progress", "--speaker",
@@ -328,7 +328,7 @@ def test_cli_convert_with_a_cluster_model(tmp_path, capsys, restore_cache):
 
 def test_eval_settings_at_each_cluster_ratio():
     from configs import eval as eval_config
-    from svcjax.eval import metrics as evaluate
+    from svcjax.eval import runner as evaluate
     c = eval_config.get_config("variant=test")
     assert [n for n, _ in evaluate.settings_from_config(c, False)] == ["sovits"]
     c.cluster_model = "km.npz"

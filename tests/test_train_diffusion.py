@@ -12,7 +12,8 @@ from svcjax.runtime import sharding
 from svcjax.train.metric_writer import read_metrics
 from svcjax.models.diffusion import unit2mel
 from svcjax.train.diffusion import DiffusionTask
-from svcjax.train.loop import export_run, restore_params, train
+from svcjax.train.export import export_run, restore_params
+from svcjax.train.loop import train
 from tests.standins import diffusion_batches
 
 

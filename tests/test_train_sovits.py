@@ -15,7 +15,7 @@ from svcjax.interop import sovits as conv
 from svcjax.train.metric_writer import read_metrics
 from svcjax.models.discriminator import discriminator_state_dict, load_discriminator
 from svcjax.train.sovits import SovitsTask, generator_state_dict
-from svcjax.train.loop import export_run, restore_params
+from svcjax.train.export import export_run, restore_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures", "train_step")

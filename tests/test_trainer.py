@@ -7,6 +7,7 @@ diffusion steps have their own tests.
 
 import glob
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 from svcjax.train.metric_writer import NonFiniteError, read_metrics
-from svcjax.train.loop import default_train_config, make_optimizer, train
+from svcjax.train.loop import make_optimizer, train
 from tests.standins import make_toy_task, toy_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,17 +120,17 @@ def test_fsdp_mesh_gives_the_same_numbers(reference, tmp_path):
     _assert_same(_train_records(reference[0]), _train_records(tmp_path), range(1, 6))
 
 
-def test_half_written_saves_are_removed_and_never_restored(reference, tmp_path, capsys):
+def test_half_written_saves_are_removed_and_never_restored(reference, tmp_path, caplog):
     """What a run killed during an asynchronous save leaves (Orbax's temporary step folder)
     is removed by the rerun, which resumes from the newest finished step."""
     _run(tmp_path, 4, checkpoint_every=2)
     ckpt = tmp_path / "checkpoints"
     shutil.copytree(ckpt / "4", ckpt / "6.orbax-checkpoint-tmp-1700000000")
     (ckpt / "7.orbax-checkpoint-tmp").mkdir()
-    capsys.readouterr()
-    res = _run(tmp_path, 8, checkpoint_every=1000)
+    with caplog.at_level(logging.INFO, logger="svcjax"):
+        res = _run(tmp_path, 8, checkpoint_every=1000)
     assert res.step == 8
-    err = capsys.readouterr().err
+    err = caplog.text
     assert err.count("a checkpoint save that was interrupted") == 2
     assert f"resumed from {ckpt}/4" in err
     assert sorted(os.listdir(ckpt), key=int) == ["4", "8"]
@@ -152,8 +153,8 @@ def test_optimizer_matches_torch_adamw_and_exponential_lr():
     import jax.numpy as jnp
     import optax
 
-    tcfg = default_train_config("sovits")
-    tcfg.lr_decay = 0.9  # visible within a few epochs
+    tcfg = toy_config().train  # train.py's AdamW: lr 1e-4, betas (0.8, 0.99), eps 1e-9
+    tcfg.update(learning_rate=1e-4, lr_decay=0.9)  # decay visible within a few epochs
     tx, sched = make_optimizer(tcfg, steps_per_epoch=2)
     rs = np.random.RandomState(0)
     w0 = rs.randn(5, 3).astype(np.float32)
@@ -277,3 +278,70 @@ def test_two_processes_match_one(tmp_path):
     # both processes wrote their data-iterator state into the shared checkpoint
     assert sorted(os.listdir(multi / "checkpoints" / "4" / "data")) == [
         "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The task registry and where training settings come from
+# ---------------------------------------------------------------------------------------------
+
+def test_registry_maps_kinds_to_tasks():
+    import ml_collections
+
+    from svcjax.train import tasks
+
+    assert tasks.task_class("sovits").__name__ == "SovitsTask"
+    assert tasks.task_class("diffusion").__name__ == "DiffusionTask"
+    with pytest.raises(ValueError, match=r"^config\.kind='gan' is not a trainable model; "
+                                         r"known: diffusion, sovits$"):
+        tasks.make_task(ml_collections.ConfigDict({"kind": "gan"}))
+    with pytest.raises(ValueError, match="must be 'module:Class'"):
+        tasks.register("toy", "tests.standins.ToyTask")
+    assert "toy" not in tasks.TASKS
+
+
+def test_loop_does_not_import_the_tasks():
+    """The loop depends on the task interface and the registry; a task module is imported
+    only when a config names it."""
+    code = ("import sys, svcjax.train.loop; "
+            "print(sorted(m for m in sys.modules if m.startswith('svcjax.train.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env=_env(1), check=True).stdout
+    loaded = eval(out.strip().splitlines()[-1])
+    assert "svcjax.train.task" in loaded and "svcjax.train.tasks" in loaded
+    assert "svcjax.train.sovits" not in loaded and "svcjax.train.diffusion" not in loaded
+
+
+def test_missing_training_field_is_one_sentence(tmp_path):
+    cfg = toy_config(num_steps=None)
+    with pytest.raises(ValueError, match=r"^config\.train has no num_steps; the training "
+                                         r"configs in configs/ .* set every training field$"):
+        train(cfg, str(tmp_path), task=make_toy_task(cfg))
+    cfg = toy_config(betas=None, eps=None)
+    task = make_toy_task(cfg)
+    with pytest.raises(ValueError, match=r"^config\.train has no betas, eps; "):
+        task.setup_optimizers(1)
+    assert not os.listdir(tmp_path)  # refused before anything was written
+
+
+@pytest.mark.parametrize("kind", ["sovits", "diffusion"])
+def test_configs_are_the_one_source_of_training_settings(kind):
+    """Every field the loop, the optimizer and the task read comes from configs/ or, for what
+    the reference's training script hard-codes, from the task's ``script_constants``; a value
+    is never in both (the config declares those fields as None placeholders)."""
+    from configs import diffusion_44k, sovits_44k
+    from svcjax.train.task import LOOP_FIELDS, OPTIMIZER_FIELDS, train_config
+    from svcjax.train.tasks import task_class
+
+    module, variants, extra = {
+        "sovits": (sovits_44k, ("full", "tiny", "test"), ("vol_aug",)),
+        "diffusion": (diffusion_44k, ("full", "shallow", "test"), ("pitch_aug",))}[kind]
+    cls = task_class(kind)
+    for variant in variants:
+        cfg = module.get_config(f"variant={variant}")
+        assert cfg.kind == kind
+        tcfg = train_config(cfg, cls.script_constants)
+        fields = LOOP_FIELDS + OPTIMIZER_FIELDS + ("compute_dtype",) + cls.train_fields + extra
+        assert [f for f in fields if tcfg.get(f) is None] == [], variant
+        resolved = cfg.train.copy_and_resolve_references()
+        assert {k: resolved[k] for k in cls.script_constants} == \
+            {k: None for k in cls.script_constants}, variant

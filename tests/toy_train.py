@@ -10,9 +10,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "workdir")
 
 
 def main(argv):
+    from svcjax import log
     from svcjax.train.loop import train
     from tests.standins import make_toy_task
 
+    log.configure("svcjax train")   # as train.py does
     res = train(_CONFIG.value, _WORKDIR.value, task=make_toy_task(_CONFIG.value))
     print(f"RESULT step={res.step}")
     return 0

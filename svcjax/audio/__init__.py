@@ -13,7 +13,6 @@ module                     what
 ``audio.f0``               F0 extraction: CREPE, RMVPE (JAX), dio/harvest/pm (CPU); transposition
 ``audio.slicer``           cutting at silences; padding, crossfading converted pieces
 ``audio.prepare``          the training-corpus chain (trim, normalise, resample)
-``audio.augment``          loudness and key-shift augmentation draws
 =========================  ==================================================================
 
 Device functions take ``(..., L)`` audio and return channels-last ``(..., T, C)`` features

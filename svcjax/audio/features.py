@@ -19,12 +19,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svcjax.audio.constants import HOP
+
 __all__ = ["volume", "align_frames", "mix_loudness_envelope", "frame_rms"]
 
 ALIGN_MODES = ("left", "nearest", "linear")
 
 
-def volume(audio: jax.Array, hop_length: int = 512) -> jax.Array:
+def volume(audio: jax.Array, hop_length: int = HOP) -> jax.Array:
     """Volume ``(..., L) -> (..., L // hop)``: ``sqrt(mean(x^2))`` over each hop.
 
     As 4.1-Stable's ``Volume_Extractor``: the squared signal is reflect-padded by ``hop // 2``
@@ -56,7 +58,7 @@ def _volume_jit(audio, *, hop_length):
 
 
 @functools.lru_cache(maxsize=256)
-def _align_table(src: int, target: int, mode: str):
+def align_table(src: int, target: int, mode: str):
     """Host-side gather table ``(i0, i1, w1)``: ``out[t] = (1-w1) x[i0[t]] + w1 x[i1[t]]``.
 
     Indices follow PyTorch's float32 arithmetic exactly (the reference's behaviour at
@@ -117,7 +119,7 @@ def align_frames(x: jax.Array, target_len: int, mode: str = "left") -> jax.Array
 
 @functools.partial(jax.jit, static_argnames=("target_len", "mode"))
 def _align_jit(x, *, target_len, mode):
-    i0, i1, w1 = _align_table(x.shape[-2], target_len, mode)
+    i0, i1, w1 = align_table(x.shape[-2], target_len, mode)
     a = jnp.take(x, jnp.asarray(i0, jnp.int32), axis=-2)
     if mode != "linear":
         return a

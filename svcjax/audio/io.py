@@ -17,12 +17,13 @@ import contextlib
 import os
 import re
 import stat
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from svcjax.audio import resample as _resample
+from svcjax.files import atomic_write, lock, temp_path
+from svcjax.audio.constants import WRITE_FORMATS
 
 __all__ = ["AudioFileError", "SILENT_PEAK", "load_audio", "save_audio", "resample_audio",
            "WRITE_FORMATS", "AudioWriter", "StreamedAudio", "temp_path", "remove_stale_temps",
@@ -31,7 +32,6 @@ __all__ = ["AudioFileError", "SILENT_PEAK", "load_audio", "save_audio", "resampl
 # A clip whose every sample is below -80 dBFS (~3 LSB of 16-bit audio) counts as silent.
 SILENT_PEAK = 1e-4
 
-WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 # Sample rates accepted when loading (a 1 Hz "recording" would resample to 44100x its size).
 MIN_RATE, MAX_RATE = 1000, 768000
 # Samples read (and resampled) at a time by the mono loader.
@@ -435,20 +435,6 @@ class StreamedAudio:
 _TEMP_RE = r"\.{name}\.[0-9a-f]{{8,32}}\.tmp"
 
 
-def temp_path(path) -> Path:
-    """A fresh hidden temporary name beside ``path``: ``.NAME.<hex>.tmp``."""
-    path = Path(os.fspath(path))
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _lock(fd: int) -> None:
-    """Hold an exclusive lock on an open temporary file while it is being written, so that
-    :func:`remove_stale_temps` can tell a live writer's file from a dead one's."""
-    import fcntl
-
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
 def remove_stale_temps(path) -> list[str]:
     """Remove temporary files (``.NAME.<hex>.tmp``) that an interrupted write of ``path``
     left behind; returns their paths. A file that some running process is still writing
@@ -561,7 +547,7 @@ class AudioWriter:
         self._raw = open(self.tmp, "xb+", buffering=0)
         self._guard = _GuardedFile(self._raw)
         try:
-            _lock(self._raw.fileno())
+            lock(self._raw.fileno())
             self._sf = self._io(lambda: sf.SoundFile(
                 self._guard, "w", samplerate=self.sr, channels=1, format=self.fmt,
                 subtype=self.subtype))
@@ -667,15 +653,6 @@ def save_audio(path, audio, sr: int, *, subtype: str = "PCM_16",
                          f"{fmt}")
     if make_dirs:
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "xb") as f:
-            _lock(f.fileno())
-            sf.write(f, data, int(sr), format=fmt, subtype=subtype)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        sf.write(f, data, int(sr), format=fmt, subtype=subtype)
     return path

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from svcjax.audio import io as audio_io
+from svcjax.audio.constants import HOP, SAMPLING_RATE
 from svcjax.audio.slicer import frame_rms
 
 __all__ = ["trim_silence", "normalize_peak", "prepare_training_audio", "prepare_training_file",
@@ -22,7 +23,7 @@ __all__ = ["trim_silence", "normalize_peak", "prepare_training_audio", "prepare_
 
 
 def trim_silence(audio, top_db: float = 40.0, frame_length: int = 2048,
-                 hop_length: int = 512) -> tuple[np.ndarray, tuple[int, int]]:
+                 hop_length: int = HOP) -> tuple[np.ndarray, tuple[int, int]]:
     """Cut leading and trailing frames quieter than ``top_db`` below the loudest one.
 
     ``librosa.effects.trim`` exactly (frame RMS as :func:`svcjax.audio.slicer.frame_rms`,
@@ -58,7 +59,7 @@ def to_int16(audio) -> np.ndarray:
     return (np.asarray(audio) * np.iinfo(np.int16).max).astype(np.int16)
 
 
-def prepare_training_audio(audio, sr: int, target_sr: int = 44100, *, top_db: float = 40.0,
+def prepare_training_audio(audio, sr: int, target_sr: int = SAMPLING_RATE, *, top_db: float = 40.0,
                            loudnorm: bool = True, resampler="kaiser_best") -> np.ndarray:
     """Trim, peak-limit, resample and loudness-normalise one mono clip (float32 out).
 
@@ -80,7 +81,7 @@ def prepare_training_audio(audio, sr: int, target_sr: int = 44100, *, top_db: fl
     return y.astype(np.float32)
 
 
-def prepare_training_file(src, dst, target_sr: int = 44100, *, top_db: float = 40.0,
+def prepare_training_file(src, dst, target_sr: int = SAMPLING_RATE, *, top_db: float = 40.0,
                           loudnorm: bool = True, resampler="kaiser_best") -> int:
     """Load ``src`` (any format), prepare it, write 16-bit ``dst`` atomically; sample count.
 

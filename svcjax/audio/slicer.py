@@ -10,9 +10,9 @@ those steps as host-side NumPy functions (their outputs have data-dependent leng
   (:func:`slice_rms` from RMS computed block by block, for a file not held whole).
 * :func:`frame_rms`: ``librosa.feature.rms`` (float32, centred, zero padding), which the
   slicer and :func:`svcjax.audio.prepare.trim_silence` threshold.
-* :func:`pad_chunk` / :func:`strip_padding`: the ``pad_seconds`` round trip.
-* :func:`split_with_overlap` / :func:`crossfade_join`: the ``clip_seconds`` /
-  ``linear_gradient`` pieces and their crossfade.
+* :func:`crossfade_join`: the crossfade of the ``clip_seconds`` / ``linear_gradient``
+  pieces (the padding and the cutting into pieces are the converter's own, in
+  :mod:`svcjax.runtime.converter`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["Chunk", "frame_rms", "RunningRMS", "slicer_frames", "slice_on_silence", "slice_rms", "pad_chunk", "strip_padding",
-           "split_with_overlap", "crossfade_join"]
+__all__ = ["Chunk", "frame_rms", "RunningRMS", "slicer_frames", "slice_on_silence", "slice_rms",
+           "crossfade_join"]
 
 
 class Chunk(NamedTuple):
@@ -232,46 +232,6 @@ def slice_rms(rms, total: int, sr: int, *, threshold_db: float = -40.0,
     return [c for c in bounds if c.start != c.end]
 
 
-def pad_chunk(audio, sr: int, pad_seconds: float) -> np.ndarray:
-    """``int(sr * pad_seconds)`` zeros before and after ``audio`` (1-D)."""
-    y = np.asarray(audio)
-    pad = int(sr * pad_seconds)
-    if pad < 0:
-        raise ValueError(f"pad_seconds must be >= 0, got {pad_seconds}")
-    return np.pad(y, (pad, pad))
-
-
-def strip_padding(converted, sr: int, pad_seconds: float, length: int) -> np.ndarray:
-    """Drop the ``pad_seconds`` margins from converted audio and centre it in ``length``.
-
-    ``int(sr * pad_seconds)`` samples go from each end (none for ``pad_seconds=0``; the
-    reference's ``x[0:-0]`` would drop everything there), then zeros are added equally on
-    both sides (the extra one on the right) up to ``length``; longer audio is returned
-    as is, like the reference's ``pad_array``.
-    """
-    y = np.asarray(converted)
-    pad = int(sr * pad_seconds)
-    if pad:
-        y = y[pad:-pad]
-    short = length - y.shape[0]
-    if short <= 0:
-        return y
-    return np.pad(y, (short // 2, short - short // 2))
-
-
-def split_with_overlap(audio, size: int, overlap: int) -> list[np.ndarray]:
-    """Pieces of ``size`` samples, each after the first starting ``overlap`` samples early.
-
-    Piece ``k`` is ``audio[k * size - overlap : (k + 1) * size]`` (from ``k * size`` when
-    that start would be negative), as the reference's ``split_list_by_n``.
-    """
-    y = np.asarray(audio)
-    if size <= 0 or overlap < 0:
-        raise ValueError(f"need size > 0 and overlap >= 0, got {size} and {overlap}")
-    starts = range(0, y.shape[0], size)
-    return [y[(s - overlap if s >= overlap else s):s + size] for s in starts]
-
-
 def crossfade_join(pieces: Sequence[np.ndarray], overlap: int,
                    fade_ratio: float = 0.75) -> np.ndarray:
     """Join pieces that overlap their predecessor by ``overlap`` samples.
@@ -290,7 +250,7 @@ def crossfade_join(pieces: Sequence[np.ndarray], overlap: int,
         return np.concatenate([np.asarray(p) for p in pieces])
     fade = int(overlap * fade_ratio)
     rest = overlap - fade
-    keep_prev, keep_next = rest // 2, rest - rest // 2
+    keep_prev = rest // 2
     ramp = np.linspace(0, 1, fade)
     for k, piece in enumerate(pieces[1:], 1):
         piece = np.asarray(piece)

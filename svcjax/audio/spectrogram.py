@@ -51,6 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from svcjax.audio.constants import HOP, SAMPLING_RATE
+
 __all__ = [
     "num_frames", "mel_filterbank", "hann_window", "stft", "linear_spectrogram",
     "spec_to_mel", "mel_spectrogram", "vocoder_mel", "dynamic_range_compression",
@@ -59,13 +61,13 @@ __all__ = [
 _HIGHEST = lax.Precision.HIGHEST
 
 
-def num_frames(length: int, hop_length: int = 512) -> int:
+def num_frames(length: int, hop_length: int = HOP) -> int:
     """Frames the reference's spectrograms, mels and volume give for ``length`` samples."""
     return int(length) // int(hop_length)
 
 
 @functools.lru_cache(maxsize=32)
-def mel_filterbank(sampling_rate: int = 44100, n_fft: int = 2048, n_mels: int = 80,
+def mel_filterbank(sampling_rate: int = SAMPLING_RATE, n_fft: int = 2048, n_mels: int = 80,
                    fmin: float = 0.0, fmax: float | None = 22050.0) -> np.ndarray:
     """``(n_fft // 2 + 1, n_mels)`` float32 Slaney mel filterbank (``librosa.filters.mel``).
 
@@ -213,7 +215,7 @@ def _mel(spec, fb, clip_val):
     return dynamic_range_compression(mel, clip_val)
 
 
-def linear_spectrogram(audio: jax.Array, *, n_fft: int = 2048, hop_length: int = 512,
+def linear_spectrogram(audio: jax.Array, *, n_fft: int = 2048, hop_length: int = HOP,
                        win_length: int = 2048, lengths: jax.Array | None = None) -> jax.Array:
     """Linear magnitude spectrogram ``(..., L) -> (..., L // hop, n_fft // 2 + 1)``.
 
@@ -231,7 +233,7 @@ def _linear_jit(audio, lengths, *, n_fft, hop_length, win_length):
                       1e-6)
 
 
-def spec_to_mel(spec: jax.Array, *, sampling_rate: int = 44100, n_fft: int = 2048,
+def spec_to_mel(spec: jax.Array, *, sampling_rate: int = SAMPLING_RATE, n_fft: int = 2048,
                 n_mels: int = 80, fmin: float = 0.0,
                 fmax: float | None = 22050.0) -> jax.Array:
     """Log-mel of a linear spectrogram ``(..., T, n_fft // 2 + 1) -> (..., T, n_mels)``.
@@ -257,8 +259,8 @@ def _spec_to_mel_jit(spec, *, sampling_rate, n_fft, n_mels, fmin, fmax):
     return _mel(jnp.asarray(spec, jnp.float32), fb, 1e-5)
 
 
-def mel_spectrogram(audio: jax.Array, *, sampling_rate: int = 44100, n_fft: int = 2048,
-                    hop_length: int = 512, win_length: int = 2048, n_mels: int = 80,
+def mel_spectrogram(audio: jax.Array, *, sampling_rate: int = SAMPLING_RATE, n_fft: int = 2048,
+                    hop_length: int = HOP, win_length: int = 2048, n_mels: int = 80,
                     fmin: float = 0.0, fmax: float | None = 22050.0,
                     lengths: jax.Array | None = None) -> jax.Array:
     """Training log-mel ``(..., L) -> (..., L // hop, n_mels)`` (``mel_spectrogram_torch``).
@@ -285,8 +287,8 @@ def _mel_jit(audio, lengths, *, sampling_rate, n_fft, hop_length, win_length, n_
 
 
 def vocoder_mel(audio: jax.Array, *, keyshift: float | jax.Array = 0.0, speed: float = 1.0,
-                sampling_rate: int = 44100, n_fft: int = 2048, win_length: int = 2048,
-                hop_length: int = 512, n_mels: int = 128, fmin: float = 40.0,
+                sampling_rate: int = SAMPLING_RATE, n_fft: int = 2048, win_length: int = 2048,
+                hop_length: int = HOP, n_mels: int = 128, fmin: float = 40.0,
                 fmax: float | None = 16000.0, clip_val: float = 1e-5,
                 max_keyshift: float = 5.0,
                 lengths: jax.Array | None = None) -> jax.Array:

@@ -1,9 +1,12 @@
-"""The ``svcjax`` command: one entry point, subcommands registered by module.
+"""The ``svcjax`` command: one entry point, one module per subcommand.
 
-Each subcommand lives beside the code it drives and exposes ``add_parser(subparsers)``
-returning the parser, whose ``func`` default receives the parsed args. Modules are imported
-only when their subcommand runs, so ``svcjax --help`` is fast and an optional dependency
-missing for one command does not break the others.
+Each subcommand is a module of this package (``svcjax/cli/convert.py`` for ``svcjax
+convert``, ...) holding only the command's glue: ``add_parser(subparsers)`` declares its
+arguments and returns the parser, whose ``func`` default (the module's ``run(args)``) checks
+them, refuses outputs that must not be written, and calls the library functions that do the
+work (:mod:`svcjax.runtime.converter`, :mod:`svcjax.data.corpus`, ...). A module is imported
+only when its subcommand runs, so ``svcjax --help`` is fast and an optional dependency
+missing for one command does not break the others. Every failure ends in one line (``main``).
 """
 
 from __future__ import annotations
@@ -13,36 +16,35 @@ import importlib
 import os
 import sys
 
+
 # name -> (module, one-line help). Each module defines add_parser(subparsers).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "build-corpus": ("svcjax.data.corpus", "build the training corpus (TFDS ArrayRecord) from "
-                                      "ROOT/<speaker>/*"),
-    "convert": ("svcjax.runtime.converter", "convert audio files to a target speaker"),
-    "eval": ("svcjax.eval.metrics", "evaluate a model on a set of clips (metrics, TensorBoard)"),
-    "import-vocoder": ("svcjax.interop.nsf_hifigan",
+    "build-corpus": ("svcjax.cli.build_corpus", "build the training corpus (TFDS ArrayRecord) "
+                                                "from ROOT/<speaker>/*"),
+    "convert": ("svcjax.cli.convert", "convert audio files to a target speaker"),
+    "eval": ("svcjax.cli.evaluate", "evaluate a model on a set of clips (metrics, TensorBoard)"),
+    "import-vocoder": ("svcjax.cli.import_vocoder",
                        "import the NSF-HiFiGAN vocoder ('model' + config.json)"),
-    "import-diffusion": ("svcjax.interop.diffusion",
+    "import-diffusion": ("svcjax.cli.import_diffusion",
                          "import a So-VITS-SVC diffusion model_*.pt (+ config.yaml)"),
-    "import-encoder": ("svcjax.interop.content_encoder",
+    "import-encoder": ("svcjax.cli.import_encoder",
                        "import a ContentVec / HuBERT / HuBERT-Soft checkpoint"),
-    "f0": ("svcjax.audio.f0", "F0 and voicing of audio files (the trackers of --method)"),
-    "import-sovits": ("svcjax.interop.sovits",
+    "f0": ("svcjax.cli.f0", "F0 and voicing of audio files (the trackers of --method)"),
+    "import-sovits": ("svcjax.cli.import_sovits",
                       "convert a So-VITS-SVC 4.1 G_*.pth + config.json to a model directory"),
-    "export-pth": ("svcjax.train.loop", "write a training run's checkpoint as the reference's .pth"),
-    "sweep": ("svcjax.eval.sweep", "run (or print) a config sweep and gather its metrics"),
-    "train-cluster": ("svcjax.timbre.kmeans", "per-speaker k-means cluster model of a corpus's units"),
-    "train-index": ("svcjax.timbre.retrieval", "per-speaker feature-retrieval index of a corpus's units"),
-    "import-index": ("svcjax.timbre.index", "reference kmeans_*.pt / feature_and_index.pkl to .npz"),
-    "merge-models": ("svcjax.interop.merge", "merge models: convex or linear mix of their weights"),
-    "compress": ("svcjax.interop.compress", "release copy of a G_*.pth: no optimizer state or enc_q"),
+    "export-pth": ("svcjax.cli.export_pth",
+                   "write a training run's checkpoint as the reference's .pth"),
+    "sweep": ("svcjax.cli.sweep", "run (or print) a config sweep and gather its metrics"),
+    "train-cluster": ("svcjax.cli.train_cluster",
+                      "per-speaker k-means cluster model of a corpus's units"),
+    "train-index": ("svcjax.cli.train_index",
+                    "per-speaker feature-retrieval index of a corpus's units"),
+    "import-index": ("svcjax.cli.import_index",
+                     "reference kmeans_*.pt / feature_and_index.pkl to .npz"),
+    "merge-models": ("svcjax.cli.merge_models",
+                     "merge models: convex or linear mix of their weights"),
+    "compress": ("svcjax.cli.compress", "release copy of a G_*.pth: no optimizer state or enc_q"),
 }
-
-
-def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
-    """The rule of every command that writes one named output: an existing file or folder is
-    replaced only with ``--overwrite``."""
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{os.fspath(path)} exists; pass --overwrite to replace it")
 
 
 def _build(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:

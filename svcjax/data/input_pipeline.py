@@ -42,7 +42,7 @@ usable stops with a ``ValueError`` (after two passes' worth of rejected draws).
 from __future__ import annotations
 
 import dataclasses
-import math
+import logging
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -50,8 +50,10 @@ import grain
 import ml_collections
 import numpy as np
 
-HOP = 512
-SAMPLE_RATE = 44100
+from svcjax.audio.constants import HOP
+from svcjax.audio.constants import SAMPLING_RATE as SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["default_config", "data_source", "make_loader", "GlobalBatches",
            "GeneratorCrop", "DiffusionCrop", "UsableRecords", "batch_spec", "corpus_speakers",
@@ -221,9 +223,7 @@ class UsableRecords(grain.transforms.Filter):
         name = src.decode() if isinstance(src, bytes) else str(src)
         if name not in self.reported:
             self.reported.add(name)
-            import sys
-            print(f"svcjax train: skipping record {name} of the {self.split} split: {problem}",
-                  file=sys.stderr, flush=True)
+            logger.warning(f"skipping record {name} of the {self.split} split: {problem}")
         self.first = self.first or f"{name}: {problem}"
         self.in_a_row += 1
         if self.in_a_row >= self.limit:
@@ -247,8 +247,10 @@ class GeneratorCrop(grain.transforms.RandomMap):
         stop, f = start + length, self.crop_frames
         gain = 1.0
         if self.vol_aug and rng.random() < 0.5:
+            from svcjax.data.featurizer import loudness_gain  # heavy: imported on use
+
             peak = float(np.max(np.abs(ex["audio"]))) / 32768.0 + 1e-5  # whole clip
-            gain = 10.0 ** rng.uniform(-1.0, min(1.0, math.log10(1.0 / peak)))
+            gain = loudness_gain(peak, rng)
         hi = max(0, length - self.segment_frames)
         slice_start = 0 if self.mode == "start" else int(rng.integers(0, hi + 1))
         return dict(

@@ -36,6 +36,8 @@ import subprocess
 import sys
 from typing import Any, Mapping, Sequence
 
+from svcjax.files import atomic_write
+
 __all__ = ["load_sweep", "commands", "run_sweep", "gather", "format_table", "EVAL_METRICS"]
 
 EVAL_METRICS = os.path.join("eval", "metrics.json")
@@ -203,40 +205,6 @@ def write_csv(rows: Sequence[Mapping], path: str) -> str:
     w.writeheader()
     for r in rows:
         w.writerow({c: r.get(c, "") for c in cols})
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         f.write(buf.getvalue())
-    os.replace(tmp, path)
     return path
-
-
-def main(args) -> int:
-    sweep = load_sweep(args.sweep)
-    workdir = os.path.abspath(args.workdir)
-    if args.print:
-        for _, argv in commands(sweep, workdir, args.python):
-            print(shlex.join(argv))
-        return 0
-    status = None
-    if not args.gather:
-        os.makedirs(workdir, exist_ok=True)
-        status = run_sweep(sweep, workdir, cwd=args.cwd, python=args.python)
-    rows = gather(sweep, workdir, status)
-    print(format_table(rows))
-    print(f"\n{write_csv(rows, os.path.join(workdir, 'sweep.csv'))}", file=sys.stderr)
-    return 0 if not status or not any(status.values()) else 1
-
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "sweep", help="run (or print) a config sweep and gather its metrics",
-        description=__doc__.split("\n\n")[0] + " See configs/sweeps/.")
-    p.add_argument("sweep", help="sweep file (configs/sweeps/NAME.py[:arg])")
-    p.add_argument("--workdir", required=True, help="one subfolder per run, sweep.csv here")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--print", action="store_true", help="print the commands, run nothing")
-    mode.add_argument("--gather", action="store_true", help="only gather the runs' metrics")
-    p.add_argument("--python", default=None, help="Python for the runs (default: this one)")
-    p.add_argument("--cwd", default=None, help="folder the runs start in (default: here)")
-    p.set_defaults(func=main)
-    return p

@@ -39,11 +39,11 @@ def parameter_count(path: str, names) -> int:
         return len(names)
     with zipfile.ZipFile(path) as zf:
         pkl = [n for n in zf.namelist() if n.endswith("data.pkl")][0]
-        raw = torch_pickle._Unpickler(io.BytesIO(zf.read(pkl)), lambda key, st: None).load()
+        raw = torch_pickle.TorchUnpickler(io.BytesIO(zf.read(pkl)), lambda key, st: None).load()
     model = raw.get("model", raw) if isinstance(raw, dict) else {}
     seen = set()
     for k, t in model.items():
-        if k in names and isinstance(t, torch_pickle._LazyTensor):
+        if k in names and isinstance(t, torch_pickle.LazyTensor):
             seen.add((id(t.storage), t.offset, t.size))
     return len(seen) or len(names)
 
@@ -92,29 +92,3 @@ def compress(src: str, out: str, *, half: bool = False, config: str | None = Non
                                "learning_rate": 0.0001}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     return torch_save.save(out_obj, out)
-
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "compress", help="release copy of a G_*.pth: no optimizer state or enc_q",
-        description="Write what the reference's compress_model.py writes: the generator "
-                    "without the posterior encoder (enc_q) and without optimizer state, "
-                    "optionally in fp16. The result loads in svcjax and in the reference.")
-    p.add_argument("src", help="G_*.pth (a training checkpoint)")
-    p.add_argument("out", help="OUT.pth")
-    p.add_argument("--half", action="store_true", help="store the weights as fp16")
-    p.add_argument("--config", default=None,
-                   help="the model's config.json (the fresh optimizer's lr, betas, eps)")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_main)
-    return p
-
-
-def _main(args) -> int:
-    from svcjax import cli
-
-    cli.refuse_existing(args.out, args.overwrite)
-    compress(args.src, args.out, half=args.half, config=args.config)
-    size = os.path.getsize(args.out) / 2 ** 20
-    print(f"release copy written to {args.out} ({size:.1f} MiB)")
-    return 0

@@ -61,7 +61,6 @@ __all__ = [
     "import_checkpoint",
     "import_encoder",
     "import_encoder_dir",
-    "add_parser",
 ]
 
 # training-only tensors of each layout, never needed to compute units
@@ -134,7 +133,7 @@ def _identify(obj: Any, path: str) -> tuple[str, dict[str, np.ndarray], dict]:
     found = _layout(obj, path)
     if found is None:
         raise ContentEncoderFileError(
-            f"{path} is {_describe(obj)}, not a speech content encoder; expected {EXPECTED}")
+            f"{path} is {describe_object(obj)}, not a speech content encoder; expected {EXPECTED}")
     return found
 
 
@@ -173,7 +172,7 @@ def sniff(obj: Any) -> bool:
     return _layout(obj, None) is not None
 
 
-def _describe(obj: Any) -> str:
+def describe_object(obj: Any) -> str:
     """A few words on what a checkpoint that is not a content encoder looks like."""
     if not isinstance(obj, Mapping):
         return f"a pickled {type(obj).__name__}"
@@ -207,38 +206,38 @@ def _describe(obj: Any) -> str:
 # configs: omegaconf DictConfig (pickled), plain dicts, argparse Namespaces
 
 
-def _plain(obj: Any, depth: int = 0) -> Any:
+def plain_value(obj: Any, depth: int = 0) -> Any:
     """omegaconf containers / nodes, Namespaces and enums (as Opaque records) -> plain Python."""
     if depth > 50:
         return None
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v, depth + 1) for k, v in obj.items()}
+        return {str(k): plain_value(v, depth + 1) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v, depth + 1) for v in obj]
+        return [plain_value(v, depth + 1) for v in obj]
     if isinstance(obj, argparse.Namespace):
-        return {k: _plain(v, depth + 1) for k, v in vars(obj).items()}
+        return {k: plain_value(v, depth + 1) for k, v in vars(obj).items()}
     if isinstance(obj, torch_pickle.Opaque):
         state = obj.__dict__.get("state")
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
             state = {**(state[0] or {}), **state[1]}  # (dict, slots) state
         if isinstance(state, dict):
             if "_content" in state:   # DictConfig / ListConfig
-                return _plain(state["_content"], depth + 1)
+                return plain_value(state["_content"], depth + 1)
             if "_val" in state:       # AnyNode, StringNode, EnumNode, ...
-                return _plain(state["_val"], depth + 1)
-            return {k: _plain(v, depth + 1) for k, v in state.items() if not k.startswith("_")}
+                return plain_value(state["_val"], depth + 1)
+            return {k: plain_value(v, depth + 1) for k, v in state.items() if not k.startswith("_")}
         args = obj.__dict__.get("args") or ()
         if len(args) == 1:            # an Enum member pickled as (EnumClass, (value,))
-            return _plain(args[0], depth + 1)
+            return plain_value(args[0], depth + 1)
         return None
     return obj
 
 
 def _fairseq_meta(ckpt: Mapping) -> dict:
-    cfg = _plain(ckpt.get("cfg"))
+    cfg = plain_value(ckpt.get("cfg"))
     if isinstance(cfg, dict) and isinstance(cfg.get("model"), dict):
         return cfg["model"]
-    args = _plain(ckpt.get("args"))
+    args = plain_value(ckpt.get("args"))
     if isinstance(args, dict):
         return args
     return {}
@@ -256,7 +255,7 @@ def _hf_meta(path: str) -> dict:
     return {}
 
 
-def _parse_conv_layers(text: str) -> list[tuple[int, int, int]]:
+def parse_conv_layers(text: str) -> list[tuple[int, int, int]]:
     """fairseq's ``conv_feature_layers`` string, e.g. ``"[(512,10,5)] + [(512,3,2)] * 4"``.
 
     Only list/tuple literals of ints, ``+`` and ``* int`` are accepted (no ``eval``).
@@ -355,7 +354,7 @@ def _architecture(layout: str, sd: Mapping[str, np.ndarray], meta: Mapping[str, 
         raise ContentEncoderFileError("no feature-extractor convolutions found")
     strides = None
     if layout == "fairseq" and meta.get("conv_feature_layers"):
-        spec = _parse_conv_layers(meta["conv_feature_layers"])
+        spec = parse_conv_layers(meta["conv_feature_layers"])
         strides = [s for _, _, s in spec]
     elif layout == "hf" and meta.get("conv_stride"):
         strides = [int(s) for s in meta["conv_stride"]]
@@ -500,7 +499,7 @@ def import_encoder(path: str | os.PathLike, kind: str | None = None, *,
         expected = "; ".join(filter(None, (getattr(encoders.importer_module(f), "EXPECTED", None)
                                            for f in families)))
         raise ContentEncoderFileError(
-            f"{path} is {_describe(obj)}, not a speech content encoder; expected {expected}")
+            f"{path} is {describe_object(obj)}, not a speech content encoder; expected {expected}")
     if kind is not None:
         want = encoders.get_kind(kind)
         if want.family != found:
@@ -566,40 +565,3 @@ def import_encoder_dir(path: str | os.PathLike, outdir: str | os.PathLike, kind:
     params, config = import_encoder(path, kind, num_heads=num_heads)
     config.source = os.path.basename(os.fspath(path))
     return save_model_dir(outdir, params, config, overwrite=overwrite)
-
-
-def add_parser(subparsers):
-    kinds = "; ".join(f"{k.name}: {k.source}" for k in encoders.KINDS.values())
-    p = subparsers.add_parser(
-        "import-encoder",
-        help="import a speech content encoder checkpoint as an svcjax model directory",
-        description="Import a speech content encoder checkpoint (the file So-VITS-SVC loads for "
-                    f"each speech_encoder: {kinds}; Hugging Face HubertModel weights are read "
-                    "too). The network is recognised from the file.")
-    p.add_argument("file", help="checkpoint file (or a Hugging Face model directory)")
-    p.add_argument("outdir", help="model directory to write")
-    p.add_argument("--kind", choices=sorted(encoders.KINDS), default=None,
-                   help="units to extract (default: the usual kind for the file, e.g. vec768l12 "
-                        "for ContentVec, hubertsoft for HuBERT-Soft)")
-    p.add_argument("--num-heads", type=int, default=None,
-                   help="attention heads, where the file does not record them (default: width/64)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTDIR")
-
-    def run(args):
-        out = import_encoder_dir(args.file, args.outdir, args.kind, num_heads=args.num_heads,
-                                 overwrite=args.overwrite)
-        _, config = _summary(out)
-        print(f"imported {args.file} -> {out}: {config}")
-        return 0
-
-    p.set_defaults(func=run)
-    return p
-
-
-def _summary(outdir: str) -> tuple[str, str]:
-    with open(os.path.join(outdir, "config.json")) as f:
-        cfg = json.load(f)
-    if not {"num_layers", "embed_dim"} <= set(cfg):
-        return outdir, f"kind {cfg['kind']} ({cfg.get('family', 'hubert')} family)"
-    return outdir, (f"kind {cfg['kind']}, {cfg['num_layers']} layers of width {cfg['embed_dim']}"
-                    + (f", final_proj to {cfg['final_dim']}" if cfg.get("final_dim") else ""))

@@ -22,7 +22,6 @@ svcjax config whose fields keep the yaml's names::
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from typing import Any, Mapping
@@ -33,18 +32,19 @@ import ml_collections
 import numpy as np
 import yaml
 
+from svcjax.audio.constants import HOP, SAMPLING_RATE
 from svcjax.train import checkpoint
 from svcjax.interop import torch_pickle
 from svcjax.interop.torch_params import CheckpointMismatchError, state_dict_to_params
-from svcjax.models.diffusion.gaussian import Schedule
+from svcjax.models.diffusion.gaussian import Schedule, check_k_step
 from svcjax.models.diffusion.unit2mel import build_model
 
 __all__ = ["read_config", "config_from_yaml", "checkpoint_hparams", "import_checkpoint",
-           "import_diffusion", "to_state_dict", "speaker_map", "add_parser", "DEFAULTS"]
+           "import_diffusion", "to_state_dict", "speaker_map", "DEFAULTS"]
 
 # Library defaults for fields a yaml may leave out (the reference's own fallbacks).
 DEFAULTS = dict(
-    data=dict(sampling_rate=44100, block_size=512, encoder="vec768l12",
+    data=dict(sampling_rate=SAMPLING_RATE, block_size=HOP, encoder="vec768l12",
               encoder_out_channels=768, encoder_sample_rate=16000, encoder_hop_size=320,
               unit_interpolate_mode="nearest", duration=2.0),
     model=dict(type="Diffusion", n_layers=20, n_chans=512, n_hidden=256, use_pitch_aug=False,
@@ -97,9 +97,7 @@ def config_from_yaml(args: Mapping[str, Any], source: str = "config.yaml") -> ml
     m = out["model"]
     if m["type"] != "Diffusion":
         raise ValueError(f"{source}: model.type is {m['type']!r}; only 'Diffusion' (Unit2Mel) is supported")
-    t = m["timesteps"]
-    if not 0 <= m["k_step_max"] <= t:
-        raise ValueError(f"{source}: model.k_step_max={m['k_step_max']} must be in [0, timesteps={t}]")
+    check_k_step(timesteps=m["timesteps"], k_step_max=m["k_step_max"], where=f"{source}: ")
     spk = args.get("spk") or {}
     if not isinstance(spk, Mapping):
         raise ValueError(f"{source}: spk must map speaker names to ids, got {spk!r}")
@@ -273,24 +271,3 @@ def import_diffusion(model_path, config_path, outdir, *, overwrite: bool = False
     """Convert a reference diffusion checkpoint into an svcjax model directory."""
     params, config = import_checkpoint(model_path, config_path)
     return checkpoint.save_model_dir(outdir, params, config, overwrite=overwrite)
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "import-diffusion",
-        help="import a So-VITS-SVC shallow-diffusion model_*.pt (+ config.yaml) as a model dir",
-        description="Convert a So-VITS-SVC 4.1 diffusion checkpoint (model_<step>.pt) and its "
-                    "config.yaml (default: the one beside it) into an svcjax model directory.")
-    p.add_argument("model", help="model_<step>.pt")
-    p.add_argument("config", nargs="?", default=None,
-                   help="its config.yaml (default: config.yaml beside the model)")
-    p.add_argument("outdir", help="the svcjax model directory to write")
-    p.add_argument("--overwrite", action="store_true", help="replace OUTDIR if it exists")
-    p.set_defaults(func=_run)
-    return p
-
-
-def _run(args) -> int:
-    out = import_diffusion(args.model, args.config, args.outdir, overwrite=args.overwrite)
-    print(out)
-    return 0

@@ -12,7 +12,6 @@ frame-rate sine source.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from typing import Any, Mapping
@@ -27,7 +26,7 @@ from svcjax.interop import torch_pickle
 from svcjax.interop.torch_params import state_dict_to_params
 
 __all__ = ["KIND", "REQUIRED_KEYS", "read_config", "build_generator", "load_vocoder_checkpoint",
-           "import_vocoder", "add_parser"]
+           "import_vocoder"]
 
 KIND = "nsf_hifigan_vocoder"
 REQUIRED_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes",
@@ -135,24 +134,3 @@ def import_vocoder(model_path, outdir, config_path=None, *, overwrite: bool = Fa
     """Convert the reference vocoder to an svcjax model directory; returns its path."""
     params, config = load_vocoder_checkpoint(model_path, config_path)
     return checkpoint.save_model_dir(outdir, params, config, overwrite=overwrite)
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "import-vocoder",
-        help="import the NSF-HiFiGAN vocoder ('model' + config.json) as a model dir",
-        description="Convert the standalone NSF-HiFiGAN vocoder (pretrain/nsf_hifigan/model, "
-                    "{'generator': state_dict}) and the config.json beside it into an svcjax "
-                    "model directory.")
-    p.add_argument("model", help="the vocoder file (e.g. pretrain/nsf_hifigan/model)")
-    p.add_argument("outdir", help="the svcjax model directory to write")
-    p.add_argument("--config", default=None,
-                   help="its config.json (default: config.json beside the model)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUTDIR if it exists")
-    p.set_defaults(func=_run)
-    return p
-
-
-def _run(args) -> int:
-    print(import_vocoder(args.model, args.outdir, args.config, overwrite=args.overwrite))
-    return 0

@@ -29,8 +29,8 @@ from svcjax.interop import torch_params, torch_pickle
 from svcjax.interop.torch_params import CheckpointMismatchError
 
 __all__ = ["config_from_reference", "read_state_dict", "config_differences", "sovits_params",
-           "decoder_buffers",
-           "load_sovits_checkpoint", "import_sovits", "model_dir_config", "add_parser",
+           "decoder_buffers", "shared_flow_rename",
+           "load_sovits_checkpoint", "import_sovits", "model_dir_config",
            "CheckpointMismatchError", "KIND"]
 
 KIND = "sovits"
@@ -105,9 +105,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise torch_pickle.TorchFileError(f"cannot read the generator checkpoint: {e}") from None
     sd = obj.get("model", obj) if isinstance(obj, Mapping) else None
     if not isinstance(sd, Mapping) or not any(isinstance(v, np.ndarray) for v in sd.values()):
-        from svcjax.interop.content_encoder import _describe
+        from svcjax.interop.content_encoder import describe_object
 
-        raise ValueError(f"{path} is {_describe(obj)}, not a So-VITS-SVC generator checkpoint "
+        raise ValueError(f"{path} is {describe_object(obj)}, not a So-VITS-SVC generator "
+                         "checkpoint "
                          "(expected a dict with 'model' mapping tensor names to tensors, as "
                          "train.py saves G_*.pth)")
     out = {}
@@ -118,9 +119,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         out[k] = v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) or \
             v.dtype.name == "bfloat16" else v
     if "emb_g.weight" not in out or "pre.weight" not in out:
-        from svcjax.interop.content_encoder import _describe
+        from svcjax.interop.content_encoder import describe_object
 
-        raise ValueError(f"{path} is {_describe(obj)}, not a So-VITS-SVC generator checkpoint "
+        raise ValueError(f"{path} is {describe_object(obj)}, not a So-VITS-SVC generator "
+                         "checkpoint "
                          "(no emb_g.weight / pre.weight)")
     return out
 
@@ -237,7 +239,7 @@ def config_differences(config: Any, sd: Mapping[str, np.ndarray]) -> list[str]:
     return out
 
 
-def _shared_flow_rename(sd: Mapping[str, np.ndarray], shared: bool):
+def shared_flow_rename(sd: Mapping[str, np.ndarray], shared: bool):
     """With ``flow_share_parameter`` the reference's state_dict repeats the shared network under
     every ``flow.flows.N.enc.*``; those copies must equal ``flow.wn.*`` and are dropped."""
     if not shared:
@@ -317,7 +319,7 @@ def sovits_params(config: Any, sd: Mapping[str, np.ndarray], *,
     try:
         model = synthesizer.from_config(config, with_posterior=with_posterior)
         shapes = synthesizer.init_params(model, shapes_only=True)
-        flow = _shared_flow_rename(sd, bool(config["model"].get("flow_share_parameter", False)))
+        flow = shared_flow_rename(sd, bool(config["model"].get("flow_share_parameter", False)))
         return torch_params.state_dict_to_params(
             sd, shapes, rename=lambda k: None if k in filters else (flow(k) if flow else k),
             ignore=() if with_posterior else (r"^enc_q\.",), what=what)
@@ -349,40 +351,9 @@ def import_sovits(ckpt, config, outdir, *, overwrite: bool = False,
     from svcjax.train import checkpoint
 
     outdir = os.fspath(outdir)
-    from svcjax import cli
+    from svcjax.files import refuse_existing
 
-    cli.refuse_existing(outdir, overwrite)
+    refuse_existing(outdir, overwrite)
     params, cfg = load_sovits_checkpoint(ckpt, config, with_posterior=with_posterior)
     cfg.source = os.path.abspath(os.fspath(ckpt))
     return checkpoint.save_model_dir(outdir, params, cfg, overwrite=overwrite)
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "import-sovits", help="convert a So-VITS-SVC 4.1 G_*.pth + config.json to a model dir",
-        description="Convert a So-VITS-SVC 4.1 generator checkpoint (full, or compressed "
-                    "without enc_q, fp32 or fp16) and its config.json into an svcjax model "
-                    "directory (config.json + Orbax parameters).")
-    p.add_argument("checkpoint", help="G_*.pth")
-    p.add_argument("config", help="the config.json it was trained with")
-    p.add_argument("outdir", help="model directory to write")
-    p.add_argument("--overwrite", action="store_true", help="replace OUTDIR if it exists")
-    p.add_argument("--inference-only", action="store_true",
-                   help="leave out the posterior encoder enc_q (only training needs it)")
-    p.set_defaults(func=_run)
-    return p
-
-
-def _run(args) -> int:
-    out = import_sovits(args.checkpoint, args.config, args.outdir, overwrite=args.overwrite,
-                        with_posterior=False if args.inference_only else None)
-    from svcjax.train import checkpoint
-
-    _, cfg = checkpoint.load_model_dir(out)
-    spk = ", ".join(sorted(cfg.spk, key=lambda k: cfg.spk[k])) or "(none named)"
-    print(f"wrote {out}: {cfg.model.n_speakers} speaker(s) [{spk}], "
-          f"enc_q {'included' if cfg.has_enc_q else 'absent (inference only)'}")
-    return 0

@@ -45,7 +45,7 @@ except ImportError:  # pragma: no cover - NumPy 1.x
 
 __all__ = ["load", "Opaque", "TorchFileError"]
 
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 _STORAGE_DTYPES = {
     "DoubleStorage": np.dtype(np.float64),
@@ -210,7 +210,7 @@ class _Storage:
         self.data: np.ndarray | None = None
 
 
-class _LazyTensor:
+class LazyTensor:
     def __init__(self, storage, offset, size, stride, dtype=None):
         self.storage = storage
         self.offset = int(offset)
@@ -238,12 +238,12 @@ class _LazyTensor:
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
-    return _LazyTensor(storage, storage_offset, size, stride)
+    return LazyTensor(storage, storage_offset, size, stride)
 
 
 def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, hooks, dtype,
                        *unused):
-    return _LazyTensor(storage, storage_offset, size, stride,
+    return LazyTensor(storage, storage_offset, size, stride,
                        dtype.np if isinstance(dtype, _DType) else None)
 
 
@@ -255,10 +255,6 @@ def _rebuild_from_type(func, new_type, args, state):
     if func not in (_rebuild_tensor, _rebuild_tensor_v3, _rebuild_parameter):
         raise TorchFileError("torch._tensor._rebuild_from_type applies tensor rebuild functions only")
     return func(*args)
-
-
-def _identity_dtype(name):
-    return _DType(name)
 
 
 _SAFE_GLOBALS = {
@@ -329,7 +325,7 @@ class _DataUnpickler(pickle.Unpickler):
         raise TorchFileError(f"{self._path}: unexpected persistent id in a header pickle")
 
 
-class _Unpickler(pickle.Unpickler):
+class TorchUnpickler(pickle.Unpickler):
     def __init__(self, file, storage_loader, path: str = "checkpoint"):
         super().__init__(file, encoding="latin1")
         self._storage_loader = storage_loader
@@ -387,7 +383,7 @@ def _resolve(obj, memo=None):
     oid = id(obj)
     if oid in memo:
         return memo[oid]
-    if isinstance(obj, _LazyTensor):
+    if isinstance(obj, LazyTensor):
         out = memo[oid] = obj.resolve()
     elif isinstance(obj, collections.OrderedDict):
         out = memo[oid] = collections.OrderedDict()
@@ -437,7 +433,7 @@ def _load_zip(zf: zipfile.ZipFile, path: str):
                                  f"number of {storage.dtype} elements")
         storage.data = np.frombuffer(raw, dtype=dtype).astype(storage.dtype, copy=False)
 
-    unpickler = _Unpickler(io.BytesIO(zf.read(pkl[0])), loader, path)
+    unpickler = TorchUnpickler(io.BytesIO(zf.read(pkl[0])), loader, path)
     return _resolve(unpickler.load())
 
 
@@ -450,7 +446,7 @@ def _load_legacy(f, path: str):
         raise
     except Exception:  # noqa: BLE001 - any failure here means "not a torch file"
         magic = None
-    if type(magic) is not int or magic != _LEGACY_MAGIC:
+    if type(magic) is not int or magic != LEGACY_MAGIC:
         f.seek(0)
         head = f.read(4)
         if not head:
@@ -465,7 +461,7 @@ def _load_legacy(f, path: str):
         raise TorchFileError(f"{path}: the legacy header's protocol is not a number")
     sys_info = _DataUnpickler(f, path).load()
     little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
-    unpickler = _Unpickler(f, lambda key, storage: None, path)
+    unpickler = TorchUnpickler(f, lambda key, storage: None, path)
     result = unpickler.load()
     keys = _DataUnpickler(f, path).load()
     if not isinstance(keys, list):

@@ -27,6 +27,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from svcjax.files import atomic_write
+
 __all__ = ["save"]
 
 _STORAGE = {
@@ -137,17 +139,10 @@ def save(obj: Any, path: str | os.PathLike, *, archive_name: str | None = None) 
     converted = _convert(obj, storages)
     buf = io.BytesIO()
     _Pickler(buf).dump(converted)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-            zf.writestr(_padded_info(zf, f"{name}/data.pkl"), buf.getvalue())
-            zf.writestr(_padded_info(zf, f"{name}/byteorder"), b"little")
-            for st in storages:
-                zf.writestr(_padded_info(zf, f"{name}/data/{st.key}"), st.array.tobytes())
-            zf.writestr(_padded_info(zf, f"{name}/version"), b"3\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr(_padded_info(zf, f"{name}/data.pkl"), buf.getvalue())
+        zf.writestr(_padded_info(zf, f"{name}/byteorder"), b"little")
+        for st in storages:
+            zf.writestr(_padded_info(zf, f"{name}/data/{st.key}"), st.array.tobytes())
+        zf.writestr(_padded_info(zf, f"{name}/version"), b"3\n")
     return path

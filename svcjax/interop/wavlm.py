@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from svcjax.interop.content_encoder import (ContentEncoderFileError, _parse_conv_layers,
-                                            _plain)
+from svcjax.interop.content_encoder import (ContentEncoderFileError, parse_conv_layers,
+                                            plain_value)
 from svcjax.interop.torch_params import CheckpointMismatchError, state_dict_to_params
 from svcjax.models import wavlm as W
 
@@ -82,7 +82,7 @@ class WavLMFileError(ContentEncoderFileError):
 def _config_dict(obj: Any) -> dict | None:
     if not isinstance(obj, Mapping):
         return None
-    cfg = _plain(obj.get("cfg"))
+    cfg = plain_value(obj.get("cfg"))
     return cfg if isinstance(cfg, dict) else None
 
 
@@ -123,7 +123,7 @@ def read_config(cfg: Mapping[str, Any], path: str, kind: str = "wavlmbase+"
     """The svcjax config of a checkpoint ``cfg`` (WavLMConfig's defaults, then the file's)."""
     full = dict(_DEFAULTS)
     full.update({k: v for k, v in cfg.items() if k in _DEFAULTS})
-    conv = _parse_conv_layers(full["conv_feature_layers"])
+    conv = parse_conv_layers(full["conv_feature_layers"])
     if not conv or any(len(c) != 3 or min(c) < 1 for c in conv):
         raise WavLMFileError(f"{path}: conv_feature_layers {full['conv_feature_layers']!r} "
                              "does not list (dim, kernel, stride) layers")

@@ -181,7 +181,7 @@ def hop(config) -> int:
     return int(np.prod([s for _, _, s in config.conv_layers]))
 
 
-def _gelu(x):
+def gelu(x):
     return jax.nn.gelu(x, approximate=False)  # torch's default (erf) GELU, as fairseq and HF use
 
 
@@ -237,7 +237,7 @@ class FeatureExtractor(nn.Module):
             elif i == 0:
                 mask = (jnp.arange(x.shape[1])[None, :] < n[:, None]).astype(jnp.float32)[..., None]
                 x = MaskedGroupNorm(self.epsilon, name="conv_layers_0_2")(x, mask)
-            x = _gelu(x)
+            x = gelu(x)
         return x, n
 
 
@@ -272,7 +272,7 @@ class PositionalConv(nn.Module):
             x.astype(dtype), kernel.astype(dtype), window_strides=(1,), padding=[(left, right)],
             dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=g,
             precision=self.precision)
-        return _gelu(y + bias.astype(dtype))
+        return gelu(y + bias.astype(dtype))
 
 
 class SelfAttention(nn.Module):
@@ -344,9 +344,9 @@ class EncoderLayer(nn.Module):
         ffn_norm = LayerNorm(self.epsilon, name="final_layer_norm")
         if self.layer_norm_first:
             x = x + attn(attn_norm(x), key_mask)
-            return x + fc2(_gelu(fc1(ffn_norm(x))))
+            return x + fc2(gelu(fc1(ffn_norm(x))))
         x = attn_norm(x + attn(x, key_mask))
-        return ffn_norm(x + fc2(_gelu(fc1(x))))
+        return ffn_norm(x + fc2(gelu(fc1(x))))
 
 
 class Hubert(nn.Module):

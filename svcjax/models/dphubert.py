@@ -45,7 +45,7 @@ import ml_collections
 import numpy as np
 from jax import lax
 
-from svcjax.models.content_encoder import MaskedGroupNorm, PositionalConv, SelfAttention, _gelu
+from svcjax.models.content_encoder import MaskedGroupNorm, PositionalConv, SelfAttention, gelu
 from svcjax.models.layers import Conv1d, LayerNorm, Linear
 
 Array = jax.Array
@@ -161,7 +161,7 @@ class ConvBlock(nn.Module):
             x = MaskedGroupNorm(self.epsilon, name="layer_norm")(x, mask)
         elif self.norm == "layer":
             x = LayerNorm(self.epsilon, name="layer_norm")(x)
-        return _gelu(x)
+        return gelu(x)
 
 
 class FeatureExtractor(nn.Module):
@@ -194,7 +194,7 @@ class FeedForward(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         lin = dict(dtype=self.dtype, precision=self.precision)
-        y = _gelu(Linear(self.ffn_dim, name="intermediate_dense", **lin)(x))
+        y = gelu(Linear(self.ffn_dim, name="intermediate_dense", **lin)(x))
         return Linear(x.shape[-1], name="output_dense", **lin)(y)
 
 

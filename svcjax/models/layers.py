@@ -50,11 +50,6 @@ def torch_uniform(fan_in: int) -> Initializer:
     return init
 
 
-def normal_init(std: float = 0.01) -> Initializer:
-    """``weight.data.normal_(0, std)``, the HiFiGAN ``init_weights``."""
-    return nn.initializers.normal(stddev=std)
-
-
 def _norm_except(v: Array, keep_axis: int) -> Array:
     axes = tuple(a for a in range(v.ndim) if a != keep_axis % v.ndim)
     return jnp.sqrt(jnp.sum(jnp.square(v), axis=axes))

@@ -44,7 +44,7 @@ from svcjax.models.layers import Conv2d, Linear, torch_uniform
 __all__ = [
     "SAMPLE_RATE", "HOP", "N_FFT", "N_MELS", "MEL_FMIN", "MEL_FMAX", "PITCH_BINS",
     "CENTS_OFFSET", "FRAME_MULTIPLE", "RmvpeConfig", "Rmvpe", "mel_filterbank",
-    "log_mel", "resample_sinc_hann", "decode_local_average", "cents_to_frequency", "RmvpeRunner",
+    "log_mel", "decode_local_average", "cents_to_frequency", "RmvpeRunner",
 ]
 
 SAMPLE_RATE = 16000
@@ -355,16 +355,6 @@ def log_mel(audio16: jax.Array, lengths: jax.Array | None = None, precision: Any
     mel = jnp.matmul(mag, jnp.asarray(mel_filterbank()),
                      precision=precision or jax.lax.Precision.HIGHEST)
     return jnp.log(jnp.maximum(mel, MEL_CLAMP))
-
-
-def resample_sinc_hann(audio: jax.Array, orig_sr: int, new_sr: int) -> jax.Array:
-    """``(B, L)`` -> ``(B, ceil(L * new / orig))``: torchaudio's ``Resample(orig, new,
-    lowpass_filter_width=128)`` (Hann-windowed sinc, roll-off 0.99), as the reference's RMVPE
-    resamples; :mod:`svcjax.audio.resample`'s ``torchaudio_hann128`` preset. Zeros outside
-    the clip, so zero-padded rows give each clip's own samples."""
-    from svcjax.audio.resample import resample
-
-    return resample(audio, orig_sr, new_sr, quality="torchaudio_hann128")
 
 
 def cents_to_frequency(cents: jax.Array) -> jax.Array:

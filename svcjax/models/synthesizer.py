@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from svcjax.audio import pitch
+from svcjax.audio.constants import SAMPLING_RATE
 from svcjax.models import noise as noise_lib
 from svcjax.models.attention import FFT, Encoder as AttnEncoder
 from svcjax.models.layers import Conv1d, Linear
@@ -335,7 +336,7 @@ class SynthesizerTrn(nn.Module):
     gin_channels: int
     ssl_dim: int
     n_speakers: int
-    sampling_rate: int = 44100
+    sampling_rate: int = SAMPLING_RATE
     vol_embedding: bool = False
     vocoder_name: str = "nsf-hifigan"
     use_depthwise_conv: bool = False

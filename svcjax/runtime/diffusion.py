@@ -34,7 +34,7 @@ from svcjax.train import checkpoint
 
 from svcjax.models.diffusion import sampling
 from svcjax.interop.diffusion import import_checkpoint, speaker_map
-from svcjax.models.diffusion.gaussian import Schedule
+from svcjax.models.diffusion.gaussian import Schedule, check_k_step
 from svcjax.models.diffusion.unit2mel import Unit2Mel, build_model
 
 Array = jax.Array
@@ -162,13 +162,8 @@ class Diffusion:
                 raise ValueError(f"without start_mel sampling starts from noise at step {t}; "
                                  f"k_step must be None or {t}, got {k_step}")
             return t
-        k = DEFAULT_K_STEP if k_step is None else int(k_step)
-        if k < 1:
-            raise ValueError(f"k_step must be >= 1, got {k}")
-        if k > self.k_step_max:
-            raise ValueError(f"the shallow diffusion k_step={k} is greater than this model's "
-                             f"k_step_max={self.k_step_max}")
-        return k
+        return check_k_step(DEFAULT_K_STEP if k_step is None else k_step, timesteps=t,
+                            k_step_max=self.k_step_max)
 
     # -- sampling -----------------------------------------------------------------------------
 

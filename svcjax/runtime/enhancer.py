@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from svcjax.audio import resample as resample_lib
+from svcjax.audio.constants import HOP
 
 __all__ = ["Enhancer", "adaptive_sample_rate"]
 
@@ -110,7 +111,7 @@ class Enhancer:
             wav = np.asarray(resample_lib.resample(wav, r_a, r_v, quality=RESAMPLER))
         return [np.asarray(wav[i, :n_out[i]], np.float32) for i in range(b)], r_v
 
-    def __call__(self, audio, f0, *, sample_rate: int | None = None, hop_size: int = 512,
+    def __call__(self, audio, f0, *, sample_rate: int | None = None, hop_size: int = HOP,
                  adaptive_key: float = 0.0, lengths=None, rng=None) -> np.ndarray:
         """Enhanced ``(B, L)`` audio at the vocoder's rate, each clip cut or zero-padded at
         its end to its input length (``sample_rate`` must be the vocoder's, the default)."""

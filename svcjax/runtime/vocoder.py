@@ -28,9 +28,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from svcjax.audio.constants import HOP, SAMPLING_RATE
 from svcjax.runtime import buckets, sharding
 
 from svcjax.train import checkpoint
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Vocoder", "GriffinLimVocoder", "load_vocoder", "vocode", "GRIFFIN_LIM"]
 
@@ -150,9 +153,9 @@ class GriffinLimVocoder:
     pretrained = False
     peak_limit = 0.99
 
-    def __init__(self, *, sampling_rate: int = 44100, hop_size: int = 512, n_fft: int = 2048,
-                 num_mels: int = 128, fmin: float = 40.0, fmax: float = 16000.0,
-                 n_iter: int = 32):
+    def __init__(self, *, sampling_rate: int = SAMPLING_RATE, hop_size: int = HOP,
+                 n_fft: int = 2048, num_mels: int = 128, fmin: float = 40.0,
+                 fmax: float = 16000.0, n_iter: int = 32):
         import ml_collections
 
         self.sampling_rate, self.hop_size, self.num_mels = sampling_rate, hop_size, num_mels
@@ -195,7 +198,7 @@ class GriffinLimVocoder:
             peak = float(np.abs(out[i]).max())
             if peak > self.peak_limit:   # a mel louder than full scale: scale, never clip
                 out[i] *= self.peak_limit / peak
-                logging.warning("griffin-lim: clip %d peaked at %.2f of full scale; scaled by "
+                logger.warning("griffin-lim: clip %d peaked at %.2f of full scale; scaled by "
                                 "%.1f dB to %.2f instead of clipping", i, peak,
                                 20 * np.log10(self.peak_limit / peak), self.peak_limit)
         return out[0] if unbatched else out

@@ -40,6 +40,8 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
+from svcjax.files import atomic_write
+
 __all__ = ["TimbreIndex", "load_timbre_index", "TimbreFileError", "nearest_centres",
            "topk_exact", "topk_ivf", "retrieval_weights", "FORMAT_VERSION"]
 
@@ -185,7 +187,7 @@ def retrieval_weights(dist):
 # -------------------------------------------------------------------------- per-speaker data
 
 
-class _Speaker:
+class SpeakerArrays:
     """One speaker's arrays: ``vectors (N, C)``; with IVF also ``centroids`` and ``lists``."""
 
     def __init__(self, vectors, centroids=None, lists=None):
@@ -194,7 +196,7 @@ class _Speaker:
         self.lists = None if lists is None else np.ascontiguousarray(lists, np.int32)
 
 
-def _lists_from_assignment(assign: np.ndarray, nlist: int) -> np.ndarray:
+def lists_from_assignment(assign: np.ndarray, nlist: int) -> np.ndarray:
     """Inverted lists ``(nlist, W)`` (row ids, -1 padded) from each row's list number."""
     assign = np.asarray(assign, np.int64)
     order = np.argsort(assign, kind="stable")
@@ -218,7 +220,7 @@ class TimbreIndex:
     inverted lists; imported faiss indexes default to it, as the reference searches them).
     """
 
-    def __init__(self, kind: str, speakers: Mapping[Any, _Speaker], *,
+    def __init__(self, kind: str, speakers: Mapping[Any, SpeakerArrays], *,
                  search: str | None = None, source: str = ""):
         if kind not in ("cluster", "retrieval"):
             raise ValueError(f"kind must be 'cluster' or 'retrieval', got {kind!r}")
@@ -361,11 +363,8 @@ class TimbreIndex:
             if s.lists is not None:
                 arrays[f"s{i}_centroids"] = s.centroids
                 arrays[f"s{i}_lists"] = s.lists
-        tmp = path + ".partial.npz"
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(tmp, "wb") as f:
+        with atomic_write(path, make_dirs=True) as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
         return path
 
 
@@ -466,7 +465,7 @@ def _read_cluster_pt(path: str) -> TimbreIndex:
                                   f"of shape {centres.shape}; expected {_CLUSTER_LAYOUT}")
         if not np.all(np.isfinite(centres)):
             raise TimbreFileError(f"{path}: speaker {spk!r} has non-finite cluster centres")
-        speakers[spk] = _Speaker(centres.astype(np.float32))
+        speakers[spk] = SpeakerArrays(centres.astype(np.float32))
     return TimbreIndex("cluster", speakers, source=path)
 
 
@@ -530,7 +529,7 @@ def _read_retrieval_pkl(path: str, search: str | None) -> TimbreIndex:
     return TimbreIndex("retrieval", speakers, search=search or "ivf", source=path)
 
 
-def _speaker_from_faiss(index, path, spk) -> _Speaker:
+def _speaker_from_faiss(index, path, spk) -> SpeakerArrays:
     import faiss
     if index.metric_type != faiss.METRIC_L2:
         raise TimbreFileError(f"{path}: speaker {spk!r}'s index is not an L2 index")
@@ -540,7 +539,7 @@ def _speaker_from_faiss(index, path, spk) -> _Speaker:
     except RuntimeError:
         ivf = None
     if ivf is None:  # a flat index: exact search only
-        return _Speaker(index.reconstruct_n(0, n))
+        return SpeakerArrays(index.reconstruct_n(0, n))
     ivf = faiss.downcast_index(ivf)
     if not isinstance(ivf, faiss.IndexIVFFlat) or ivf.code_size != 4 * index.d:
         raise TimbreFileError(f"{path}: speaker {spk!r} has a {type(ivf).__name__}; only "
@@ -564,7 +563,7 @@ def _speaker_from_faiss(index, path, spk) -> _Speaker:
         seen[ids] = True
     if not seen.all():
         raise TimbreFileError(f"{path}: speaker {spk!r}'s index does not list every row")
-    return _Speaker(vectors, centroids, _lists_from_assignment(assign, nlist))
+    return SpeakerArrays(vectors, centroids, lists_from_assignment(assign, nlist))
 
 
 def _read_npz(path: str, search: str | None) -> TimbreIndex:
@@ -588,9 +587,9 @@ def _read_npz(path: str, search: str | None) -> TimbreIndex:
                 if lists.size and (lists.max() >= len(vec) or lists.min() < -1):
                     raise TimbreFileError(f"{path}: speaker {k!r}'s lists name rows outside "
                                           f"0..{len(vec) - 1}")
-                speakers[key] = _Speaker(vec, z[f"s{i}_centroids"], lists)
+                speakers[key] = SpeakerArrays(vec, z[f"s{i}_centroids"], lists)
             else:
-                speakers[key] = _Speaker(vec)
+                speakers[key] = SpeakerArrays(vec)
     except KeyError as e:
         raise TimbreFileError(f"{path} is not an svcjax timbre index (missing {e.args[0]!r}); "
                               f"write one with `svcjax train-cluster` or `svcjax train-index`"
@@ -612,7 +611,7 @@ def _is_legacy_torch(path: str) -> bool:
     from svcjax.interop import torch_pickle
     try:
         with open(path, "rb") as f:
-            return _NoGlobals(f).load() == torch_pickle._LEGACY_MAGIC
+            return _NoGlobals(f).load() == torch_pickle.LEGACY_MAGIC
     except Exception:  # noqa: BLE001 - a first object that is not a plain int: not torch
         return False
 
@@ -638,28 +637,3 @@ def load_timbre_index(path: str | os.PathLike, search: str | None = None) -> Tim
         return idx
     raise TimbreFileError(f"{path} is neither a cluster model (kmeans_*.pt), a retrieval "
                           f"index (feature_and_index.pkl) nor an svcjax .npz index")
-
-
-# ---------------------------------------------------------------------------- command line
-
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "import-index", help="convert a reference kmeans_*.pt / feature_and_index.pkl to .npz",
-        description="Read the reference's cluster model or feature-retrieval index (the "
-                    ".pkl needs faiss-cpu) and write svcjax's plain-array .npz.")
-    p.add_argument("path", help="kmeans_10000.pt or feature_and_index.pkl")
-    p.add_argument("out", help="OUT.npz")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_import_main)
-    return p
-
-
-def _import_main(args) -> int:
-    from svcjax import cli
-
-    cli.refuse_existing(args.out, args.overwrite)
-    idx = load_timbre_index(args.path)
-    idx.save(args.out)
-    print(f"{idx} written to {args.out}")
-    return 0

@@ -32,8 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from svcjax import cli
-
+from svcjax.files import atomic_write
 from svcjax.timbre import index as timbre
 
 __all__ = ["kmeans", "kmeans_once", "kmeans_plus_plus", "corpus_units", "train_cluster",
@@ -150,10 +149,8 @@ def _fingerprint(x: np.ndarray, **kw) -> str:
 def _save_state(path: str | None, **arrays) -> None:
     if not path:
         return
-    tmp = path + ".tmp.npz"
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def kmeans(x: np.ndarray, k: int, *, n_init: int = 1, seed: int = 0,
@@ -329,13 +326,13 @@ def train_cluster(data_dir, out: str, n_clusters: int = 10000, *, minibatch: boo
                             state_path=str(work / f"speaker{i}.state.npz"), log=log)
         log(f"{spk}: {len(x)} frames -> {k} centres, inertia {inertia:.4g} "
             f"({time.time() - t:.1f} s)")
-        np.save(work / f"speaker{i}.done.tmp.npy", c)
-        os.replace(work / f"speaker{i}.done.tmp.npy", done)
+        with atomic_write(done) as f:
+            np.save(f, c)
         centres[spk] = c
     if out.endswith(".pt"):
         write_reference_cluster(centres, out)
     else:
-        timbre.TimbreIndex("cluster", {s: timbre._Speaker(c) for s, c in centres.items()}
+        timbre.TimbreIndex("cluster", {s: timbre.SpeakerArrays(c) for s, c in centres.items()}
                            ).save(out)
     shutil.rmtree(work, ignore_errors=True)
     return out
@@ -348,44 +345,8 @@ def write_reference_cluster(centres: dict[str, np.ndarray], path: str) -> str:
                  "cluster_centers_": np.ascontiguousarray(c, np.float32)}
            for spk, c in centres.items()}
     name = os.path.splitext(os.path.basename(path))[0] or "archive"
-    tmp = path + ".tmp"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+    with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr(f"{name}/data.pkl", pickle.dumps(obj, protocol=2))
         zf.writestr(f"{name}/byteorder", "little")
         zf.writestr(f"{name}/version", "3\n")
-    os.replace(tmp, path)
     return path
-
-
-# ---------------------------------------------------------------------------- command line
-
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "train-cluster", help="per-speaker k-means cluster model over a corpus's units",
-        description="K-means (JAX, all local devices) over each speaker's content units; "
-                    "the cluster model of `svcjax convert --cluster-model`. Resumable: "
-                    "run the same command again after an interruption.")
-    p.add_argument("data_dir", help="corpus built with `svcjax build-corpus`")
-    p.add_argument("out", help="OUT.npz (svcjax) or OUT.pt (the reference's kmeans layout)")
-    p.add_argument("--n-clusters", type=int, default=10000)
-    p.add_argument("--minibatch", action="store_true",
-                   help="mini-batch updates (batch 4096, 80 epochs) instead of full Lloyd")
-    p.add_argument("--max-iter", type=int, default=None,
-                   help="Lloyd iterations (default 300) / mini-batch epochs (default 80)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_cluster_main)
-    return p
-
-
-def _cluster_main(args) -> int:
-    if args.n_clusters < 1:
-        raise ValueError(f"--n-clusters must be >= 1, got {args.n_clusters}")
-    cli.refuse_existing(args.out, args.overwrite)
-    train_cluster(args.data_dir, args.out, args.n_clusters, minibatch=args.minibatch,
-                  max_iter=args.max_iter, seed=args.seed)
-    print(f"cluster model written to {args.out}")
-    return 0
-
-

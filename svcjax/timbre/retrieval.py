@@ -20,8 +20,6 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from svcjax import cli
-
 from svcjax.timbre import index as timbre
 from svcjax.timbre.kmeans import corpus_units, kmeans
 
@@ -32,7 +30,7 @@ REDUCED_CENTRES = 10_000
 
 
 def build_retrieval(x: np.ndarray, *, seed: int = 0, log: Callable[[str], None] = print
-                    ) -> timbre._Speaker:
+                    ) -> timbre.SpeakerArrays:
     """One speaker's retrieval rows (reduced above 2e5 frames) with IVF lists."""
     rng = np.random.default_rng(seed)
     x = np.ascontiguousarray(x[rng.permutation(len(x))], np.float32)
@@ -43,14 +41,14 @@ def build_retrieval(x: np.ndarray, *, seed: int = 0, log: Callable[[str], None] 
     n = len(x)
     n_ivf = min(int(16 * math.sqrt(n)), n // 39)
     if n_ivf < 1:
-        return timbre._Speaker(x)
+        return timbre.SpeakerArrays(x)
     # the coarse quantiser: k-means on at most 256 points per list (faiss's training sample)
     sample = x if n <= 256 * n_ivf else x[rng.choice(n, 256 * n_ivf, replace=False)]
     cent, _ = kmeans(sample, n_ivf, max_iter=10, init="random", seed=seed)
     cj = jnp.asarray(cent)
     assign = np.concatenate([np.asarray(timbre.nearest_centres(jnp.asarray(x[i:i + 8192]), cj))
                              for i in range(0, n, 8192)])
-    return timbre._Speaker(x, cent, timbre._lists_from_assignment(assign, n_ivf))
+    return timbre.SpeakerArrays(x, cent, timbre.lists_from_assignment(assign, n_ivf))
 
 
 def train_index(data_dir, out: str, *, seed: int = 0, log: Callable[[str], None] = print
@@ -68,26 +66,3 @@ def train_index(data_dir, out: str, *, seed: int = 0, log: Callable[[str], None]
         log(f"{spk}: {len(x)} frames -> {len(s.vectors)} rows{lists} ({time.time() - t:.1f} s)")
     timbre.TimbreIndex("retrieval", speakers).save(out)
     return out
-
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "train-index", help="per-speaker feature-retrieval index over a corpus's units",
-        description="All unit frames per speaker (k-means to 10000 centres above 2e5 "
-                    "frames), with inverted lists for IVF search; the index of "
-                    "`svcjax convert --retrieval-index`.")
-    p.add_argument("data_dir", help="corpus built with `svcjax build-corpus`")
-    p.add_argument("out", help="OUT.npz")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_index_main)
-    return p
-
-
-def _index_main(args) -> int:
-    cli.refuse_existing(args.out, args.overwrite)
-    train_index(args.data_dir, args.out, seed=args.seed)
-    print(f"retrieval index written to {args.out}")
-    return 0
-
-

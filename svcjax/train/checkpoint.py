@@ -23,14 +23,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Mapping
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+
+from svcjax.files import atomic_directory, write_text
 
 __all__ = ["save_model_dir", "load_model_dir", "is_model_dir", "config_to_json", "ModelDirError",
            "TrainCheckpointer"]
@@ -73,26 +73,12 @@ def save_model_dir(outdir: str | os.PathLike, params: Any, config: Any, *,
     outdir = os.path.abspath(os.fspath(outdir))
     if os.path.exists(outdir) and not overwrite:
         raise FileExistsError(f"{outdir} exists; pass overwrite=True (--overwrite) to replace it")
-    parent = os.path.dirname(outdir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(outdir) + ".tmp-", dir=parent)
-    try:
-        with open(os.path.join(tmp, CONFIG_NAME), "w") as f:
-            f.write(config_to_json(config))
+    with atomic_directory(outdir, replace=overwrite) as tmp:
+        write_text(tmp / CONFIG_NAME, config_to_json(config))
         params = jax.tree.map(np.asarray, params)
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(os.path.join(tmp, PARAMS_NAME), params)
             ckptr.wait_until_finished()
-        if os.path.exists(outdir):
-            old = tmp + ".old"
-            os.rename(outdir, old)
-            os.rename(tmp, outdir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return outdir
 
 

@@ -1,4 +1,4 @@
-"""Shallow-diffusion training (the reference's ``train_diff.py``) as a :class:`~svcjax.train.loop.Task`.
+"""Shallow-diffusion training (the reference's ``train_diff.py``) as a :class:`~svcjax.train.task.Task`.
 
 The score network (:class:`svcjax.models.diffusion.unit2mel.Unit2Mel`) learns to predict the noise
 added to the normalised 128-bin vocoder mel: ``t ~ U{0 .. k_step_max - 1}`` per example
@@ -15,28 +15,40 @@ reconstruction (the clips' mel noised to ``k`` then denoised with ``infer.method
 
 from __future__ import annotations
 
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svcjax.train.loop import Task, TrainData
+from svcjax.files import atomic_write
+from svcjax.train import inputs
+from svcjax.train.task import Task, TrainData, note, require
+
 
 __all__ = ["DiffusionTask"]
 
 
-def _ref(section, *names, default=None):
-    """The first of ``names`` present in a config section (svcjax or reference spelling)."""
+def _ref(section, what: str, *names, default=None):
+    """The first of ``names`` present in a config section (svcjax or reference spelling);
+    ``default`` when none is (a missing field without one is an error naming it)."""
     for n in names:
-        if section is not None and n in section:
+        if section is not None and n in section and section[n] is not None:
             return section[n]
+    if default is None:
+        raise ValueError(f"config.{what} has no {' / '.join(names)}; the training configs in "
+                         "configs/ (diffusion_44k.py) and imported config.yaml files set it")
     return default
 
 
 class DiffusionTask(Task):
     kind = "diffusion"
-    train_defaults = "diffusion"
     model_names = ("model",)
     progress_keys = ("loss/total",)
+    # train_diff.py: torch's AdamW defaults (its yaml sets only lr and weight decay), StepLR
+    # built with last_epoch=-2 on a fresh run (the first LR period is one update longer),
+    # and the diffusion's p_losses default (its loss type is not configurable there)
+    script_constants = {**Task.script_constants, "betas": (0.9, 0.999), "eps": 1e-8,
+                        "lr_decay_begin": 1, "loss_type": "l2"}
 
     def __init__(self, config, *, model=None, data=None):
         super().__init__(config)
@@ -51,19 +63,23 @@ class DiffusionTask(Task):
         self.schedule = gaussian_diffusion.Schedule.from_config(config)
         self.k_step_max = self.schedule.effective_k_step_max()
         self.n_spk = int(getattr(self.model, "n_spk", 1) or 1)
-        self.loss_type = str(_ref(config.get("train"), "loss_type", default="l2"))
+        self.loss_type = str(self.tcfg.loss_type)
         d = config.get("data") or {}
-        self.sr = int(_ref(d, "sampling_rate", default=44100))
-        self.hop = int(_ref(d, "hop_length", "block_size", default=512))
-        self.crop_frames = int(_ref(d, "crop_frames", default=0)) or int(
-            round(float(_ref(d, "duration", default=2.0)) * self.sr / self.hop))
+        self.sr = int(_ref(d, "data", "sampling_rate"))
+        self.hop = int(_ref(d, "data", "hop_length", "block_size"))
+        # crop_frames (svcjax only) overrides the reference's crop duration
+        self.crop_frames = int(_ref(d, "data", "crop_frames", default=0)) or int(
+            round(float(_ref(d, "data", "duration")) * self.sr / self.hop))
         infer = config.get("infer") or {}
-        self.val_method = str(_ref(infer, "method", default="dpm-solver++"))
-        self.val_speedup = int(_ref(infer, "speedup", default=10))
+        self.val_method = str(_ref(infer, "infer", "method"))
+        self.val_speedup = int(_ref(infer, "infer", "speedup"))
         self._data_fn = data
 
     def sample_rate(self) -> int:
         return self.sr
+
+    def hop_length(self) -> int:
+        return self.hop
 
     def dummy_batch(self, n: int) -> dict[str, np.ndarray]:
         f = self.crop_frames
@@ -102,9 +118,7 @@ class DiffusionTask(Task):
         if got != want:
             raise ValueError(f"init_from={src}: its network does not have this config's shape "
                              "(n_layers / n_chans / n_hidden / n_spk / units); fix the config")
-        if jax.process_index() == 0:
-            import sys
-            print(f"svcjax train: score network initialised from {src}", file=sys.stderr)
+        note(f"score network initialised from {src}")
         return {"model": loaded.params}
 
     def step(self, params, opt_state, batch, rng):
@@ -153,20 +167,14 @@ class DiffusionTask(Task):
     def make_data(self, mesh) -> TrainData:
         if self._data_fn is not None:
             return self._data_fn(mesh)
-        from svcjax.data import input_pipeline
-        from svcjax.train.sovits import (_check_speakers, _num_records, _pipeline_config,
-                                         _val_batch)
-
-        icfg = _pipeline_config(self.config, "diffusion", self.tcfg)
-        _check_speakers(self.config, icfg, self.n_spk, "model.n_spk")
+        icfg = inputs.pipeline_config(self.config, "diffusion", self.tcfg)
+        inputs.check_speakers(self.config, icfg, self.n_spk, "model.n_spk")
         icfg.crop_frames = self.crop_frames
-        aug = bool(_ref(self.config.get("train"), "pitch_aug", default=True)) and bool(
-            getattr(self.model, "use_pitch_aug", False))
+        require(self.tcfg, ("pitch_aug",))
+        aug = bool(self.tcfg.pitch_aug) and bool(getattr(self.model, "use_pitch_aug", False))
         if not aug:
             icfg.aug_prob = 0.0
-        loader = input_pipeline.make_loader(icfg)
-        batches = input_pipeline.GlobalBatches(loader, mesh, int(icfg.prefetch))
-        return TrainData(batches, _num_records(icfg), _val_batch(icfg))
+        return inputs.train_data(icfg, mesh)
 
     def export(self, params, step: int, outdir: str) -> list[str]:
         """``model_{step}.pt`` (``{'global_step', 'model'}``) + ``config.yaml``, as the
@@ -190,8 +198,6 @@ class DiffusionTask(Task):
         ref = {s: every[s] for s in ("data", "model", "vocoder", "infer", "train", "spk")
                if s in every}
         cfg_path = os.path.join(outdir, "config.yaml")
-        tmp = f"{cfg_path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
+        with atomic_write(cfg_path, "w") as f:
             yaml.safe_dump(ref, f, sort_keys=False)
-        os.replace(tmp, cfg_path)
         return [path, cfg_path]

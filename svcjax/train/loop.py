@@ -3,17 +3,19 @@
     python train.py --config configs/sovits_44k.py:variant=tiny --workdir /tmp/svc
     python train.py --config configs/diffusion_44k.py --workdir /tmp/diff
 
-A :class:`Task` says what is trained: its models and their optimizers, one jitted step (pure
-function of parameters, optimizer states, a global batch and a random key), validation
-summaries and the data. :func:`train` does the rest, the same for every task:
+A :class:`~svcjax.train.task.Task` says what is trained: its models and their optimizers, one
+jitted step (pure function of parameters, optimizer states, a global batch and a random key),
+validation summaries and the data; :mod:`svcjax.train.tasks` maps ``config.kind`` to one
+(the loop never imports a task module). :func:`train` does the rest, the same for every task:
 
 * a ``(data, fsdp)`` mesh from ``config.mesh``; parameters and optimizer states sharded by
   :func:`svcjax.runtime.sharding.param_sharding`; per-process batches assembled into global arrays
   by :func:`svcjax.runtime.sharding.global_batch`; one ``jax.jit`` step with ``donate_argnums``;
 * random keys: one base key from ``config.seed``, ``fold_in(key, step)`` per step, split by
   purpose inside the step (so a resumed run draws what an uninterrupted one draws);
-* AdamW with the reference's hyper-parameters and a staircase LR decay (per epoch for the
-  GAN, every 100k steps for diffusion), optional global-norm gradient clipping;
+* AdamW with a staircase LR decay (:func:`svcjax.train.task.make_optimizer`; per epoch for
+  the GAN, every ``train.lr_decay_steps`` for diffusion), optional global-norm gradient
+  clipping; every setting from ``config.train`` (``configs/*.py`` set them all);
 * :class:`svcjax.train.checkpoint.TrainCheckpointer` (Orbax; state + data-iterator position +
   config; every N steps, keep N, async); SIGTERM or a TPU preemption notice saves and stops;
   a run in a workdir that has checkpoints resumes from the newest finished one (the
@@ -28,10 +30,11 @@ summaries and the data. :func:`train` does the rest, the same for every task:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import threading
-from typing import Any, Callable, Iterator, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -42,199 +45,20 @@ import optax
 from svcjax.runtime import sharding
 from svcjax.train.checkpoint import TrainCheckpointer
 from svcjax.train.metric_writer import MetricWriter, NonFiniteError, ProgressBar, check_finite
+from svcjax.train.task import LOOP_FIELDS, Task, TrainData, make_optimizer, require
+from svcjax.train.tasks import make_task
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Task",
     "TrainData",
     "TrainResult",
-    "default_train_config",
     "make_optimizer",
     "make_task",
     "train",
     "NonFiniteError",
 ]
-
-PyTree = Any
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------
-
-def default_train_config(kind: str = "sovits") -> ml_collections.ConfigDict:
-    """The ``config.train`` section with the reference's values for ``kind``.
-
-    ``'sovits'`` (train.py / config_template.json): AdamW lr 1e-4, betas (0.8, 0.99),
-    eps 1e-9, weight decay 0.01, LR x0.999875 per epoch, c_mel 45, c_kl 1, 10240-sample
-    segments, checkpoints every 800 steps keeping 3.
-    ``'diffusion'`` (train_diff.py / diffusion_template.yaml): AdamW lr 1e-4, weight decay 0,
-    LR x0.5 every 100k steps, batch 48.
-    """
-    common = dict(
-        num_steps=100_000,
-        batch_size=6,            # global batch (all processes together)
-        learning_rate=1e-4,
-        betas=(0.8, 0.99),
-        eps=1e-9,
-        weight_decay=0.01,
-        lr_decay=0.999875,
-        lr_decay_steps=0,        # 0: once per epoch (steps_per_epoch)
-        lr_decay_begin=0,        # updates at the full LR before the first period starts
-        steps_per_epoch=0,       # 0: train examples // batch_size
-        grad_clip=0.0,           # global-norm clip; 0 = off (the reference does not clip)
-        compute_dtype="float32",  # or "bfloat16" (parameters and optimizer stay float32)
-        log_every=1,
-        eval_every=800,
-        checkpoint_every=800,
-        keep_checkpoints=3,
-        async_checkpoint=True,
-        progress=True,
-    )
-    if kind == "sovits":
-        common.update(segment_size=10240, c_mel=45.0, c_kl=1.0)
-    elif kind == "diffusion":
-        common.update(batch_size=48, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                      lr_decay=0.5, lr_decay_steps=100_000, eval_every=2000,
-                      # train_diff.py's StepLR starts at last_epoch=-2: its first period is
-                      # one update longer (the LR halves from update 100_002 on)
-                      lr_decay_begin=1,
-                      checkpoint_every=2000, keep_checkpoints=3, key_shift_prob=0.5)
-    else:
-        raise ValueError(f"unknown training kind {kind!r}; known: sovits, diffusion")
-    return ml_collections.ConfigDict(common)
-
-
-def _train_config(config, defaults: str) -> ml_collections.ConfigDict:
-    out = default_train_config(defaults)
-    for k, v in (config.get("train") or {}).items():
-        out[k] = v
-    return out
-
-
-def make_optimizer(tcfg, steps_per_epoch: int) -> tuple[optax.GradientTransformation, Callable]:
-    """AdamW with a staircase exponential LR:
-    ``lr * lr_decay ** (max(step - lr_decay_begin, 0) // decay_steps)``.
-
-    ``decay_steps`` is ``tcfg.lr_decay_steps`` or, when 0, one epoch (torch's
-    ``ExponentialLR`` stepped per epoch). The schedule's count lives in the optimizer state,
-    so a restored run continues the schedule where it stopped. Returns ``(tx, lr_at)``,
-    ``lr_at(count)`` the learning rate of the update after ``count`` updates (host floats).
-    """
-    every = int(tcfg.lr_decay_steps) or int(steps_per_epoch)
-    if every <= 0:
-        raise ValueError(f"LR decay period must be positive (lr_decay_steps={tcfg.lr_decay_steps}, "
-                         f"steps_per_epoch={steps_per_epoch})")
-    lr0, decay = float(tcfg.learning_rate), float(tcfg.lr_decay)
-    begin = int(tcfg.get("lr_decay_begin", 0) or 0)
-    schedule = optax.exponential_decay(lr0, every, decay, transition_begin=begin,
-                                       staircase=True)
-    b1, b2 = (float(b) for b in tcfg.betas)
-    tx = optax.adamw(schedule, b1=b1, b2=b2, eps=float(tcfg.eps),
-                     weight_decay=float(tcfg.weight_decay))
-    if tcfg.grad_clip and float(tcfg.grad_clip) > 0:
-        tx = optax.chain(optax.clip_by_global_norm(float(tcfg.grad_clip)), tx)
-
-    def lr_at(count: int) -> float:
-        periods = max(int(count) - begin, 0) // every
-        return float(np.float32(lr0) * np.float32(decay) ** periods)
-
-    return tx, lr_at
-
-
-# ---------------------------------------------------------------------------------------------
-# Tasks
-# ---------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class TrainData:
-    """What a task's data pipeline hands the trainer.
-
-    ``iterator`` yields either global batches (dicts of ``jax.Array`` sharded over the mesh,
-    e.g. :class:`svcjax.data.input_pipeline.GlobalBatches`) or this process's share of each (dicts
-    of NumPy arrays, leading axis ``batch_size // process_count``); it is checkpointable
-    (``get_state``/``set_state``, as grain iterators). ``val_batch`` is one small batch every process holds whole
-    (for validation summaries), or None. ``num_examples`` sizes an epoch.
-    """
-
-    iterator: Iterator[Mapping[str, np.ndarray]]
-    num_examples: int
-    val_batch: Mapping[str, np.ndarray] | None = None
-
-
-class Task:
-    """What :func:`train` trains. Subclasses set ``kind`` and ``model_names`` and implement
-    :meth:`init_params`, :meth:`step`, :meth:`make_data` and :meth:`dummy_batch`."""
-
-    kind: str = ""
-    train_defaults: str = "sovits"   # which default_train_config fills unset train.* fields
-    model_names: tuple[str, ...] = ()
-    progress_keys: tuple[str, ...] = ()
-    nonfinite_hint = ("lower train.learning_rate, set train.grad_clip, or check the data; "
-                      "training resumes from the newest checkpoint")
-
-    def __init__(self, config):
-        self.config = config
-        self.tcfg = _train_config(config, self.train_defaults)
-        self.tx: dict[str, optax.GradientTransformation] = {}
-        self.schedules: dict[str, Callable] = {}
-
-    # -- set by the trainer once the data size is known
-    def setup_optimizers(self, steps_per_epoch: int) -> None:
-        for name in self.model_names:
-            self.tx[name], self.schedules[name] = make_optimizer(self.tcfg, steps_per_epoch)
-
-    @property
-    def compute_dtype(self):
-        return jnp.dtype(self.tcfg.compute_dtype)
-
-    def update(self, name: str, grads, opt_state, params):
-        """One optimizer update of model ``name`` (inside the jitted step)."""
-        updates, opt_state = self.tx[name].update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
-
-    # -- to implement
-    def init_params(self, rng, batch) -> dict[str, PyTree]:
-        raise NotImplementedError
-
-    def pretrained(self, params: dict[str, PyTree]) -> dict[str, PyTree]:
-        """Replace freshly initialised parameters by ``config.init_from`` ones (fine-tuning)."""
-        return params
-
-    def step(self, params, opt_state, batch, rng) -> tuple[dict, dict, dict]:
-        """One training step (traced once, inside jit): new params, opt states, metrics."""
-        raise NotImplementedError
-
-    def make_data(self, mesh) -> TrainData:
-        raise NotImplementedError
-
-    def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
-        """A batch of the right shapes/dtypes (zeros) to initialise parameters."""
-        raise NotImplementedError
-
-    def summaries(self, params, batch, rng) -> dict:
-        """Validation outputs (traced, inside jit): {'scalars': {}, 'audio': {}, 'mels': {}}."""
-        return {}
-
-    def sample_rate(self) -> int:
-        return int(self.config.get("data", {}).get("sampling_rate", 44100))
-
-    def export(self, params, step: int, outdir: str) -> list[str]:
-        """Write the trained model in the reference's file format; returns the paths."""
-        raise NotImplementedError(f"{self.kind} has no export")
-
-
-def make_task(config) -> Task:
-    """The task ``config.kind`` names, built on the real models and data pipeline."""
-    kind = config.get("kind", "sovits")
-    if kind == "sovits":
-        from svcjax.train.sovits import SovitsTask
-
-        return SovitsTask(config)
-    if kind == "diffusion":
-        from svcjax.train.diffusion import DiffusionTask
-
-        return DiffusionTask(config)
-    raise ValueError(f"config.kind={kind!r} is not a trainable model; known: sovits, diffusion")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,6 +115,7 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
     workdir = os.path.abspath(os.fspath(workdir))
     task = task or make_task(config)
     tcfg = task.tcfg
+    require(tcfg, LOOP_FIELDS)
     pidx = jax.process_index()
     mesh_cfg = config.get("mesh") or {}
     mesh = sharding.make_mesh(int(mesh_cfg.get("data", -1)), int(mesh_cfg.get("fsdp", 1)))
@@ -333,7 +158,8 @@ def train(config, workdir: str, *, task: Task | None = None) -> TrainResult:
         writer.write_config(_resolved(config, steps_per_epoch))
         if start is not None:
             state = ckpt.restore(start, abstract, data.iterator)
-            _log(primary, f"resumed from {ckpt.directory}/{start}")
+            if primary:
+                logger.info(f"resumed from {ckpt.directory}/{start}")
         else:
             start = 0
             state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
@@ -373,7 +199,7 @@ def _loop(task, config, mesh, data, ckpt, writer, bar, preempt, state, state_sha
         val_batch = jax.device_put(data.val_batch, sharding.replicated(mesh))
 
     num_steps = int(tcfg.num_steps)
-    hop = int(getattr(task, "hop", 0) or config.get("data", {}).get("hop_length", 512))
+    hop = task.hop_length()
     sr = task.sample_rate()
     last: dict = {}
     pending: list = []
@@ -418,8 +244,9 @@ def _loop(task, config, mesh, data, ckpt, writer, bar, preempt, state, state_sha
             saved_at = step
         if stop:
             preempted = True
-            _log(primary, f"stopping at step {step}: preemption/SIGTERM received; checkpoint "
-                          f"saved in {ckpt.directory}; rerun the same command to resume")
+            if primary:
+                logger.info(f"stopping at step {step}: preemption/SIGTERM received; checkpoint "
+                            f"saved in {ckpt.directory}; rerun the same command to resume")
             break
     flush()
     if saved_at != step:
@@ -444,8 +271,8 @@ def _remove_unfinished_saves(directory: str) -> None:
         path = os.path.join(directory, name)
         if _UNFINISHED in name and os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
-            _log(True, f"removed {path}: a checkpoint save that was interrupted (the run "
-                       f"resumes from the newest finished checkpoint)")
+            logger.warning(f"removed {path}: a checkpoint save that was interrupted (the run "
+                           f"resumes from the newest finished checkpoint)")
 
 
 def _seed(config) -> int:
@@ -485,72 +312,3 @@ def _write_summaries(writer: MetricWriter, step: int, out: Mapping, sample_rate:
         if frames is not None and len(frames):
             mel = mel[:max(1, int(frames[0]))]
         writer.image(step, name, mel)
-
-
-def _log(primary: bool, msg: str) -> None:
-    if primary:
-        import sys
-        print(f"svcjax train: {msg}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Export and the `svcjax export-pth` command
-# ---------------------------------------------------------------------------------------------
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    import json
-
-    path = os.path.join(os.fspath(workdir), "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{workdir} is not a training workdir (no config.json)")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
-def restore_params(workdir: str, step: int | None = None, task: Task | None = None):
-    """``(params, step, task)`` of a run's checkpoint (default: the newest), on one device."""
-    config = load_run_config(workdir)
-    task = task or make_task(config)
-    task.setup_optimizers(max(1, int(task.tcfg.steps_per_epoch or 1)))
-    dummy = task.dummy_batch(1)
-
-    def init_state(key):
-        params = task.init_params(key, dummy)
-        return {"params": params,
-                "opt_state": {n: task.tx[n].init(params[n]) for n in task.model_names}}
-
-    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=dev),
-                            jax.eval_shape(init_state, jax.random.PRNGKey(0)))
-    ckpt = TrainCheckpointer(os.path.join(os.fspath(workdir), "checkpoints"), async_save=False)
-    try:
-        step = ckpt.latest_step() if step is None else int(step)
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
-        if step not in ckpt.all_steps():
-            raise FileNotFoundError(f"no checkpoint for step {step} in {workdir}/checkpoints; "
-                                    f"have {', '.join(map(str, ckpt.all_steps())) or 'none'}")
-        state = ckpt.restore(step, abstract)
-    finally:
-        ckpt.close()
-    return state["params"], step, task
-
-
-def export_run(workdir: str, outdir: str, step: int | None = None) -> list[str]:
-    """Write a run's checkpoint in the reference's file format (``G_/D_{step}.pth`` +
-    config.json for So-VITS-SVC, ``model_{step}.pt`` + config.yaml for diffusion)."""
-    params, step, task = restore_params(workdir, step)
-    return task.export(params, step, outdir)
-
-
-def add_parser(subparsers):
-    p = subparsers.add_parser(
-        "export-pth", help="write a training run's checkpoint as the reference's .pth files",
-        description="Write a training workdir's newest (or --step) checkpoint in So-VITS-SVC's "
-        "own format: G_{step}.pth, D_{step}.pth and config.json (generator runs) or "
-        "model_{step}.pt and config.yaml (diffusion runs). No PyTorch needed.")
-    p.add_argument("workdir")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--step", type=int, default=None)
-    p.set_defaults(func=lambda a: print("\n".join(export_run(a.workdir, a.out, a.step))))
-    return p

@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from svcjax.files import atomic_write, write_text
+
 __all__ = ["MetricWriter", "ProgressBar", "NonFiniteError", "check_finite", "mel_image",
            "METRICS_FILE", "TENSORBOARD_DIR"]
 
@@ -46,43 +48,17 @@ def check_finite(step: int, scalars: Mapping[str, float], hint: str = "") -> Non
                 (f"; {hint}" if hint else ""))
 
 
-# A perceptually uniform colour map (viridis), sampled at 9 points and interpolated.
-_VIRIDIS = np.array([
-    [68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
-    [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37]], np.float32)
-
-
 def mel_image(mel: np.ndarray) -> np.ndarray:
-    """``(T, n_mels)`` log-mel -> ``(n_mels, T, 3)`` uint8 image, low frequencies at the bottom."""
+    """``(T, n_mels)`` log-mel -> ``(n_mels, T, 3)`` uint8 image, low frequencies at the
+    bottom, min..max mapped through matplotlib's viridis colour map."""
+    from matplotlib import colormaps
+
     m = np.asarray(mel, np.float32)
     if m.ndim != 2:
         raise ValueError(f"mel_image expects a (frames, mels) array, got shape {m.shape}")
     lo, hi = np.nanmin(m), np.nanmax(m)
     x = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-    pos = np.nan_to_num(x.T[::-1]) * (len(_VIRIDIS) - 1)
-    i = np.clip(np.floor(pos).astype(int), 0, len(_VIRIDIS) - 2)
-    f = (pos - i)[..., None]
-    rgb = _VIRIDIS[i] * (1 - f) + _VIRIDIS[i + 1] * f
-    return np.round(rgb).astype(np.uint8)
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """Encode an ``(H, W, 3)`` uint8 image as PNG (no imaging library needed)."""
-    import struct
-    import zlib
-
-    img = np.ascontiguousarray(image, np.uint8)
-    h, w, c = img.shape
-    if c != 3:
-        raise ValueError(f"png_bytes expects (H, W, 3) RGB, got shape {img.shape}")
-    raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    return colormaps["viridis"](np.nan_to_num(x.T[::-1]), bytes=True)[..., :3]
 
 
 def _import_summary_writer():
@@ -98,13 +74,6 @@ def _import_summary_writer():
     finally:
         del sys.modules["torch"]
     return SummaryWriter
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 class MetricWriter:
@@ -125,10 +94,8 @@ class MetricWriter:
         path = os.path.join(workdir, METRICS_FILE)
         if purge_from is not None and os.path.exists(path):
             keep = [r for r in read_metrics(workdir) if int(r.get("step", 0)) < purge_from]
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "w") as f:
+            with atomic_write(path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in keep)
-            os.replace(tmp, path)
         self._jsonl = open(path, "a", buffering=1)
         if tensorboard:
             SummaryWriter = _import_summary_writer()
@@ -139,8 +106,8 @@ class MetricWriter:
         if self.enabled:
             from svcjax.train.checkpoint import config_to_json
 
-            write_json_atomic(os.path.join(self.workdir, "config.json"),
-                              json.loads(config_to_json(config)))
+            write_text(os.path.join(self.workdir, "config.json"),
+                       json.dumps(json.loads(config_to_json(config)), indent=2, sort_keys=True))
 
     def scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -162,12 +129,8 @@ class MetricWriter:
             image = np.asarray(image)
             if image.ndim == 2:
                 image = mel_image(image)
-            from tensorboardX.proto.summary_pb2 import Summary
-
-            h, w = image.shape[:2]
-            value = Summary.Value(tag=name, image=Summary.Image(
-                height=h, width=w, colorspace=3, encoded_image_string=png_bytes(image)))
-            self._tb._get_file_writer().add_summary(Summary(value=[value]), int(step))
+            # tensorboardX encodes the PNG with Pillow
+            self._tb.add_image(name, np.asarray(image, np.uint8), int(step), dataformats="HWC")
 
     def flush(self) -> None:
         if self._tb is not None:

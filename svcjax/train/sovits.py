@@ -1,4 +1,4 @@
-"""So-VITS-SVC's GAN training (the reference's ``train.py``) as a :class:`~svcjax.train.loop.Task`.
+"""So-VITS-SVC's GAN training (the reference's ``train.py``) as a :class:`~svcjax.train.task.Task`.
 
 One jitted step does what the reference does per batch, in the same order:
 
@@ -28,16 +28,18 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svcjax.files import atomic_write
 from svcjax.train import losses
 from svcjax.models.discriminator import (PERIODS, MultiPeriodDiscriminator,
                                          discriminator_state_dict, load_discriminator)
-from svcjax.train.loop import Task, TrainData
+from svcjax.train import inputs
+from svcjax.train.task import Task, TrainData, note, require
+
 
 __all__ = ["SovitsTask", "generator_state_dict", "export_reference_checkpoints"]
 
@@ -49,9 +51,13 @@ def _cut(x, start, size):
 
 class SovitsTask(Task):
     kind = "sovits"
-    train_defaults = "sovits"
     model_names = ("g", "d")
     progress_keys = ("loss/g/total", "loss/d/total", "loss/g/mel")
+    train_fields = ("segment_size", "c_mel", "c_kl")
+    # train.py: torch's AdamW weight decay (0.01; betas and eps come from config.json), the
+    # LR decayed once per epoch by ExponentialLR (no offset)
+    script_constants = {**Task.script_constants, "weight_decay": 0.01, "lr_decay_steps": 0,
+                        "lr_decay_begin": 0}
     unroll_layers = True  # False: scanned layer stacks (compile faster, run slower on CPU)
 
     def __init__(self, config, *, generator=None, spectrogram=None, data=None):
@@ -88,6 +94,9 @@ class SovitsTask(Task):
 
     def sample_rate(self) -> int:
         return self.sr
+
+    def hop_length(self) -> int:
+        return self.hop
 
     # -- parameters ---------------------------------------------------------------------------
 
@@ -127,10 +136,10 @@ class SovitsTask(Task):
             dcfg = self.config.get("discriminator") or {}
             params["d"] = load_discriminator(dsrc, int(dcfg.get("width_div", 1)),
                                              tuple(dcfg.get("periods", PERIODS)))
-            _note(f"discriminator initialised from {dsrc}")
+            note(f"discriminator initialised from {dsrc}")
         else:
-            _note("no discriminator checkpoint (init_discriminator_from): the discriminator "
-                  "starts from random weights")
+            note("no discriminator checkpoint (init_discriminator_from): the discriminator "
+                 "starts from random weights")
         return params
 
     def _load_generator(self, src: str, fresh):
@@ -146,19 +155,19 @@ class SovitsTask(Task):
             sd = generator_state_dict(loaded, cfg)
         else:
             sd = sovits.read_state_dict(src)
-        rename = sovits._shared_flow_rename(
+        rename = sovits.shared_flow_rename(
             sd, bool(self.config.model.get("flow_share_parameter", False)))
         merged, report = torch_params.merge_state_dict(sd, jax.device_get(fresh), rename=rename)
         if not any(k.startswith("enc_q") for k in sd):
             raise ValueError(f"{src} has no enc_q (a compressed release checkpoint?); "
                              "fine-tuning needs the full training checkpoint")
         n_loaded = len(jax.tree.leaves(fresh)) - len(report["kept"])
-        _note(f"generator initialised from {src}: {n_loaded} tensors loaded")
+        note(f"generator initialised from {src}: {n_loaded} tensors loaded")
         if report["kept"] or report["wrong_shape"] or report["unexpected"]:
-            _note("  kept from random init (not in the checkpoint or another shape): "
-                  + ", ".join(report["kept"][:12]) + (" ..." if len(report["kept"]) > 12 else ""))
+            note("  kept from random init (not in the checkpoint or another shape): "
+                 + ", ".join(report["kept"][:12]) + (" ..." if len(report["kept"]) > 12 else ""))
             if report["unexpected"]:
-                _note("  unused checkpoint tensors: " + ", ".join(report["unexpected"][:12]))
+                note("  unused checkpoint tensors: " + ", ".join(report["unexpected"][:12]))
         return merged
 
     # -- the step -----------------------------------------------------------------------------
@@ -277,16 +286,13 @@ class SovitsTask(Task):
     def make_data(self, mesh) -> TrainData:
         if self._data_fn is not None:
             return self._data_fn(mesh)
-        from svcjax.data import input_pipeline
-
-        icfg = _pipeline_config(self.config, "generator", self.tcfg)
-        _check_speakers(self.config, icfg, int(self.config.model.n_speakers),
-                        "model.n_speakers")
+        icfg = inputs.pipeline_config(self.config, "generator", self.tcfg)
+        inputs.check_speakers(self.config, icfg, int(self.config.model.n_speakers),
+                              "model.n_speakers")
         icfg.segment_frames = self.seg_frames
-        icfg.vol_aug = bool(self.tcfg.get("vol_aug", False))
-        loader = input_pipeline.make_loader(icfg)
-        batches = input_pipeline.GlobalBatches(loader, mesh, int(icfg.prefetch))
-        return TrainData(batches, _num_records(icfg), _val_batch(icfg))
+        require(self.tcfg, ("vol_aug",))
+        icfg.vol_aug = bool(self.tcfg.vol_aug)
+        return inputs.train_data(icfg, mesh)
 
     # -- export -------------------------------------------------------------------------------
 
@@ -302,62 +308,6 @@ def _norm(tree):
     import optax
 
     return optax.tree.norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
-
-
-def _note(msg: str) -> None:
-    if jax.process_index() == 0:
-        print(f"svcjax train: {msg}", file=sys.stderr, flush=True)
-
-
-def _pipeline_config(config, kind: str, tcfg):
-    """The input pipeline's config: its defaults, overridden by same-named ``config.data``
-    fields; the batch size is ``train.batch_size`` and the seed ``config.seed``."""
-    from svcjax.data import input_pipeline
-
-    icfg = input_pipeline.default_config(kind)
-    data = config.get("data") or {}
-    for k in icfg.keys():
-        if k in data and k != "kind":
-            icfg[k] = data[k]
-    icfg.batch_size = int(tcfg.batch_size)
-    seed = config.get("seed", None)
-    if seed is not None:
-        icfg.seed = int(seed)
-    return icfg
-
-
-def _check_speakers(config, icfg, n_model: int, field: str) -> None:
-    """Stop before step 1 when the corpus's speakers are not the config's ``spk`` map
-    (:func:`svcjax.data.input_pipeline.check_speakers`); note config speakers without clips."""
-    from svcjax.data import input_pipeline
-
-    if not icfg.data_dir:
-        return  # make_loader says what is missing
-    spk = config.get("spk") or {}
-    spk = spk.to_dict() if hasattr(spk, "to_dict") else dict(spk)
-    for note in input_pipeline.check_speakers(spk, icfg.data_dir, n_model, field):
-        _note(f"warning: {note}")
-
-
-def _num_records(icfg) -> int:
-    from svcjax.data import input_pipeline
-
-    return len(input_pipeline.data_source(icfg.data_dir, icfg.split))
-
-
-def _val_batch(icfg, n: int = 2):
-    """The first ``n`` validation clips (every process the same), or None without a split."""
-    from svcjax.data import input_pipeline
-
-    v = icfg.copy_and_resolve_references()
-    v.update(split="validation", crop="start", shuffle=False, num_epochs=1,
-             drop_remainder=False, batch_size=n, worker_count=0, vol_aug=False, aug_prob=0.0)
-    try:
-        loader = input_pipeline.make_loader(v, process_index=0, process_count=1)
-    except ValueError as e:
-        _note(f"no validation summaries ({e})")
-        return None
-    return next(iter(loader), None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,9 +388,7 @@ def export_reference_checkpoints(params, config, step: int, outdir: str, *,
     ref_cfg = {s: config[s].to_dict() if hasattr(config[s], "to_dict") else dict(config[s])
                for s in ("train", "data", "model", "spk") if s in config}
     cfg_path = os.path.join(outdir, "config.json")
-    tmp = cfg_path + f".tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_write(cfg_path, "w") as f:
         json.dump(ref_cfg, f, indent=2)
-    os.replace(tmp, cfg_path)
     written.append(cfg_path)
     return written

@@ -51,6 +51,27 @@ def test_aug_draws_deterministic_and_in_range():
     np.testing.assert_allclose(out["aug_vol"], out["volume"] * draws[0][1], rtol=1e-4)
 
 
+def test_loudness_gain_range_never_clips():
+    """The reference's loudness draw (moved here from the unused audio/augment.py, whose
+    copy of the formula nothing called): log10 of the gain in [-1, min(1, log10(1 / peak))]."""
+    rng = np.random.default_rng(0)
+    peaks = np.linspace(0.001, 2.0, 4000) + 1e-5
+    gains = np.array([featurizer_lib.loudness_gain(p, rng) for p in peaks])
+    logs = np.log10(gains)
+    assert (logs >= -1 - 1e-9).all() and (logs <= np.minimum(1, np.log10(1 / peaks)) + 1e-9).all()
+    assert (gains * peaks <= 1 + 1e-9).all()            # never clips
+    assert logs[:100].max() > 0.5 and logs[-100:].max() < -0.2   # quiet clips get louder
+    again = np.random.default_rng(0)
+    assert [featurizer_lib.loudness_gain(p, again) for p in peaks[:5]] == list(gains[:5])
+
+
+def test_key_shifts_span_the_configured_range():
+    feat = fakes.featurizer(aug_keyshift=5.0, seed=7)
+    clip = np.full(512, 0.1, np.float32)
+    shifts = np.array([feat.aug_draws(clip, f"k{i}")[0] for i in range(2000)])
+    assert shifts.min() >= -5 and shifts.max() <= 5 and shifts.std() > 2.5   # U(-5, 5): 2.89
+
+
 def test_feature_selection_and_errors():
     feat = fakes.featurizer(features="f0,volume")
     assert set(feat.spec()) == {"f0", "uv", "volume"}

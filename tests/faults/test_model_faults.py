@@ -4,12 +4,12 @@ command that loads one, and damaged svcjax model directories.
 Each case runs the real command on a generated file and checks: a non-zero status, one line on
 stderr naming the problem (no traceback, no asyncio noise), no output written, and, for the
 hostile pickles, that the payload never ran (it would create a marker file). The hostile
-files are built in the test (tests/convert/malicious.py); nothing hostile is committed.
+files are built in the test (tests/interop/malicious.py); nothing hostile is committed.
 
 Every command gets every fault, but most runs are ``slow`` (about 5 s each); the default suite
 runs one hostile and a few broken files per command, the wrong-kind file of the issue report
 (a vocoder passed as --model) and the damaged model directories. In-process, every loader
-gets every payload in every layout (tests/convert/test_loader_faults.py).
+gets every payload in every layout (tests/interop/test_loader_faults.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import shutil
 
 import pytest
 
-from tests.convert import malicious
+from tests.interop import malicious
 from tests.faults import harness
 
 AREA = "model files"

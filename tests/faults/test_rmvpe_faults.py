@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import tiny_models
-from tests.convert import malicious
+from tests.interop import malicious
 from tests.faults import harness
 
 AREA = "rmvpe weights"

@@ -161,7 +161,7 @@ def test_resampling_is_torchaudios_sinc_hann():
     import soundfile as sf
     from scipy.signal import resample_poly
 
-    from svcjax.models.rmvpe import resample_sinc_hann
+    from svcjax.audio.resample import resample
 
     x, sr = sf.read(os.path.join(HERE, "..", "fixtures", "voices", "slt_up5_44k.wav"),
                     dtype="float32")
@@ -172,7 +172,7 @@ def test_resampling_is_torchaudios_sinc_hann():
     t = np.arange(-half, half + 1) * cut / (o * n)
     h = np.sinc(t) * np.cos(np.clip(t, -zeros, zeros) * math.pi / zeros / 2) ** 2 * cut / o
     want = resample_poly(x.astype(np.float64), n, o, window=h / n)
-    got = np.asarray(resample_sinc_hann(x[None], sr, 16000))[0]
+    got = np.asarray(resample(x[None], sr, 16000, quality="torchaudio_hann128"))[0]
     assert got.shape == (-(-len(x) * n // o),)  # torchaudio's ceil(L * 16000 / sr)
     np.testing.assert_allclose(got, want[:len(got)], atol=1e-5)
 
@@ -180,14 +180,14 @@ def test_resampling_is_torchaudios_sinc_hann():
 def test_a_44k_clip_is_resampled_then_tracked(ref, batched):
     import soundfile as sf
 
-    from svcjax.models.rmvpe import resample_sinc_hann
+    from svcjax.audio.resample import resample
 
     x, sr = sf.read(os.path.join(HERE, "..", "fixtures", "voices", "slt_up5_44k.wav"),
                     dtype="float32")
     x = x[:48510]  # 17600 samples at 16 kHz, as the fixture's slt clip: no new compilation
     f0, uv = f0mod.extract_f0(x, sr, "rmvpe", weights=PT)
     assert f0.shape == uv.shape == (f0mod.num_frames(len(x), sr),)
-    x16 = np.asarray(resample_sinc_hann(x[None], sr, 16000))[0]
+    x16 = np.asarray(resample(x[None], sr, 16000, quality="torchaudio_hann128"))[0]
     f16, u16 = f0mod.rmvpe_f0_16k([x16], [len(f0)], weights=PT)
     np.testing.assert_array_equal(uv, u16[0])
     np.testing.assert_allclose(f0, f16[0], rtol=1e-6)

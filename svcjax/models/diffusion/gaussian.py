@@ -22,7 +22,43 @@ import numpy as np
 
 Array = jax.Array
 
-__all__ = ["Schedule", "masked_loss"]
+__all__ = ["Schedule", "masked_loss", "check_k_step"]
+
+
+def check_k_step(k_step: Any = None, *, timesteps: int | None = None,
+                 k_step_max: int | None = None, where: str = "") -> int | None:
+    """The one check of the diffusion depths, one sentence for the first thing wrong:
+
+    * ``k_step_max`` (what a model was trained on; 0 = all steps) in ``[0, timesteps]``;
+    * ``k_step`` (how deep a shallow diffusion starts) an integer ``>= 1``, at most
+      ``timesteps``, and at most the model's effective ``k_step_max``.
+
+    Only the given values are checked (``where`` prefixes the ``k_step_max`` message, e.g.
+    the config file). Returns ``int(k_step)`` (None when not given)."""
+    if k_step_max is not None and timesteps is not None:
+        if not 0 <= int(k_step_max) <= int(timesteps):
+            raise ValueError(f"{where}model.k_step_max={k_step_max} must be in "
+                             f"[0, timesteps={timesteps}]")
+    if k_step is None:
+        return None
+    try:
+        k = int(k_step)
+    except (TypeError, ValueError):
+        k = None
+    if k is None or (isinstance(k_step, float) and k != k_step):
+        raise ValueError(f"k_step must be a whole number of steps, got {k_step!r}")
+    if k < 1:
+        raise ValueError(f"k_step must be >= 1, got {k}")
+    if timesteps is not None and k > int(timesteps):
+        raise ValueError(f"k_step must be in [1, {timesteps}], got {k}")
+    if k_step_max is not None:
+        trained = int(k_step_max)
+        if timesteps is not None and not 0 < trained < int(timesteps):
+            trained = int(timesteps)
+        if 0 < trained < k:
+            raise ValueError(f"the shallow diffusion k_step={k} is greater than this model's "
+                             f"k_step_max={trained}")
+    return k
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svcjax.models.diffusion.gaussian import Schedule
+from svcjax.models.diffusion.gaussian import Schedule, check_k_step
 
 Array = jax.Array
 EpsFn = Callable[[Array, Array], Array]
@@ -73,8 +73,7 @@ def resolve_method(method: str | None, speedup: int) -> str:
 def check(method: str | None, k: int, speedup: int, timesteps: int) -> str:
     """Validate ``(method, k, speedup)`` against a ``timesteps``-step schedule (one clear error)."""
     m = resolve_method(method, speedup)
-    if not 1 <= int(k) <= timesteps:
-        raise ValueError(f"k_step must be in [1, {timesteps}], got {k}")
+    check_k_step(k, timesteps=timesteps)
     if m in ("dpm-solver", "dpm-solver++", "unipc") and int(k) // int(speedup) < 2:
         raise ValueError(f"{m} takes k_step // speedup steps and needs at least 2; got "
                          f"k_step={k}, speedup={speedup} (lower speedup or raise k_step)")

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from tests.convert import malicious
+from tests.interop import malicious
 
 FIX = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures")
 SOVITS_CFG = os.path.join(FIX, "sovits", "tiny", "config.json")

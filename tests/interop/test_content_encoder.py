@@ -68,16 +68,16 @@ def test_fairseq_config_is_read_from_the_pickled_dictconfig():
 
 
 def test_conv_layers_parser_is_safe():
-    assert cc._parse_conv_layers("[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2") == \
+    assert cc.parse_conv_layers("[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2") == \
         list(ce.BASE_CONV_LAYERS)
     with pytest.raises(cc.ContentEncoderFileError, match="conv_feature_layers"):
-        cc._parse_conv_layers("__import__('os').system('true')")
+        cc.parse_conv_layers("__import__('os').system('true')")
 
 
 def test_plain_configs():
     ns = argparse.Namespace(encoder_layers=12, nested=argparse.Namespace(a=[1, 2]))
-    assert cc._plain(ns) == {"encoder_layers": 12, "nested": {"a": [1, 2]}}
-    assert cc._plain({"model": {"x": (1, 2)}}) == {"model": {"x": [1, 2]}}
+    assert cc.plain_value(ns) == {"encoder_layers": 12, "nested": {"a": [1, 2]}}
+    assert cc.plain_value({"model": {"x": (1, 2)}}) == {"model": {"x": [1, 2]}}
 
 
 def test_cli_import_and_model_dir(tmp_path, capsys):

@@ -1,8 +1,13 @@
-"""TFDS builder for the svcjax training corpus (ArrayRecord files, no TensorFlow needed).
+"""TFDS builder for the svcjax training corpus, ``svc_corpus`` (ArrayRecord files, no TensorFlow
+needed).
 
 The builder only declares the features and writes the examples that
-:mod:`svcjax.data.corpus` has prepared: it is constructed by ``svcjax.data.corpus.build_corpus`` with
-a ``HostPlan`` (this host's files, the feature cache, speakers, feature shapes). Per example:
+:mod:`svcjax.data.corpus` has prepared: :func:`svcjax.data.corpus.build_corpus` constructs it
+with a ``HostPlan`` (this host's files, the feature cache, speakers, feature shapes, and the
+examples of each split). It ships inside the package, so an installed svcjax builds corpora
+without a checkout; ``tfds build`` cannot build it (the plan comes from ``svcjax
+build-corpus``), and reading a built corpus needs no builder class
+(``tfds.builder_from_directory``). Per example:
 
 * ``audio``: int16 waveform at 44.1 kHz, ``512 * T`` samples (divide by 32768);
 * the featurizer's per-frame arrays (``units``, ``f0``, ``uv``, ``volume``, ``mel``,
@@ -20,6 +25,7 @@ import tensorflow_datasets as tfds
 class Builder(tfds.core.GeneratorBasedBuilder):
     """svcjax training corpus: audio, content units, F0, volume, mels, key-shift augmentation."""
 
+    name = "svc_corpus"
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
 
@@ -56,6 +62,4 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in self._plan.splits}
 
     def _generate_examples(self, split):
-        from svcjax.data import corpus
-        plan = self._plan
-        yield from corpus.iter_examples(plan.sources, split, plan.cache_dir, plan.speakers)
+        yield from self._plan.examples(split)

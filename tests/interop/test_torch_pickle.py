@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from svcjax.interop import torch_pickle
-from tests.convert import malicious
+from tests.interop import malicious
 
 
 @pytest.fixture
@@ -165,7 +165,7 @@ def test_malicious_pickles_are_refused_and_never_run(tmp_path, kind, layout):
 
 
 def _loads(data: bytes):
-    return torch_pickle._Unpickler(__import__("io").BytesIO(data), lambda k, s: None, "x").load()
+    return torch_pickle.TorchUnpickler(__import__("io").BytesIO(data), lambda k, s: None, "x").load()
 
 
 def test_records_stay_inert_under_build_and_reduce():

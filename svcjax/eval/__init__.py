@@ -1,0 +1,1 @@
+"""Evaluation: conversion-quality metrics, the evaluation runner, and config sweeps."""
