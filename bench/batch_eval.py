@@ -21,10 +21,21 @@ on the reference side:
 * **one 10 s file** (``--file-seconds``): the same on one clip, warm.
 * ``--components``: svcjax component by component (each model's public API in turn, host
   arrays between them), the path the fused program replaces, for comparison.
+* ``--compute-dtype bfloat16``: svcjax's programs with bfloat16 matmuls/convolutions.
+
+Robustness on a shared machine: the reference's torch thread count is set explicitly
+(``--torch-threads``, default 1 and the core count: each is timed and printed, with its
+ratios), XLA uses its default pool (all cores; its size is printed); the load average is
+printed before and after every phase. *cold* runs with an empty persistent compilation cache
+(a fresh temporary ``--cache-dir`` unless one is given: every program compiled, and stored
+if worth storing, as a user's first run); *cold, cache filled* drops the in-memory programs
+(``jax.clear_caches()`` and a new runtime) and converts again, loading them from that cache,
+as a second process would. Compiles (executables obtained: compiled or loaded) and compile
+seconds are printed for each.
 
 Printed: seconds, clips per second, seconds of audio per second, compiles, and the ratios
 reference / svcjax (> 1: svcjax faster). Nothing is asserted; on a shared machine the
-figures are noisy (``os.getloadavg()`` is printed with them).
+figures are noisy (compare the load averages printed with them).
 """
 
 from __future__ import annotations
@@ -123,15 +134,29 @@ def main():
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--components", action="store_true",
                     help="svcjax component by component (the path before the fused program)")
+    ap.add_argument("--torch-threads", type=int, nargs="+", default=None,
+                    help="reference thread counts to time (default: 1 and the core count)")
+    ap.add_argument("--cache-dir", help="persistent compilation cache for the cold runs "
+                    "(default: a fresh empty temporary directory)")
+    ap.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"))
     args = ap.parse_args()
     import torch
 
-    from svcjax.runtime import converter as pipeline, runner as runtime
+    from svcjax.runtime import compilation_cache, converter as pipeline, runner as runtime
 
+    cores = os.cpu_count() or 1
+    threads = args.torch_threads or sorted({1, cores})
+    tmp_cache = None
+    if args.cache_dir is None:
+        tmp_cache = tempfile.TemporaryDirectory(prefix="svcjax-bench-cache-")
+    cache = compilation_cache.enable(args.cache_dir or tmp_cache.name)
+    n_cached = len(os.listdir(cache))
     print(f"{args.clips} clips of {args.min_seconds:g}-{args.max_seconds:g} s, "
-          f"{jax.device_count()} {jax.devices()[0].platform} device(s), torch "
-          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} "
-          f"(a shared machine: figures are noisy)", flush=True)
+          f"{jax.device_count()} {jax.devices()[0].platform} device(s), {cores} CPU cores "
+          f"(XLA: its default pool), torch threads {threads} (set per run), compute dtype "
+          f"{args.compute_dtype}, persistent cache {cache} ({n_cached} entries at start)",
+          flush=True)
+    load("start")
     conv, reference = build(args.ref)
     if args.components:
         conv._fusable = lambda opt: False
@@ -141,7 +166,8 @@ def main():
     seconds = float(sum(len(c) for c in clips)) / SR
     opts = pipeline.ConvertOptions(speaker=0, f0_method="dio", k_step=100,
                                    method="dpm-solver++", speedup=10, batch_size=args.batch,
-                                   pad_seconds=0.0, slice_db=-200.0, seed=None)
+                                   pad_seconds=0.0, slice_db=-200.0, seed=None,
+                                   compute_dtype=args.compute_dtype)
 
     def timed(fn):
         with runtime.CompileCounter() as cc:
@@ -150,35 +176,59 @@ def main():
             sec = time.perf_counter() - t0
         return sec, cc, out
 
+    def show(name, sec, cc, extra=""):
+        print(f"svcjax {name:<22} {sec:8.1f} s  {args.clips / sec:6.3f} clips/s  "
+              f"{seconds / sec:6.2f} s audio/s  compiles {cc.compiles} "
+              f"({cc.compile_seconds:.1f} s compiling){extra}", flush=True)
+
     cold, cc_cold, _ = timed(lambda: conv.convert(clips, opts, progress=False))
+    show("cold (empty cache)", cold, cc_cold)
+    load("after svcjax cold")
     warm, cc_warm, _ = timed(lambda: conv.convert(clips, opts, progress=False))
-    print(f"svcjax cold {cold:8.1f} s  {args.clips / cold:6.3f} clips/s  "
-          f"{seconds / cold:6.2f} s audio/s  compiles {cc_cold.compiles} "
-          f"({cc_cold.compile_seconds:.1f} s compiling)", flush=True)
-    print(f"svcjax warm {warm:8.1f} s  {args.clips / warm:6.3f} clips/s  "
-          f"{seconds / warm:6.2f} s audio/s  compiles {cc_warm.compiles}; last call: "
-          + ", ".join(f"{k} {v:.1f} s" for k, v in conv.timings.items()), flush=True)
+    show("warm", warm, cc_warm, "; last call: " + ", ".join(
+        f"{k} {v:.1f} s" for k, v in conv.timings.items()))
+    load("after svcjax warm")
+    jax.clear_caches()                       # in-memory programs gone: load from the cache
+    conv.__dict__.pop("_runtime", None)
+    cached, cc_cached, _ = timed(lambda: conv.convert(clips, opts, progress=False))
+    show("cold, cache filled", cached, cc_cached,
+         f"; cache now {len(os.listdir(cache))} entries")
     one = clips_of([args.file_seconds], seed=1)
     conv.convert(one, opts, progress=False)
     file_sec, cc_file, _ = timed(lambda: conv.convert(one, opts, progress=False))
     print(f"svcjax one {args.file_seconds:g} s file warm {file_sec:.2f} s "
           f"(compiles {cc_file.compiles})", flush=True)
+    load("after svcjax")
     if args.skip_reference:
         return
-    rs = np.random.RandomState(0)
-    reference(clips_of([2.0], seed=2)[0], rs)                 # torch warm-up
-    t0 = time.perf_counter()
-    for c in clips:
-        reference(c, rs)
-    ref = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    reference(one[0], rs)
-    ref_file = time.perf_counter() - t0
-    print(f"reference per-clip loop {ref:8.1f} s  {args.clips / ref:6.3f} clips/s  "
-          f"{seconds / ref:6.2f} s audio/s; one file {ref_file:.2f} s", flush=True)
-    print(f"ratio (reference / svcjax): batch warm {ref / warm:.2f}x, batch cold "
-          f"{ref / cold:.2f}x, one {args.file_seconds:g} s file warm {ref_file / file_sec:.2f}x "
-          f"(load average now {os.getloadavg()[0]:.1f})", flush=True)
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        rs = np.random.RandomState(0)
+        reference(clips_of([2.0], seed=2)[0], rs)                 # torch warm-up
+        load(f"before reference ({n_threads} torch threads)")
+        t0 = time.perf_counter()
+        for c in clips:
+            reference(c, rs)
+        ref = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        reference(one[0], rs)
+        ref_file = time.perf_counter() - t0
+        print(f"reference per-clip loop, torch {torch.get_num_threads()} thread(s) {ref:8.1f} s"
+              f"  {args.clips / ref:6.3f} clips/s  {seconds / ref:6.2f} s audio/s; one file "
+              f"{ref_file:.2f} s", flush=True)
+        print(f"ratio (reference with {n_threads} torch thread(s) / svcjax with {cores} cores): "
+              f"batch warm {ref / warm:.2f}x, batch cold (empty cache) {ref / cold:.2f}x, "
+              f"batch cold (cache filled) {ref / cached:.2f}x, one {args.file_seconds:g} s "
+              f"file warm {ref_file / file_sec:.2f}x", flush=True)
+        load(f"after reference ({n_threads} torch threads)")
+    if tmp_cache is not None:
+        tmp_cache.cleanup()
+
+
+def load(when):
+    one, five, fifteen = os.getloadavg()
+    print(f"  load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)",
+          flush=True)
 
 
 if __name__ == "__main__":

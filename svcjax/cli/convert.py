@@ -117,6 +117,10 @@ def add_parser(subparsers):
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     p.add_argument("--deterministic", action="store_true", help="every random draw zero")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="precision of the networks' matmuls and convolutions (bfloat16: "
+                        "bfloat16 operands, float32 accumulation and parameters; fastest on "
+                        "TPU/GPU, changes the output slightly; default float32)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--cache-dir", help="JAX compilation cache (default $SVCJAX_CACHE or "
                    "~/.cache/svcjax/jax)")
@@ -143,7 +147,7 @@ def run(args) -> int:
         seed=None if args.deterministic else args.seed, batch_size=args.batch_size,
         cluster_model=args.cluster_model, cluster_ratio=args.cluster_ratio,
         cluster_search=args.cluster_search, enhance=args.enhance,
-        enhancer_adaptive_key=args.enhancer_adaptive_key)
+        enhancer_adaptive_key=args.enhancer_adaptive_key, compute_dtype=args.compute_dtype)
     opts.check()
     for path in args.inputs:
         if not os.path.exists(path):

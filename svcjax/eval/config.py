@@ -53,6 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.slice_db = -40.0
     c.pad_seconds = 0.5
     c.batch_size = 8
+    # "bfloat16": the networks' matmuls/convs on bfloat16 operands (float32 accumulation,
+    # float32 parameters; see bench/precision.py for its difference from float32)
+    c.compute_dtype = "float32"
     # settings
     c.sovits_only = True
     c.diffusion_k = (100,)

@@ -212,6 +212,8 @@ def run_evaluation(config, workdir: str | os.PathLike, *, converter=None, clips=
     out_dir = os.path.join(workdir, EVAL_DIR)
     # the F0 tracker (and its weights file, e.g. rmvpe.pt) is checked before anything is written
     f0_weights = prepare_f0(config.f0_method, config.get("f0_weights") or None)
+    from svcjax.models.precision import check_compute_dtype
+    compute_dtype = check_compute_dtype(config.get("compute_dtype", "float32"))
     os.makedirs(out_dir, exist_ok=True)
     wanted = set(config.metrics)
     unknown = wanted - {"mel", "mcd", "f0", "rtf", "speaker_similarity", "dnsmos"}
@@ -267,7 +269,7 @@ def run_evaluation(config, workdir: str | os.PathLike, *, converter=None, clips=
             f0_weights=f0_weights, noise_scale=float(config.noise_scale),
             seed=None if config.seed is None or int(config.seed) < 0 else int(config.seed),
             batch_size=batch, slice_db=float(config.slice_db),
-            pad_seconds=float(config.pad_seconds), **overrides)
+            pad_seconds=float(config.pad_seconds), compute_dtype=compute_dtype, **overrides)
 
     # Settings that differ only in diffusion (k, sampler, speedup, or none) are converted
     # together: each clip's F0, units and SoVITS output once per speaker, every diffusion

@@ -135,6 +135,8 @@ class ConvertOptions:
     cluster_search: str | None = None  # "exact" or "ivf" (default: the index's own)
     enhance: bool = False          # NSF-HiFiGAN enhancer (needs the vocoder; off after
     enhancer_adaptive_key: float = 0.0  # shallow diffusion); key shift of its analysis
+    compute_dtype: str = "float32"  # "bfloat16": the networks' matmuls/convs on bf16 operands
+    #                                 (float32 accumulation, parameters stay float32)
 
     def check(self) -> None:
         if not 0 <= self.cluster_ratio <= 1:
@@ -159,6 +161,8 @@ class ConvertOptions:
         if not np.isfinite(self.enhancer_adaptive_key) or abs(self.enhancer_adaptive_key) > 36:
             raise ValueError(f"enhancer_adaptive_key must be a number of semitones in [-36, 36], "
                              f"got {self.enhancer_adaptive_key}")
+        from svcjax.models.precision import check_compute_dtype
+        self.compute_dtype = check_compute_dtype(self.compute_dtype)
 
 
 # ----------------------------------------------------------------------------- speakers
@@ -564,6 +568,11 @@ class Converter:
         self._validate_speaker(spk)
         if opt.cluster_ratio:  # a bad index or speaker fails here, before any work
             self._check_timbre(spk, opt)
+        if opt.compute_dtype != "float32" and not self._fusable(opt):
+            raise ValueError(f"compute_dtype {opt.compute_dtype} runs in the compiled "
+                             "conversion program only, which a cluster model / retrieval "
+                             "index, the enhancer or stand-in components do not use: convert "
+                             "with compute_dtype float32 (--compute-dtype float32)")
 
     def stream(self, items, options: ConvertOptions, *, cancelled=frozenset(), bar=None):
         """Convert ``(key, audio)`` pairs (44.1 kHz mono; an iterator, read as needed) and
@@ -807,7 +816,8 @@ class Converter:
         return (bool(opt.auto_f0), bool(opt.only_diffusion),
                 bool(opt.second_encoding) and diffused and not opt.only_diffusion,
                 opt.loudness_mix != 1.0, self.vol_embedding or bool(opt.only_diffusion),
-                spk_weights, diffused and self.diffusion.n_spk > 1, stochastic, settings)
+                spk_weights, diffused and self.diffusion.n_spk > 1, stochastic,
+                opt.compute_dtype, settings)
 
     def _build_program(self, static: tuple, f0spec: tuple | None = None) -> Callable:
         """The conversion of one row (audio in, audio out), mapped over the rows of a batch:
@@ -815,29 +825,40 @@ class Converter:
         and the vocoder, and the loudness mix, in one jitted program. The front (up to the
         SoVITS output and its mel) runs once; each diffusion setting of ``static`` gives one
         output (rows x settings x samples). Each row draws its random numbers from
-        ``fold_in(seed key, piece id)``, the same for every setting. With ``f0spec`` (a
-        device tracker, :meth:`_device_f0`) the F0 stage runs in the program too, on the
-        whole batch before the rows are mapped: the program then takes ``f0``/``uv`` as
-        ``None`` and one more scalar last, the transposition factor."""
+        ``fold_in(seed key, piece id)``, the same for every setting. With ``compute_dtype``
+        bfloat16 the networks (content encoder, SoVITS, the diffusion denoiser, the vocoder)
+        run their matmuls and convolutions on bfloat16 operands with float32 accumulation
+        (:func:`svcjax.models.precision.matmuls_in`); the signal processing around them
+        (resampling, mels, volume, loudness) and the samplers' arithmetic stay float32. With
+        ``f0spec`` (a device tracker, :meth:`_device_f0`) the F0 stage runs in the program
+        too (in float32: its voicing and pitch-bin decisions are discrete), on the whole
+        batch before the rows are mapped: the program then takes ``f0``/``uv`` as ``None``
+        and one more scalar last, the transposition factor."""
         import jax.numpy as jnp
 
+        from svcjax.models.precision import matmuls_in
         from svcjax.runtime.diffusion import sample_mel
         from svcjax.runtime.vocoder import vocode
 
         (predict_f0, only_diffusion, second_encoding, loudness, need_vol, spk_weights,
-         diff_spk, stochastic, settings) = static
+         diff_spk, stochastic, compute_dtype, settings) = static
         enc, sov, dif, voc = self.encoder, self.sovits, self.diffusion, self.vocoder
         enc_pad = int(enc.hop)
         enc_max = getattr(enc, "max_samples", None)
         sov_vol = sov is not None and bool(sov.module.vol_embedding)
         shallow = any(s[0] for s in settings) and not only_diffusion
+        # the networks' matmuls/convs in compute_dtype (float32: the functions themselves)
+        enc_apply = matmuls_in(compute_dtype, enc.model.apply)
+        sov_apply = matmuls_in(compute_dtype, sov.module.apply) if sov is not None else None
+        sample_mel = matmuls_in(compute_dtype, sample_mel)
+        vocode = matmuls_in(compute_dtype, vocode)
 
         def encode(p_enc, audio, lens16, i0, i1, w1, mask):
             wav16 = resample_lib.resample(audio, SAMPLING_RATE, ENCODER_SR)
             wav16 = jnp.pad(wav16, ((0, 0), (0, -wav16.shape[1] % enc_pad)))
             if enc_max is not None:          # a network with a longest input (checked)
                 wav16 = wav16[:, :enc_max]
-            u, _ = enc.model.apply({"params": p_enc}, wav16, lens16)
+            u, _ = enc_apply({"params": p_enc}, wav16, lens16)
             u = u[0].astype(jnp.float32)
             a, b = jnp.take(u, i0[0], axis=0), jnp.take(u, i1[0], axis=0)
             w = w1[0][:, None]
@@ -862,7 +883,7 @@ class Converter:
             wav = None
             if not only_diffusion:
                 rngs = {"noise": k_sov} if stochastic else {}
-                wav, f0 = sov.module.apply(
+                wav, f0 = sov_apply(
                     {"params": params["sovits"]}, units, f0, uv, g, mask,
                     vol if sov_vol else None, noise_scale=noise_scale, predict_f0=predict_f0,
                     method="infer", rngs=rngs)
