@@ -112,7 +112,7 @@ def components(conv, clip, setting):
     """Each component's float32 and bfloat16 outputs on the same float32 inputs."""
     from svcjax.audio import features, spectrogram
     from svcjax.audio import resample as resample_lib
-    from svcjax.audio.features import _align_table
+    from svcjax.audio.features import align_table
     from svcjax.models.precision import matmuls_in
     from svcjax.runtime.diffusion import sample_mel
     from svcjax.runtime.vocoder import vocode
@@ -130,7 +130,7 @@ def components(conv, clip, setting):
     wav16 = np.pad(wav16, ((0, 0), (0, -wav16.shape[1] % int(enc.hop))))
     lens16 = np.array([resample_lib.resampled_length(n, SR, 16000)], np.int32)
     ulen = int(np.asarray(enc.num_frames(lens16)).reshape(-1)[0])
-    i0, i1, w1 = _align_table(ulen, frames, conv.unit_mode)
+    i0, i1, w1 = align_table(ulen, frames, conv.unit_mode)
     vol = np.asarray(features.volume(audio))[:, :frames]
     g = np.zeros((1,), np.int32)
     key = jax.random.PRNGKey(0)

@@ -49,6 +49,13 @@ interpolation. ``threshold=None`` means the threshold of the code the weights co
 0.05 for So-VITS-SVC's network (its predictor's), 0.006 for torchfcpe's (its ``infer``'s).
 As in the reference, ``f0_min`` / ``f0_max`` do not clip FCPE's output (its bins span
 32.7-1975.5 Hz).
+
+Inside a compiled program (the conversion program of :mod:`svcjax.runtime.converter`),
+:func:`crepe_in_program`, :func:`rmvpe_in_program` and :func:`fcpe_in_program` compute the
+same ``(f0, uv)`` from a padded 44.1 kHz batch with traced clip lengths: the same
+resampling and length conventions, the same network, and the same jnp post-processing
+(:func:`crepe_postprocess`, :func:`rmvpe_postprocess`, :func:`fcpe_postprocess`,
+:func:`nearest_frames`) that :func:`extract_f0` runs.
 """
 
 from __future__ import annotations
@@ -71,6 +78,9 @@ RMVPE_ENV = "SVCJAX_RMVPE"
 DECODERS = ("viterbi", "weighted_argmax")
 
 __all__ = ["extract_f0", "interpolate_f0", "transpose_f0", "num_frames", "nearest_index",
+           "nearest_frames", "crepe_postprocess", "crepe_frames", "crepe_in_program",
+           "rmvpe_postprocess", "rmvpe_in_program", "fcpe_postprocess", "fcpe_in_program",
+           "tracker_network",
            "crepe_f0_16k", "rmvpe_f0_16k", "rmvpe_weights", "fcpe_f0_16k", "fcpe_runner",
            "prepare_f0", "METHODS", "RMVPE_ENV", "DECODERS", "SAMPLING_RATE", "HOP", "F0_MIN",
            "F0_MAX"]
@@ -133,6 +143,21 @@ def nearest_index(n_in: int, n_out: int) -> np.ndarray:
     scale = np.float32(n_in) / np.float32(n_out)
     idx = np.floor(i.astype(np.float32) * scale).astype(np.int64)
     return np.minimum(idx, n_in - 1).astype(np.int32)
+
+
+def nearest_frames(n_in: jax.Array, n_out: jax.Array, t: int) -> tuple[jax.Array, jax.Array]:
+    """:func:`nearest_index` for a batch, as jnp (jit-able, per-clip counts traced):
+    ``n_in`` / ``n_out`` ``(B,)`` frame counts -> the source index of each of ``t`` output
+    frames ``(B, t)`` (0 past ``n_out``) and the output frame mask ``(B, t)`` (float32).
+    The same float32 ``floor(i * (n_in / n_out))`` as torch's nearest interpolation."""
+    n_in = jnp.asarray(n_in, jnp.int32)[:, None]
+    n_out = jnp.asarray(n_out, jnp.int32)[:, None]
+    i = jnp.arange(t, dtype=jnp.int32)[None, :]
+    scale = n_in.astype(jnp.float32) / jnp.maximum(n_out, 1).astype(jnp.float32)
+    idx = jnp.floor(i.astype(jnp.float32) * scale).astype(jnp.int32)
+    idx = jnp.where(n_in == n_out, i, jnp.minimum(idx, n_in - 1))
+    valid = i < n_out
+    return jnp.where(valid, idx, 0), valid.astype(jnp.float32)
 
 
 # --------------------------------------------------------------------------------------
@@ -231,12 +256,24 @@ def _mean3(x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
     return s / jnp.maximum(c, 1.0), c > 0
 
 
-@functools.partial(jax.jit, static_argnames=("decoder", "fmin", "fmax"))
-def _crepe_post(probs, db, n_frames, index, tmask, threshold, *, decoder, fmin, fmax):
+def crepe_postprocess(probs: jax.Array, db: jax.Array, n_frames: jax.Array, n_out: jax.Array,
+                      threshold: float | jax.Array, *, t: int, decoder: str = "viterbi",
+                      fmin: float = F0_MIN, fmax: float = F0_MAX) -> tuple[jax.Array, jax.Array]:
+    """CREPE's post-processing, as jnp (the one copy: :func:`extract_f0` and the fused
+    conversion program both run it): network activations ``probs (B, N, 360)`` and per-bin
+    dB ``db (B, N, 513)`` of clips with ``n_frames[b]`` valid CREPE frames -> ``(f0, uv)``
+    ``(B, t)`` at 44.1 kHz / hop 512 with ``n_out[b]`` valid frames: decoding (``viterbi`` or
+    ``weighted_argmax``), periodicity median-filtered over 3 frames and zeroed below -60 dB
+    A-weighted loudness, F0 dropped where periodicity < ``threshold``, a 3-frame mean over
+    the voiced frames, nearest-neighbour resizing to ``n_out`` frames (:func:`nearest_frames`)
+    and interpolation through unvoiced frames (:func:`interpolate_f0`). Frames past a clip's
+    count are ignored whatever they hold."""
     from svcjax.models import crepe
 
-    b, n, _ = probs.shape
-    mask = jnp.arange(n)[None, :] < n_frames[:, None]
+    if decoder not in DECODERS:
+        raise ValueError(f"CREPE decoder {decoder!r} unknown; expected one of {DECODERS}")
+    n = probs.shape[1]
+    mask = jnp.arange(n)[None, :] < jnp.asarray(n_frames)[:, None]
     if decoder == "viterbi":
         f0, pd = crepe.decode_viterbi(probs, mask.astype(jnp.float32), fmin, fmax)
     else:
@@ -247,8 +284,67 @@ def _crepe_post(probs, db, n_frames, index, tmask, threshold, *, decoder, fmin, 
     voiced = mask & ~(pd < threshold)
     f0, voiced = _mean3(f0, voiced)
     f0 = jnp.where(voiced & mask, f0, 0.0)
+    index, tmask = nearest_frames(n_frames, n_out, t)
     f0 = jnp.take_along_axis(f0, index, axis=1)
     return interpolate_f0(f0, tmask)
+
+
+_crepe_post = jax.jit(crepe_postprocess, static_argnames=("t", "decoder", "fmin", "fmax"))
+
+
+def crepe_frames(audio16: jax.Array, n16: jax.Array, n_frames: int,
+                 hop: int = CREPE_HOP) -> jax.Array:
+    """torchcrepe's framing of a padded 16 kHz batch, as jnp: ``audio16 (B, L)`` with
+    ``n16[b]`` valid samples (the rest is treated as zeros) -> ``(B, n_frames, 1024)`` raw
+    frames, frame ``i`` the 1024 samples from ``i * hop - 512`` (zero-padded 512 each side);
+    a clip has ``1 + n16 // hop`` valid frames (the host path's
+    :func:`svcjax.models.crepe.frames_from_audio`, batched and jit-able)."""
+    from svcjax.models import crepe
+
+    half = crepe.WINDOW_SIZE // 2
+    x = jnp.where(jnp.arange(audio16.shape[1])[None, :] < jnp.asarray(n16)[:, None],
+                  audio16, 0.0)
+    need = (n_frames - 1) * hop + crepe.WINDOW_SIZE
+    x = jnp.pad(x, ((0, 0), (half, max(0, need - half - x.shape[1]))))
+    idx = np.arange(n_frames)[:, None] * hop + np.arange(crepe.WINDOW_SIZE)[None, :]
+    return x[:, idx]
+
+
+def crepe_in_program(model: Any, params: Any, audio: jax.Array, lens: jax.Array, *,
+                     threshold: float = 0.05, decoder: str = "viterbi", fmin: float = F0_MIN,
+                     fmax: float = F0_MAX, chunk: int = 512) -> tuple[jax.Array, jax.Array]:
+    """CREPE F0 of a padded 44.1 kHz batch inside a jitted program: ``audio (B, W)`` with
+    ``lens[b]`` valid samples (whole 512-sample frames, zeros after) -> ``(f0, uv)``
+    ``(B, W // 512)``, what :func:`extract_f0` gives for the same clips (resampy's Kaiser
+    resampling to 16 kHz, ``floor(L * 16000 / 44100)`` samples, :func:`crepe_frames`, the
+    network, :func:`crepe_postprocess`). The network runs over the frames in steps of about
+    ``chunk`` frames for the whole batch (``lax.map``), which bounds its memory."""
+    from svcjax.audio.resample import rate_ratio, resample
+    from svcjax.models import crepe
+
+    b, width = audio.shape
+    up, down = rate_ratio(SAMPLING_RATE, 16000)
+    lens = jnp.asarray(lens, jnp.int32)
+    n16 = _lengths_16k(lens, ceil=False)       # resampy's floor(L * 16000 / 44100)
+    n_crepe = 1 + n16 // CREPE_HOP
+    n_max = 1 + (width * up // down) // CREPE_HOP
+    steps = max(1, -(-n_max * b // max(int(chunk), 1)))
+    per = -(-n_max // steps)
+    wav16 = resample(audio, SAMPLING_RATE, 16000, quality="kaiser_best")
+    frames = crepe_frames(wav16, n16, steps * per)               # (B, steps * per, 1024)
+    frames = jnp.swapaxes(frames.reshape(b, steps, per, crepe.WINDOW_SIZE), 0, 1)
+
+    def run(x):                                                  # (B, per, 1024)
+        flat = x.reshape(b * per, crepe.WINDOW_SIZE)
+        probs = model.apply({"params": params}, crepe.normalize_frames(flat))
+        return (probs.reshape(b, per, -1),
+                crepe.a_weighted_loudness_db(flat).reshape(b, per, -1))
+
+    probs, db = jax.lax.map(run, frames)                         # (steps, B, per, ...)
+    probs = jnp.swapaxes(probs, 0, 1).reshape(b, steps * per, -1)
+    db = jnp.swapaxes(db, 0, 1).reshape(b, steps * per, -1)
+    return crepe_postprocess(probs, db, n_crepe, lens // HOP, threshold, t=width // HOP,
+                             decoder=decoder, fmin=fmin, fmax=fmax)
 
 
 def crepe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
@@ -277,15 +373,11 @@ def crepe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
     tb = bucket_length(int(max(n_out)))
     p = np.zeros((bsz, nb, probs.shape[1]), np.float32)
     d = np.full((bsz, nb, db.shape[1]), -100.0, np.float32)
-    index = np.zeros((bsz, tb), np.int32)
-    tmask = np.zeros((bsz, tb), np.float32)
     for i, start in enumerate(np.concatenate([[0], np.cumsum(counts)[:-1]])):
         p[i, :counts[i]] = probs[start:start + counts[i]]
         d[i, :counts[i]] = db[start:start + counts[i]]
-        index[i, :n_out[i]] = nearest_index(int(counts[i]), int(n_out[i]))
-        tmask[i, :n_out[i]] = 1.0
-    f0, uv = _crepe_post(p, d, counts, index, tmask, np.float32(threshold), decoder=decoder,
-                         fmin=float(fmin), fmax=float(fmax))
+    f0, uv = _crepe_post(p, d, counts, np.asarray(n_out, np.int32), np.float32(threshold),
+                         t=tb, decoder=decoder, fmin=float(fmin), fmax=float(fmax))
     t_max = int(max(n_out))
     f0, uv = np.asarray(f0)[:, :t_max], np.asarray(uv)[:, :t_max]
     if return_raw:
@@ -333,15 +425,54 @@ def _rmvpe_runner(weights: str | os.PathLike | None, mesh: Any = None):
     return _rmvpe_runner_cached(os.path.abspath(path), (st.st_mtime_ns, st.st_size), mesh)
 
 
-@jax.jit
-def _rmvpe_post(salience, counts, index, tmask, threshold):
+def rmvpe_postprocess(salience: jax.Array, counts: jax.Array, n_out: jax.Array,
+                      threshold: float | jax.Array, *, t: int) -> tuple[jax.Array, jax.Array]:
+    """RMVPE's post-processing, as jnp (the one copy, for :func:`extract_f0` and the
+    conversion program): saliences ``(B, N, 360)`` of clips with ``counts[b]`` valid frames
+    -> ``(f0, uv)`` ``(B, t)`` with ``n_out[b]`` valid frames: local-average decoding with
+    the voicing ``threshold``, nearest-neighbour resizing (:func:`nearest_frames`) and
+    interpolation through unvoiced frames."""
     from svcjax.models import rmvpe
 
     n = salience.shape[1]
     f0, voiced = rmvpe.decode_local_average(salience, threshold)
-    f0 = jnp.where(jnp.arange(n)[None, :] < counts[:, None], f0, 0.0)
+    f0 = jnp.where(jnp.arange(n)[None, :] < jnp.asarray(counts)[:, None], f0, 0.0)
+    index, tmask = nearest_frames(counts, n_out, t)
     f0 = jnp.take_along_axis(f0, index, axis=1)
     return interpolate_f0(f0, tmask)
+
+
+_rmvpe_post = jax.jit(rmvpe_postprocess, static_argnames=("t",))
+
+
+def _lengths_16k(lens: jax.Array, ceil: bool) -> jax.Array:
+    """``L * 16000 / 44100`` samples, floored (resampy's convention) or ceiled
+    (torchaudio's), in int32 without overflow for any piece length."""
+    from svcjax.audio.resample import rate_ratio
+
+    up, down = rate_ratio(SAMPLING_RATE, 16000)
+    lens = jnp.asarray(lens, jnp.int32)
+    q, r = lens // down, lens % down
+    return q * up + (r * up + (down - 1 if ceil else 0)) // down
+
+
+def rmvpe_in_program(model: Any, params: Any, audio: jax.Array, lens: jax.Array, *,
+                     threshold: float = 0.05) -> tuple[jax.Array, jax.Array]:
+    """RMVPE F0 of a padded 44.1 kHz batch inside a jitted program: ``audio (B, W)`` with
+    ``lens[b]`` valid samples (whole 512-sample frames, zeros after) -> ``(f0, uv)``
+    ``(B, W // 512)``, what :func:`extract_f0` gives (torchaudio's Hann-sinc resampling to
+    ``ceil(L * 16000 / 44100)`` samples, :func:`svcjax.models.rmvpe.salience`,
+    :func:`rmvpe_postprocess`). Pieces are longer than RMVPE's shortest clip (32 ms)."""
+    from svcjax.audio.resample import resample
+    from svcjax.models import rmvpe
+
+    width = audio.shape[1]
+    n16 = _lengths_16k(lens, ceil=True)
+    wav16 = resample(audio, SAMPLING_RATE, 16000, quality="torchaudio_hann128")
+    wav16 = jnp.where(jnp.arange(wav16.shape[1])[None, :] < n16[:, None], wav16, 0.0)
+    sal = rmvpe.salience(model, params, wav16, n16)
+    return rmvpe_postprocess(sal, 1 + n16 // rmvpe.HOP, jnp.asarray(lens) // HOP, threshold,
+                             t=width // HOP)
 
 
 def rmvpe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
@@ -370,12 +501,8 @@ def rmvpe_f0_16k(audio16: Sequence[np.ndarray], n_out: Sequence[int], *,
     sal = runner(x, lens, trim=False)  # (B, frames bucket, 360)
     counts = 1 + lens // rmvpe.HOP
     tb = bucket_length(int(max(n_out)))
-    index = np.zeros((len(audio16), tb), np.int32)
-    tmask = np.zeros((len(audio16), tb), np.float32)
-    for b in range(len(audio16)):
-        index[b, :n_out[b]] = nearest_index(int(counts[b]), int(n_out[b]))
-        tmask[b, :n_out[b]] = 1.0
-    f0, uv = _rmvpe_post(sal, counts, index, tmask, np.float32(threshold))
+    f0, uv = _rmvpe_post(sal, counts, np.asarray(n_out, np.int32), np.float32(threshold),
+                         t=tb)
     t_max = int(max(n_out))
     f0, uv = np.asarray(f0)[:, :t_max], np.asarray(uv)[:, :t_max]
     if return_raw:
@@ -409,9 +536,59 @@ def fcpe_runner(weights: str | os.PathLike | None = None, mesh: Any = None):
     return _fcpe_runner(path, os.path.getmtime(path), mesh)
 
 
-@jax.jit
-def _fcpe_post(f0, index, tmask):
+def fcpe_postprocess(f0: jax.Array, counts: jax.Array, n_out: jax.Array, *,
+                     t: int) -> tuple[jax.Array, jax.Array]:
+    """FCPE's post-processing, as jnp (the one copy, for :func:`extract_f0` and the
+    conversion program): the network's decoded F0 ``(B, N)`` (0 unvoiced) of clips with
+    ``counts[b]`` frames -> ``(f0, uv)`` ``(B, t)`` with ``n_out[b]`` valid frames
+    (nearest-neighbour resizing, :func:`nearest_frames`, and interpolation)."""
+    index, tmask = nearest_frames(counts, n_out, t)
     return interpolate_f0(jnp.take_along_axis(f0, index, axis=1), tmask)
+
+
+_fcpe_post = jax.jit(fcpe_postprocess, static_argnames=("t",))
+
+
+def fcpe_in_program(conf: Any, params: Any, table: jax.Array, audio: jax.Array,
+                    lens: jax.Array, *, threshold: float) -> tuple[jax.Array, jax.Array]:
+    """FCPE F0 of a padded 44.1 kHz batch inside a jitted program: ``audio (B, W)`` with
+    ``lens[b]`` valid samples (whole 512-sample frames, zeros after) -> ``(f0, uv)``
+    ``(B, W // 512)``, what :func:`extract_f0` gives: torchaudio's Hann-sinc resampling to
+    ``ceil(L * 16000 / 44100)`` samples, each clip padded for the STFT as alone (reflected
+    at its own ends, :func:`svcjax.models.fcpe.pad_for_mel`, here with traced lengths), the
+    frame count and copied last frame of :func:`svcjax.models.fcpe.mel_frames`, the mel,
+    the network and local-argmax decoding, then :func:`fcpe_postprocess`."""
+    from svcjax.audio.resample import resample
+    from svcjax.models import fcpe
+
+    b, width = audio.shape
+    lens = jnp.asarray(lens, jnp.int32)
+    n = _lengths_16k(lens, ceil=True)[:, None]                     # (B, 1)
+    wav16 = resample(audio, SAMPLING_RATE, 16000, quality="torchaudio_hann128")
+    left = (conf.win_size - conf.hop) // 2
+    right = jnp.maximum((conf.win_size - conf.hop + 1) // 2, conf.win_size - n - left)
+    # frames: the widest clip's STFT frames + 1 (mel_frames caps a clip's count there)
+    n_max = (wav16.shape[1] + left + (conf.win_size - conf.hop + 1) // 2
+             - conf.n_fft) // conf.hop + 2
+    n_max = max(n_max, (conf.win_size - conf.n_fft) // conf.hop + 2)
+    wp = (n_max - 1) * conf.hop + conf.n_fft
+    j = jnp.arange(wp, dtype=jnp.int32)[None, :]
+    s = j - left
+    reflect = (right < n) & (left < n)
+    src = jnp.where(reflect, jnp.where(s < 0, -s, jnp.where(s >= n, 2 * (n - 1) - s, s)), s)
+    inside = (src >= 0) & (src < n) & (j < n + left + right)
+    src = jnp.clip(src, 0, wav16.shape[1] - 1)
+    padded = jnp.where(inside, jnp.take_along_axis(wav16, jnp.broadcast_to(src, (b, wp)),
+                                                   axis=1), 0.0)
+    t_stft = (n + left + right - conf.n_fft) // conf.hop + 1       # (B, 1)
+    frames = jnp.minimum(lens[:, None] // conf.hop + 1, t_stft + 1)
+    f = jnp.arange(n_max, dtype=jnp.int32)[None, :]
+    mel_src = jnp.where(f < frames, jnp.minimum(f, t_stft - 1), 0)
+    mask = (f < frames).astype(jnp.float32)
+    mel = fcpe.padded_log_mel(padded, mel_src, conf)
+    sal = fcpe.FCPENet(conf).apply({"params": params}, mel, mask)
+    f0 = fcpe.decode_local_argmax(sal, table, threshold) * mask
+    return fcpe_postprocess(f0, frames[:, 0], lens // HOP, t=width // HOP)
 
 
 def fcpe_f0_16k(audio16: Sequence[np.ndarray], n_in: Sequence[int], n_out: Sequence[int], *,
@@ -436,15 +613,10 @@ def fcpe_f0_16k(audio16: Sequence[np.ndarray], n_in: Sequence[int], n_out: Seque
         raw, counts = runner(list(audio16), list(n_in), threshold)
     bsz = len(counts)
     tb = bucket_length(int(max(n_out)))
-    index = np.zeros((bsz, tb), np.int32)
-    tmask = np.zeros((bsz, tb), np.float32)
     nb = bucket_length(raw.shape[1])
     f0 = np.zeros((bsz, nb), np.float32)
     f0[:, :raw.shape[1]] = raw
-    for b in range(bsz):
-        index[b, :n_out[b]] = nearest_index(int(counts[b]), int(n_out[b]))
-        tmask[b, :n_out[b]] = 1.0
-    out, uv = _fcpe_post(f0, index, tmask)
+    out, uv = _fcpe_post(f0, np.asarray(counts, np.int32), np.asarray(n_out, np.int32), t=tb)
     t_max = int(max(n_out))
     out, uv = np.asarray(out)[:, :t_max], np.asarray(uv)[:, :t_max]
     if return_raw:
@@ -543,6 +715,25 @@ def prepare_f0(method: str, weights: str | os.PathLike | None = None) -> str | N
         raise ValueError(f"F0 method {method!r} takes no weights file (got "
                          f"{os.fspath(weights)!r})")
     return None
+
+
+def tracker_network(method: str, weights: str | None = None) -> tuple[Any, Any]:
+    """``(model, params)`` of a learned tracker (``crepe``, ``crepe-tiny``, ``rmvpe``,
+    ``fcpe``) as :func:`extract_f0` loads it (cached), for running it inside another
+    program (:func:`crepe_in_program`, :func:`rmvpe_in_program`; for ``fcpe`` the model is
+    its :class:`~svcjax.models.fcpe.FCPEConfig` and the parameters ``{"net", "table"}``,
+    as :func:`fcpe_in_program` takes them). ``weights`` as :func:`prepare_f0` returns it."""
+    if method == "fcpe":
+        runner = fcpe_runner(weights)
+        return runner.conf, {"net": runner.params, "table": runner.table}
+    if method == "rmvpe":
+        runner = _rmvpe_runner(weights)
+    elif method in ("crepe", "crepe-tiny"):
+        runner = _crepe_runner(weights, "tiny" if method == "crepe-tiny" else "full", None, 256)
+    else:
+        raise ValueError(f"F0 method {method!r} has no network; expected crepe, crepe-tiny, "
+                         f"rmvpe or fcpe")
+    return runner.model, runner.params
 
 
 def extract_f0(audio: Any, sr: int, method: str = "crepe", *, lengths: Any = None,

@@ -54,7 +54,7 @@ from svcjax.runtime import sharding as shd
 from svcjax.runtime.buckets import bucket_length
 
 __all__ = ["FCPEConfig", "FCPENet", "FCPEWeightsError", "load_fcpe", "find_torchfcpe_weights",
-           "default_weights", "pad_for_mel", "mel_frames", "prepare", "log_mel",
+           "default_weights", "pad_for_mel", "mel_frames", "prepare", "log_mel", "padded_log_mel",
            "decode_local_argmax", "FCPERunner",
            "KINDS", "DEFAULT_THRESHOLD"]
 
@@ -284,7 +284,7 @@ def mel_frames(n16: int, n_in: int, cfg: FCPEConfig) -> tuple[int, int]:
     return t, min(want, t + 1)
 
 
-def _mel(padded, src, cfg: FCPEConfig):
+def padded_log_mel(padded, src, cfg: FCPEConfig):
     """Padded rows ``(B, W)`` -> log-mel ``(B, N, n_mels)`` gathered at frame indices ``src``."""
     from svcjax.audio import spectrogram as sp
 
@@ -544,7 +544,7 @@ class FCPERunner:
 
         def run(params, table, padded, src, mask, threshold, raw):
             self.traces += 1
-            mel = _mel(padded, src, conf)
+            mel = padded_log_mel(padded, src, conf)
             sal = net.apply({"params": params}, mel, mask)
             f0 = decode_local_argmax(sal, table, threshold) * mask
             return (f0, sal) if raw else f0
@@ -598,4 +598,4 @@ def log_mel(clips16: Sequence[np.ndarray], n_in: Sequence[int], conf: FCPEConfig
     return np.asarray(mel)[:, :int(frames.max())], frames
 
 
-_mel_jit = jax.jit(_mel, static_argnums=2)
+_mel_jit = jax.jit(padded_log_mel, static_argnums=2)

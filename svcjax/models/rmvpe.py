@@ -380,6 +380,25 @@ def decode_local_average(salience: jax.Array, threshold: float | jax.Array = 0.0
 # running the network
 
 
+def salience(model: Rmvpe, params: Any, audio16: jax.Array, lengths: jax.Array,
+             precision: Any = None) -> jax.Array:
+    """``(B, L)`` 16 kHz audio with ``lengths[b]`` valid samples (zeros after) -> saliences
+    ``(B, 1 + L // 160, 360)``: each clip's log-mel (:func:`log_mel`), zero past its
+    ``1 + lengths // 160`` frames and padded to a multiple of 32 frames as the reference
+    pads it, through the network. jnp: :class:`RmvpeRunner` runs it, and so does the
+    conversion program (:func:`svcjax.audio.f0.rmvpe_in_program`)."""
+    n = 1 + lengths // HOP  # mel frames of each clip
+    mult = FRAME_MULTIPLE
+    frames = (n + mult - 1) // mult * mult
+    mel = log_mel(audio16, lengths, precision)
+    t = mel.shape[1]
+    tp = -(-t // mult) * mult
+    keep = jnp.arange(tp)[None, :] < n[:, None]
+    mel = jnp.pad(mel, ((0, 0), (0, tp - t), (0, 0)))
+    mel = jnp.where(keep[..., None], mel, 0.0)  # the reference pads log-mels with 0
+    return model.apply({"params": params}, mel, frames)[:, :t]
+
+
 class RmvpeRunner:
     """RMVPE over a padded batch of 16 kHz clips: jit-compiled per (batch, length) bucket and
     split over the devices of a mesh (``svcjax.runtime.sharding``) along the batch.
@@ -404,16 +423,7 @@ class RmvpeRunner:
 
         def run(params, audio, lengths):
             self.traces += 1
-            n = 1 + lengths // HOP  # mel frames of each clip
-            mult = FRAME_MULTIPLE
-            frames = (n + mult - 1) // mult * mult
-            mel = log_mel(audio, lengths, precision)
-            t = mel.shape[1]
-            tp = -(-t // mult) * mult
-            keep = jnp.arange(tp)[None, :] < n[:, None]
-            mel = jnp.pad(mel, ((0, 0), (0, tp - t), (0, 0)))
-            mel = jnp.where(keep[..., None], mel, 0.0)  # the reference pads log-mels with 0
-            return self.model.apply({"params": params}, mel, frames)[:, :t]
+            return salience(self.model, params, audio, lengths, precision)
 
         self._run = jax.jit(run, in_shardings=(rep, shd.batch_sharding(self.mesh, 2),
                                                shd.batch_sharding(self.mesh, 1)),

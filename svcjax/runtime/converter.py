@@ -29,10 +29,12 @@ or be part of a long one): a window's pieces are sorted by length, padded to len
 ``batch_size`` (rows padded once by repeating a row: :func:`svcjax.runtime.runner.row_count`, so
 batch shapes are few too), split over the local devices. With svcjax's own models a batch is
 one compiled program (:mod:`svcjax.runtime.runner`), audio in and audio out: 16 kHz resampling,
-units, volume, SoVITS, the vocoder's mel, shallow diffusion, the vocoder and the loudness mix,
-after the F0 tracker (host trackers and CREPE run before it); one program per (bucket, rows,
-options). A cluster model / retrieval index, the enhancer or stand-in components run
-component by component instead. :meth:`Converter.convert_settings` converts under several
+F0 for the JAX trackers (CREPE, RMVPE, FCPE), units, volume, SoVITS, the vocoder's mel,
+shallow diffusion, the vocoder and the loudness mix; the host trackers (dio, harvest, pm) run
+before it, a worker thread computing the next batch's F0 while the device runs this one;
+one program per (bucket, rows, options, tracker). A cluster model / retrieval index, the
+enhancer or stand-in components run component by component instead.
+:meth:`Converter.convert_settings` converts under several
 diffusion settings from one SoVITS pass (what ``svcjax eval`` uses). As soon as a window is done its chunks
 are handed on in order; :func:`convert_files` appends them to the output file (written to a
 temporary name and renamed into place when the file is complete) and forgets them.
@@ -624,13 +626,20 @@ class Converter:
                     if hasattr(job["audio"], "close"):
                         job["audio"].close()
                     job["audio"] = None      # every piece has its audio now
-            for batch in self._batches(window, opt):
-                if self._fusable(opt):
-                    outs = self._run_fused(batch, spk, opt, base)
-                else:
-                    outs = self._run_batch(batch, spk, None, opt, base)
-                for p, o in zip(batch, outs):
-                    p.out, p.audio = o, None
+            batches = self._batches(window, opt)
+            fused = self._fusable(opt)
+            ahead = self._inputs_ahead(batches, opt) if fused else None
+            try:
+                for batch in batches:
+                    if fused:
+                        outs = self._run_fused(batch, spk, opt, base, inputs=next(ahead))
+                    else:
+                        outs = self._run_batch(batch, spk, None, opt, base)
+                    for p, o in zip(batch, outs):
+                        p.out, p.audio = o, None
+            finally:
+                if ahead is not None:
+                    ahead.close()       # (an error: the worker's F0 finishes, then stops)
             for job in list(jobs):
                 if job["key"] in cancelled:
                     if hasattr(job["audio"], "close"):
@@ -815,7 +824,7 @@ class Converter:
                 spk_weights, diffused and self.diffusion.n_spk > 1, stochastic,
                 opt.compute_dtype, settings)
 
-    def _build_program(self, static: tuple) -> Callable:
+    def _build_program(self, static: tuple, f0spec: tuple | None = None) -> Callable:
         """The conversion of one row (audio in, audio out), mapped over the rows of a batch:
         16 kHz resampling, content units, volume, SoVITS, the vocoder's mel, shallow diffusion
         and the vocoder, and the loudness mix, in one jitted program. The front (up to the
@@ -825,7 +834,11 @@ class Converter:
         bfloat16 the networks (content encoder, SoVITS, the diffusion denoiser, the vocoder)
         run their matmuls and convolutions on bfloat16 operands with float32 accumulation
         (:func:`svcjax.models.precision.matmuls_in`); the signal processing around them
-        (resampling, mels, volume, loudness) and the samplers' arithmetic stay float32."""
+        (resampling, mels, volume, loudness) and the samplers' arithmetic stay float32. With
+        ``f0spec`` (a device tracker, :meth:`_device_f0`) the F0 stage runs in the program
+        too (in float32: its voicing and pitch-bin decisions are discrete), on the whole
+        batch before the rows are mapped: the program then takes ``f0``/``uv`` as ``None``
+        and one more scalar last, the transposition factor."""
         import jax.numpy as jnp
 
         from svcjax.models.precision import matmuls_in
@@ -913,23 +926,78 @@ class Converter:
 
         axes = (None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 if diff_spk else None, 0, None, None,
                 None)
-        return jax.vmap(row, in_axes=axes)
+        mapped = jax.vmap(row, in_axes=axes)
+        if f0spec is None:
+            return mapped
+        track = self._f0_stage(f0spec)
 
-    def _run_fused(self, batch: Sequence[_Piece], spk, opt: ConvertOptions | Sequence,
-                   base):
-        """One batch through one compiled program (:meth:`_build_program`): host F0 first,
-        then audio in, audio out. Lengths are padded to the batch's frame bucket and rows
-        once to :func:`svcjax.runtime.runner.row_count`. ``opt`` may be a list of options that
-        differ only in their diffusion setting: then one output list per option."""
+        def program(params, audio, lens, frames, lens16, f0, uv, *rest):
+            *rest, f0_scale = rest
+            f0, uv = track(params["f0"], audio, lens)
+            return mapped(params, audio, lens, frames, lens16, f0 * f0_scale, uv, *rest)
+
+        return program
+
+    # F0 trackers that run inside the conversion program (JAX networks)
+    DEVICE_F0 = ("crepe", "crepe-tiny", "rmvpe", "fcpe")
+
+    def _device_f0(self, opt: ConvertOptions) -> tuple | None:
+        """The static spec of the F0 tracker when it runs inside the conversion program
+        (CREPE, RMVPE or FCPE, with the default ``f0_fn``): ``(method, weights, stamp, decoder,
+        threshold, fmin, fmax)``, the weights file resolved as
+        :func:`svcjax.audio.f0.prepare_f0` does (which loads its network, once, or raises
+        the clear error of a missing or bad file) and ``stamp`` its (mtime, size), so a
+        rewritten file is a new program and parameters; None when F0 comes from the host
+        (dio, harvest, pm, or a custom ``f0_fn``)."""
+        if self.f0_fn is not _default_f0 or opt.f0_method not in self.DEVICE_F0:
+            return None
+        from svcjax.audio import f0 as f0_lib
+
+        weights = f0_lib.prepare_f0(opt.f0_method, opt.f0_weights)
+        stamp = None
+        if weights is not None and os.path.isfile(weights):
+            st = os.stat(weights)
+            stamp = (st.st_mtime_ns, st.st_size)
+        if opt.f0_method == "rmvpe":
+            return ("rmvpe", weights, stamp, "local_average", 0.05, None, None)
+        if opt.f0_method == "fcpe":      # its weights' own threshold, as extract_f0's default
+            conf = f0_lib.fcpe_runner(weights).conf
+            return ("fcpe", weights, stamp, "local_argmax", float(conf.threshold), None, None)
+        return (opt.f0_method, weights, stamp, "viterbi", 0.05, f0_lib.F0_MIN, f0_lib.F0_MAX)
+
+    def _f0_network(self, f0spec: tuple):
+        """``(model, params)`` of a device tracker's spec (the cached loaded network; for
+        FCPE its config, and its parameters with its cents table)."""
+        from svcjax.audio import f0 as f0_lib
+
+        return f0_lib.tracker_network(*f0spec[:2])
+
+    def _f0_stage(self, f0spec: tuple) -> Callable:
+        """``(params, audio (R, W), lens (R,)) -> (f0, uv) (R, W // 512)``: the program's F0
+        stage (:func:`svcjax.audio.f0.crepe_in_program` / ``rmvpe_in_program`` /
+        ``fcpe_in_program``, what ``extract_f0`` computes)."""
+        from svcjax.audio import f0 as f0_lib
+
+        model, _ = self._f0_network(f0spec)
+        method, _, _, decoder, threshold, fmin, fmax = f0spec
+        if method == "rmvpe":
+            return lambda p, audio, lens: f0_lib.rmvpe_in_program(model, p, audio, lens,
+                                                                  threshold=threshold)
+        if method == "fcpe":
+            return lambda p, audio, lens: f0_lib.fcpe_in_program(
+                model, p["net"], p["table"], audio, lens, threshold=threshold)
+        return lambda p, audio, lens: f0_lib.crepe_in_program(
+            model, p, audio, lens, threshold=threshold, decoder=decoder, fmin=fmin, fmax=fmax)
+
+    def _fused_inputs(self, batch: Sequence[_Piece], opt: ConvertOptions) -> dict:
+        """A batch's padded host arrays for :meth:`_run_fused`, and its F0 when the tracker
+        runs on the host (``f0``/``uv`` ``(rows, bucket)``, transposed; None with a device
+        tracker, which runs inside the program). Safe to run in a worker thread
+        (:meth:`_inputs_ahead`)."""
         from svcjax.runtime import runner as runtime_lib
-        from svcjax.audio.features import align_table
 
-        opts = list(opt) if isinstance(opt, (list, tuple)) else [opt]
-        opt = opts[0]
-        rt = self.runtime
-        n = len(batch)
-        rows = rt.rows(n)
-        padded = list(batch) + [batch[-1]] * (rows - n)
+        rows = self.runtime.rows(len(batch))
+        padded = list(batch) + [batch[-1]] * (rows - len(batch))
         frames = np.array([len(p.audio) // HOP for p in padded], np.int32)
         t = int(frames.max())
         tb = runtime_lib.frame_bucket(t)
@@ -938,13 +1006,61 @@ class Converter:
         for i, p in enumerate(padded):
             audio[i, :frames[i] * HOP] = p.audio[:frames[i] * HOP]
         lens = (frames * HOP).astype(np.int32)
+        f0spec = self._device_f0(opt)
+        f0 = uv = None
+        if f0spec is None:
+            t0 = time.perf_counter()
+            kw = {} if opt.f0_weights is None else {"weights": opt.f0_weights}
+            f0, uv = self.f0_fn(audio, SAMPLING_RATE, opt.f0_method, lens, **kw)
+            f0 = buckets.pad_axis(np.asarray(f0, np.float32)[:, :tb], tb, axis=1)
+            f0 = f0 * np.float32(2.0 ** (opt.transpose / 12.0))
+            uv = buckets.pad_axis(np.asarray(uv, np.float32)[:, :tb], tb, axis=1)
+            self._time("f0", t0)
+        return dict(rows=rows, padded=padded, frames=frames, tb=tb, audio=audio, lens=lens,
+                    f0spec=f0spec, f0=f0, uv=uv)
+
+    def _inputs_ahead(self, batches: Sequence[Sequence[_Piece]], opt: ConvertOptions):
+        """Yield :meth:`_fused_inputs` of each batch in order. With a host F0 tracker a worker
+        thread computes batch ``i + 1``'s while the caller runs batch ``i`` on the device;
+        an error in it is raised when its batch's turn comes, as without the worker."""
+        if len(batches) < 2 or self._device_f0(opt) is not None:
+            for batch in batches:
+                yield self._fused_inputs(batch, opt)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="svcjax-f0")
+        try:
+            nxt = pool.submit(self._fused_inputs, batches[0], opt)
+            for i in range(len(batches)):
+                inputs = nxt.result()          # (its error, if any, raised here, in turn)
+                if i + 1 < len(batches):
+                    nxt = pool.submit(self._fused_inputs, batches[i + 1], opt)
+                yield inputs
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run_fused(self, batch: Sequence[_Piece], spk, opt: ConvertOptions | Sequence,
+                   base, *, inputs: dict | None = None):
+        """One batch through one compiled program (:meth:`_build_program`): audio in, audio
+        out, F0 computed in the program for a device tracker (:data:`DEVICE_F0`), else on
+        the host first
+        (``inputs``: the batch's :meth:`_fused_inputs`, computed ahead; default: now).
+        Lengths are padded to the batch's frame bucket and rows once to
+        :func:`svcjax.runtime.runner.row_count`. ``opt`` may be a list of options that
+        differ only in their diffusion setting: then one output list per option."""
+        from svcjax.runtime import runner as runtime_lib
+        from svcjax.audio.features import align_table
+
+        opts = list(opt) if isinstance(opt, (list, tuple)) else [opt]
+        opt = opts[0]
+        rt = self.runtime
+        n = len(batch)
+        inp = self._fused_inputs(batch, opt) if inputs is None else inputs
+        rows, padded, frames, tb = inp["rows"], inp["padded"], inp["frames"], inp["tb"]
+        audio, lens, f0, uv, f0spec = inp["audio"], inp["lens"], inp["f0"], inp["uv"], \
+            inp["f0spec"]
         t0 = time.perf_counter()
-        kw = {} if opt.f0_weights is None else {"weights": opt.f0_weights}
-        f0, uv = self.f0_fn(audio, SAMPLING_RATE, opt.f0_method, lens, **kw)
-        f0 = buckets.pad_axis(np.asarray(f0, np.float32)[:, :tb], tb, axis=1)
-        f0 = f0 * np.float32(2.0 ** (opt.transpose / 12.0))
-        uv = buckets.pad_axis(np.asarray(uv, np.float32)[:, :tb], tb, axis=1)
-        t0 = self._time("f0", t0)
 
         lens16 = np.array([resample_lib.resampled_length(int(x), SAMPLING_RATE, ENCODER_SR)
                            for x in lens], np.int32)
@@ -972,17 +1088,21 @@ class Converter:
         pid = np.array([runtime_lib.piece_id(p.audio, p.start, p.length) for p in padded],
                        np.uint32)
 
+        scalars = [np.float32(opt.noise_scale), np.float32(opt.loudness_mix)]
         params = {"encoder": rt.params("encoder", self.encoder.params, rows)}
         if not opt.only_diffusion:
             params["sovits"] = rt.params("sovits", self.sovits.params, rows)
         if any(s[0] for s in static[-1]):
             params["diffusion"] = rt.params("diffusion", self.diffusion.params, rows)
             params["vocoder"] = rt.params("vocoder", self.vocoder.params, rows)
+        if f0spec is not None:
+            params["f0"] = rt.params(("f0",) + f0spec[:3], self._f0_network(f0spec)[1], rows)
+            scalars.append(np.float32(2.0 ** (opt.transpose / 12.0)))
         data = rt.put_rows([audio, lens, frames, lens16, f0, uv, i0, i1, w1, g, dspk, pid],
                            rows)
         key = rt.put_replicated(jax.random.PRNGKey(0 if base is None else int(opt.seed)), rows)
-        scalars = [np.float32(opt.noise_scale), np.float32(opt.loudness_mix)]
-        fn = rt.program("convert", static, lambda: self._build_program(static))
+        prog = static if f0spec is None else (static, f0spec)
+        fn = rt.program("convert", prog, lambda: self._build_program(static, f0spec))
         wav = np.asarray(fn(params, *data, key, *scalars))      # (rows, settings, samples)
         self._time("convert", t0)
         outs = [[wav[i, s, :frames[i] * HOP] for i in range(n)] for s in range(len(opts))]
@@ -1030,13 +1150,18 @@ class Converter:
             layouts.append(lay)
         for p in pieces:
             p.out = [None] * len(opts)
-        for batch in self._batches(pieces, opt):
-            outs = self._run_fused(batch, spk, opts, base)
-            for s, per in enumerate(outs):
-                for p, o in zip(batch, per):
-                    p.out[s] = o
-            for p in batch:
-                p.audio = None
+        batches = self._batches(pieces, opt)
+        ahead = self._inputs_ahead(batches, opt)
+        try:
+            for batch in batches:
+                outs = self._run_fused(batch, spk, opts, base, inputs=next(ahead))
+                for s, per in enumerate(outs):
+                    for p, o in zip(batch, per):
+                        p.out[s] = o
+                for p in batch:
+                    p.audio = None
+        finally:
+            ahead.close()
         results = []
         for s in range(len(opts)):
             per_setting = []

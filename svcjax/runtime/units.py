@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from svcjax.audio.features import ALIGN_MODES, _align_table, align_frames
+from svcjax.audio.features import ALIGN_MODES, align_table, align_frames
 from svcjax.models import content_encoder as ce
 from svcjax.models import encoders
 from svcjax.runtime import buckets, runner
@@ -84,7 +84,7 @@ def _align_host(x: np.ndarray, n: int, mode: str) -> np.ndarray:
         raise ValueError(f"target_len must be >= 0, got {n}")
     if mode == "linear":
         return np.asarray(align_frames(x, n, mode))
-    i0, _, _ = _align_table(x.shape[0], n, mode)
+    i0, _, _ = align_table(x.shape[0], n, mode)
     return x[i0]
 
 
