@@ -85,6 +85,27 @@ def validation_clips(icfg, frames: int) -> dict:
     return {k: np.asarray(x)[keep] for k, x in batch.items()}
 
 
+def apply_overrides(cfg, assignments) -> None:
+    """``--set train.learning_rate=4e-4``: a config field (dotted path) set to a Python
+    literal, for measured variations of the demo's configuration."""
+    import ast
+
+    for a in assignments:
+        key, sep, value = a.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {a!r}: expected FIELD=VALUE, e.g. train.learning_rate=4e-4")
+        *path, last = key.strip().split(".")
+        node = cfg
+        for part in path:
+            node = node[part]
+        if last not in node:
+            raise SystemExit(f"--set {a!r}: the config has no field {key.strip()!r}")
+        try:
+            node[last] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            node[last] = value.strip()
+
+
 # ---------------------------------------------------------------------------------------------
 # measurements shared by both sides
 # ---------------------------------------------------------------------------------------------
@@ -109,8 +130,16 @@ def measure_outputs(outs: list[np.ndarray], val: dict, task) -> dict:
         f0, uv = extract_f0(wav, task.sr, "dio")
         m = min(n, len(f0))
         f = evaluate.f0_metrics(val["f0"][i, :m], f0[:m], val["uv"][i, :m] > 0.5, uv[:m] > 0.5)
+        # What dio hears in the output: its median F0 and the share of its voiced frames
+        # within 50 cents of the frame rate sr/hop (86.13 Hz), the comb an early upsampler
+        # leaves; a share near 1 means the F0 figures measure that comb, not the melody.
+        ov = (uv[:m] > 0.5) & (f0[:m] > 0)
+        comb = np.abs(1200 * np.log2(np.maximum(f0[:m][ov], 1e-3) * hop / task.sr)) < 50
         rows.append(dict(mel_l1=mel_l1, f0_rmse_cents=f["f0_rmse_cents"], gpe=f["gpe"],
                          vuv_error=f["vuv_error"], voiced_frames=f["voiced_frames"],
+                         out_voiced=float(ov.mean()),
+                         out_f0_median=float(np.median(f0[:m][ov])) if ov.any() else 0.0,
+                         comb_share=float(comb.mean()) if ov.any() else float("nan"),
                          out_rms=float(np.sqrt(np.mean(wav ** 2)))))
     out = {}
     for k in rows[0]:
@@ -140,6 +169,7 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
 
     cfg = demo.sovits_config(data_dir, speakers, args.steps, args.batch_size)
     cfg.seed = args.seed
+    apply_overrides(cfg, args.set)
     task = SovitsTask(cfg)
     icfg = _pipeline_config(cfg, "generator", task.tcfg)
     icfg.segment_frames = task.seg_frames
@@ -152,6 +182,10 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
     init_dir = work / "curve" / "gan_init"
     export_reference_checkpoints(params, cfg, 0, str(init_dir))
 
+    with_ref = "reference" in args.sides
+    if not with_ref:
+        return _run_gan_loop(args, work, task, icfg, params, opt, per_epoch, n_train,
+                             None, None, None, save)
     R = make_sovits.import_reference(args.ref)
     from modules.losses import discriminator_loss, feature_loss, generator_loss, kl_loss
     from modules.mel_processing import (mel_spectrogram_torch, spec_to_mel_torch,
@@ -230,6 +264,21 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
         net_g.train()
         return outs
 
+    def ref_epoch():
+        sched_g.step()
+        sched_d.step()
+
+    return _run_gan_loop(args, work, task, icfg, params, opt, per_epoch, n_train, ref_step,
+                         ref_convert, ref_epoch, save)
+
+
+def _run_gan_loop(args, work, task, icfg, params, opt, per_epoch, n_train, ref_step,
+                  ref_convert, ref_epoch, save=lambda partial: None) -> dict:
+    """The lockstep loop: svcjax's step, then (``ref_step`` not None) the reference's."""
+    import jax
+
+    from svcjax.data import input_pipeline
+
     step_fn = jax.jit(task.step)
 
     @jax.jit
@@ -243,17 +292,28 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
     val = validation_clips(icfg, VAL_FRAMES)
     say(f"GAN: {len(val['length'])} validation clips, {n_train} training clips, "
         f"{per_epoch} steps per epoch, batch {args.batch_size}")
-    curves = {"svcjax": [], "reference": []}
-    losses = {"svcjax": [], "reference": []}
+    sides = ["svcjax"] + (["reference"] if ref_step is not None else [])
+    curves = {s: [] for s in sides}
+    losses = {s: [] for s in sides}
     base = jax.random.key(args.seed + 1)
-    times = {"svcjax": 0.0, "reference": 0.0}
+    times = {s: 0.0 for s in sides}
 
     def evaluate_at(step):
         key = jax.random.fold_in(base, 10 ** 7 + step)
         ours = np.asarray(jax_infer(params["g"], {k: val[k] for k in
                                                   ("units", "f0", "uv", "speaker", "mask")}, key))
-        for side, outs in (("svcjax", list(ours)), ("reference", ref_convert(val))):
-            m = measure_outputs(outs, val, task)
+        outs = {"svcjax": list(ours)}
+        if ref_convert is not None:
+            outs["reference"] = ref_convert(val)
+        out_dir = work / "curve" / "gan_outputs"  # the converted clips, for a second look
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(out_dir / f"step{step:05d}.npz",
+                 **{side: np.stack([np.pad(np.asarray(o, np.float32)[:ours.shape[1]],
+                                           (0, max(0, ours.shape[1] - len(o)))) for o in o_])
+                    for side, o_ in outs.items()},
+                 **{f"val_{k}": val[k] for k in ("audio", "f0", "uv", "length", "speaker")})
+        for side, outs_ in outs.items():
+            m = measure_outputs(outs_, val, task)
             m["step"] = step
             curves[side].append(m)
             say(f"GAN step {step:5d} {side:9s} mel L1 {m['mel_l1']:.3f}  F0 RMSE "
@@ -267,19 +327,21 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
         params, opt, m = step_fn(params, opt, b, jax.random.fold_in(base, step))
         m = jax.device_get(m)
         t1 = time.perf_counter()
-        r = ref_step(b)
-        t2 = time.perf_counter()
         times["svcjax"] += t1 - t0
-        times["reference"] += t2 - t1
-        if (step + 1) % per_epoch == 0:
-            sched_g.step()
-            sched_d.step()
-        losses["svcjax"].append({k: float(m[k]) for k in r})
-        losses["reference"].append(r)
+        keys = ("loss/d/total", "loss/g/total", "loss/g/mel", "loss/g/kl")
+        losses["svcjax"].append({k: float(m[k]) for k in keys})
+        if ref_step is not None:
+            r = ref_step(b)
+            times["reference"] += time.perf_counter() - t1
+            if (step + 1) % per_epoch == 0:
+                ref_epoch()
+            losses["reference"].append(r)
         if (step + 1) % args.every == 0 or step + 1 == args.steps:
             evaluate_at(step + 1)
     return {"curves": curves, "losses": losses, "seconds": times,
             "config": {"batch_size": args.batch_size, "steps_per_epoch": per_epoch,
+                       "overrides": list(args.set), "learning_rate":
+                       float(task.tcfg.learning_rate), "segment_frames": int(task.seg_frames),
                        "crop_frames": int(icfg.crop_frames), "validation_clips":
                        int(len(val["length"])), "val_frames": VAL_FRAMES}}
 
@@ -307,6 +369,7 @@ def run_diffusion(args, work: Path, data_dir: Path, speakers: dict,
     cfg = demo.diffusion_config(data_dir, speakers, args.steps, args.diffusion_batch_size,
                                 args.k_step)
     cfg.seed = args.seed
+    apply_overrides(cfg, args.diffusion_set)
     task = DiffusionTask(cfg)
     icfg = _pipeline_config(cfg, "diffusion", task.tcfg)
     icfg.crop_frames = task.crop_frames
@@ -464,6 +527,8 @@ def plot(result: dict, path: Path) -> None:
               "reference": dict(color="tab:orange", marker="s", linestyle="--")}
     for ax, (what, key, title) in zip(axes, panels):
         for side, st in styles.items():
+            if side not in result[what]["curves"]:
+                continue
             pts = result[what]["curves"][side]
             ax.plot([p["step"] for p in pts], [p[key] for p in pts], label=side, ms=3, **st)
         ax.set_title(title, fontsize=9)
@@ -473,6 +538,8 @@ def plot(result: dict, path: Path) -> None:
     for ax, what in zip(axes[len(panels):], extra):
         key = "loss/g/mel" if what == "gan" else "loss"
         for side, st in styles.items():
+            if side not in result[what]["losses"]:
+                continue
             y = smooth([r[key] for r in result[what]["losses"][side]])
             ax.plot(np.arange(len(y)) + 1, y, label=side, color=st["color"],
                     linestyle=st.get("linestyle", "-"))
@@ -489,13 +556,17 @@ def table(result: dict) -> str:
     lines = []
     if "gan" in result:
         lines.append("| step | mel L1 svcjax | mel L1 ref | F0 RMSE svcjax (cents) | F0 RMSE ref "
-                     "| V/UV svcjax | V/UV ref |")
-        lines.append("|---:|---:|---:|---:|---:|---:|---:|")
+                     "| V/UV svcjax | V/UV ref | output F0 svcjax (Hz) | output F0 ref |")
+        lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         c = result["gan"]["curves"]
-        for a, b in zip(c["svcjax"], c["reference"]):
+        nan = dict(mel_l1=float("nan"), f0_rmse_cents=float("nan"), vuv_error=float("nan"))
+        for a, b in zip(c["svcjax"], c.get("reference") or [nan] * len(c["svcjax"])):
+            # the output's median dio F0 (averaged over clips); 86 Hz = the frame-rate comb
+            fa, fb = (f"{x['out_f0_median']:.0f}" if "out_f0_median" in x else "-"
+                      for x in (a, b))
             lines.append(f"| {a['step']} | {a['mel_l1']:.3f} | {b['mel_l1']:.3f} | "
                          f"{a['f0_rmse_cents']:.0f} | {b['f0_rmse_cents']:.0f} | "
-                         f"{a['vuv_error']:.0%} | {b['vuv_error']:.0%} |")
+                         f"{a['vuv_error']:.0%} | {b['vuv_error']:.0%} | {fa} | {fb} |")
     if "diffusion" in result:
         lines.append("")
         lines.append("| step | val eps-MSE svcjax | val eps-MSE ref |")
@@ -504,6 +575,32 @@ def table(result: dict) -> str:
         for a, b in zip(c["svcjax"], c["reference"]):
             lines.append(f"| {a['step']} | {a['val_eps_mse']:.4f} | {b['val_eps_mse']:.4f} |")
     return "\n".join(lines)
+
+
+def report(paths, work: Path) -> int:
+    """Merge finished (or cut-short) runs' JSON files into one JSON, PNG and table."""
+    merged: dict = {}
+    for path in paths:
+        try:
+            with open(path) as f:
+                res = json.load(f)
+        except (OSError, ValueError) as e:
+            sys.exit(f"--report: cannot read {path} as a learning_curve.json ({e})")
+        for k, v in res.items():
+            if k in ("gan", "diffusion") and k in merged:
+                sys.exit(f"--report: more than one file holds a {k} curve ({path})")
+            merged.setdefault(k, v)
+    if not any(k in merged for k in ("gan", "diffusion")):
+        sys.exit("--report: none of the files holds a gan or diffusion curve")
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "learning_curve.json"
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(merged, indent=1, allow_nan=True))
+    os.replace(tmp, out)
+    plot(merged, work / "learning_curve.png")
+    print(table(merged))
+    print(f"\n{out}\n{work / 'learning_curve.png'}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -521,8 +618,26 @@ def main(argv=None) -> int:
     p.add_argument("--per-speaker", type=int, default=24, help="demo clips per speaker")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    p.add_argument("--sides", default="svcjax,reference",
+                   help="svcjax alone (GAN only) to measure a configuration quickly")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a field of the demo's generator config (repeatable), e.g. "
+                        "train.learning_rate=4e-4 or data.crop_frames=128")
+    p.add_argument("--diffusion-set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="the same for the score network's config")
+    p.add_argument("--report", nargs="+", metavar="JSON",
+                   help="no training: merge these learning_curve.json files (e.g. a GAN run "
+                        "and a diffusion run made in parallel) into WORKDIR's JSON, PNG and "
+                        "table")
     args = p.parse_args(argv)
-    if not os.path.isfile(os.path.join(args.ref, "models.py")):
+    if args.report:
+        return report(args.report, Path(args.workdir))
+    args.sides = [x.strip() for x in args.sides.split(",") if x.strip()]
+    if "svcjax" not in args.sides or not set(args.sides) <= {"svcjax", "reference"}:
+        sys.exit(f"--sides {','.join(args.sides)}: expected svcjax or svcjax,reference")
+    if "reference" not in args.sides and "diffusion" in args.what.split(","):
+        sys.exit("--sides svcjax is for the GAN alone (pass --what gan)")
+    if "reference" in args.sides and not os.path.isfile(os.path.join(args.ref, "models.py")):
         sys.exit(f"{args.ref} is not a so-vits-svc checkout (pass --ref or set SVCJAX_REF)")
     sys.path.insert(0, str(ROOT))
     import jax
