@@ -110,6 +110,36 @@ def apply_overrides(cfg, assignments) -> None:
 # measurements shared by both sides
 # ---------------------------------------------------------------------------------------------
 
+def comb_baseline(val: dict, sr: int, hop: int) -> dict:
+    """The F0 figures of an output that dio reads as voiced everywhere at a constant sr/hop
+    (86.13 Hz, the frame-rate comb), from the sources' F0 alone: a curve sitting on these
+    numbers measures the comb, not a pitch."""
+    from svcjax.eval import metrics as evaluate
+
+    rows = []
+    for i in range(len(val["length"])):
+        n = int(val["length"][i])
+        rows.append(evaluate.f0_metrics(val["f0"][i, :n], np.full(n, sr / hop),
+                                        val["uv"][i, :n] > 0.5, np.ones(n, bool)))
+    return {"f0_rmse_cents": float(np.mean([r["f0_rmse_cents"] for r in rows])),
+            "vuv_error": float(np.mean([r["vuv_error"] for r in rows]))}
+
+
+def output_f0(wav: np.ndarray, n: int, sr: int, hop: int) -> dict:
+    """What dio hears in a converted clip: the share of its ``n`` frames voiced, the median F0
+    of those, and the share of those within 50 cents of the frame rate sr/hop (86.13 Hz), the
+    comb an early upsampler leaves; a share near 1 means the F0 figures measure that comb."""
+    from svcjax.audio.f0 import extract_f0
+
+    f0, uv = extract_f0(np.asarray(wav, np.float32)[:n * hop], sr, "dio")
+    m = min(n, len(f0))
+    ov = (uv[:m] > 0.5) & (f0[:m] > 0)
+    comb = np.abs(1200 * np.log2(np.maximum(f0[:m][ov], 1e-3) * hop / sr)) < 50
+    return {"out_voiced": float(ov.mean()),
+            "out_f0_median": float(np.median(f0[:m][ov])) if ov.any() else 0.0,
+            "comb_share": float(comb.mean()) if ov.any() else float("nan")}
+
+
 def measure_outputs(outs: list[np.ndarray], val: dict, task) -> dict:
     """Mel L1 and F0 figures of each converted clip against its source, averaged."""
     import jax.numpy as jnp
@@ -130,17 +160,10 @@ def measure_outputs(outs: list[np.ndarray], val: dict, task) -> dict:
         f0, uv = extract_f0(wav, task.sr, "dio")
         m = min(n, len(f0))
         f = evaluate.f0_metrics(val["f0"][i, :m], f0[:m], val["uv"][i, :m] > 0.5, uv[:m] > 0.5)
-        # What dio hears in the output: its median F0 and the share of its voiced frames
-        # within 50 cents of the frame rate sr/hop (86.13 Hz), the comb an early upsampler
-        # leaves; a share near 1 means the F0 figures measure that comb, not the melody.
-        ov = (uv[:m] > 0.5) & (f0[:m] > 0)
-        comb = np.abs(1200 * np.log2(np.maximum(f0[:m][ov], 1e-3) * hop / task.sr)) < 50
         rows.append(dict(mel_l1=mel_l1, f0_rmse_cents=f["f0_rmse_cents"], gpe=f["gpe"],
                          vuv_error=f["vuv_error"], voiced_frames=f["voiced_frames"],
-                         out_voiced=float(ov.mean()),
-                         out_f0_median=float(np.median(f0[:m][ov])) if ov.any() else 0.0,
-                         comb_share=float(comb.mean()) if ov.any() else float("nan"),
-                         out_rms=float(np.sqrt(np.mean(wav ** 2)))))
+                         out_rms=float(np.sqrt(np.mean(wav ** 2))),
+                         **output_f0(wav, n, task.sr, hop)))
     out = {}
     for k in rows[0]:
         vals = np.array([r[k] for r in rows], np.float64)
@@ -297,6 +320,11 @@ def _run_gan_loop(args, work, task, icfg, params, opt, per_epoch, n_train, ref_s
     losses = {s: [] for s in sides}
     base = jax.random.key(args.seed + 1)
     times = {s: 0.0 for s in sides}
+    config = {"batch_size": args.batch_size, "steps_per_epoch": per_epoch,
+              "overrides": list(args.set), "learning_rate": float(task.tcfg.learning_rate),
+              "segment_frames": int(task.seg_frames), "crop_frames": int(icfg.crop_frames),
+              "validation_clips": int(len(val["length"])), "val_frames": VAL_FRAMES,
+              "comb_baseline": comb_baseline(val, task.sr, task.hop)}
 
     def evaluate_at(step):
         key = jax.random.fold_in(base, 10 ** 7 + step)
@@ -317,8 +345,9 @@ def _run_gan_loop(args, work, task, icfg, params, opt, per_epoch, n_train, ref_s
             m["step"] = step
             curves[side].append(m)
             say(f"GAN step {step:5d} {side:9s} mel L1 {m['mel_l1']:.3f}  F0 RMSE "
-                f"{m['f0_rmse_cents']:.0f} cents  GPE {m['gpe']:.0%}  V/UV {m['vuv_error']:.0%}")
-        save({"curves": curves, "losses": losses, "seconds": times})
+                f"{m['f0_rmse_cents']:.0f} cents  GPE {m['gpe']:.0%}  V/UV {m['vuv_error']:.0%}"
+                f"  output F0 {m['out_f0_median']:.0f} Hz")
+        save({"curves": curves, "losses": losses, "seconds": times, "config": config})
 
     evaluate_at(0)
     for step in range(args.steps):
@@ -338,12 +367,7 @@ def _run_gan_loop(args, work, task, icfg, params, opt, per_epoch, n_train, ref_s
             losses["reference"].append(r)
         if (step + 1) % args.every == 0 or step + 1 == args.steps:
             evaluate_at(step + 1)
-    return {"curves": curves, "losses": losses, "seconds": times,
-            "config": {"batch_size": args.batch_size, "steps_per_epoch": per_epoch,
-                       "overrides": list(args.set), "learning_rate":
-                       float(task.tcfg.learning_rate), "segment_frames": int(task.seg_frames),
-                       "crop_frames": int(icfg.crop_frames), "validation_clips":
-                       int(len(val["length"])), "val_frames": VAL_FRAMES}}
+    return {"curves": curves, "losses": losses, "seconds": times, "config": config}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,6 +555,12 @@ def plot(result: dict, path: Path) -> None:
                 continue
             pts = result[what]["curves"][side]
             ax.plot([p["step"] for p in pts], [p[key] for p in pts], label=side, ms=3, **st)
+        base = result[what].get("config", {}).get("comb_baseline", {})
+        if key in base:
+            ax.axhline(base[key], color="gray", linestyle=":", linewidth=1,
+                       label="constant 86.1 Hz, always voiced")
+        if key == "vuv_error":
+            ax.set_ylim(0, 1)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -577,6 +607,25 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def remeasure(gan: dict, out_dir: Path, sr: int = 44100, hop: int = 512) -> None:
+    """Fill in what dio hears in the outputs (:func:`output_f0`) and the comb baseline from
+    the converted clips a run saved, for curves written before those figures existed."""
+    for side, pts in gan["curves"].items():
+        for p in pts:
+            npz = out_dir / f"step{int(p['step']):05d}.npz"
+            if "out_f0_median" in p or not npz.is_file():
+                continue
+            with np.load(npz) as z:
+                if side not in z:
+                    continue
+                rows = [output_f0(z[side][i], int(n), sr, hop)
+                        for i, n in enumerate(z["val_length"])]
+                p.update({k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]})
+                if "comb_baseline" not in gan.setdefault("config", {}):
+                    val = {"f0": z["val_f0"], "uv": z["val_uv"], "length": z["val_length"]}
+                    gan["config"]["comb_baseline"] = comb_baseline(val, sr, hop)
+
+
 def report(paths, work: Path) -> int:
     """Merge finished (or cut-short) runs' JSON files into one JSON, PNG and table."""
     merged: dict = {}
@@ -590,6 +639,8 @@ def report(paths, work: Path) -> int:
             if k in ("gan", "diffusion") and k in merged:
                 sys.exit(f"--report: more than one file holds a {k} curve ({path})")
             merged.setdefault(k, v)
+        if "gan" in res:
+            remeasure(res["gan"], Path(path).resolve().parent / "curve" / "gan_outputs")
     if not any(k in merged for k in ("gan", "diffusion")):
         sys.exit("--report: none of the files holds a gan or diffusion curve")
     work.mkdir(parents=True, exist_ok=True)
