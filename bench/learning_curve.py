@@ -28,8 +28,24 @@ Both implementations train in lockstep from the same initial weights on the same
   ``StepLR``). The curve is the eps-prediction MSE on the validation clips' first second,
   with the same fixed diffusion steps and noise on both sides, every ``--every`` steps.
 
-Writes ``WORKDIR/learning_curve.json`` (every measurement, per step, per side) and
-``WORKDIR/learning_curve.png`` (one panel per measure, both sides), and prints the table.
+Writes ``WORKDIR/learning_curve.json`` (every measurement, per step, per side; rewritten
+after every evaluation, so a run cut short keeps its curve), ``WORKDIR/learning_curve.png``
+(one panel per measure, both sides) and each evaluation's converted clips with their sources
+(``WORKDIR/curve/gan_outputs/stepNNNNN.npz``), and prints the table. The table also gives
+the median F0 dio finds in the outputs: an untrained generator passes its NSF source through
+an octave up; a few hundred steps later both implementations' outputs read as a constant
+86.13 Hz (= 44100 / 512, the frame-rate comb of an early upsampler) voiced on every frame,
+which scores exactly the dotted "constant 86.1 Hz, always voiced" figures of the F0 and V/UV
+panels (computed from the sources' F0 alone).
+
+    # a GAN run and a diffusion run in parallel, then one JSON / PNG / table from both
+    python bench/learning_curve.py --workdir /tmp/lc_gan --what gan
+    python bench/learning_curve.py --workdir /tmp/lc_diff --what diffusion
+    python bench/learning_curve.py --workdir /tmp/lc --report /tmp/lc_gan/learning_curve.json \
+        /tmp/lc_diff/learning_curve.json
+    # svcjax alone, a variation of the demo's configuration, measured the same way
+    python bench/learning_curve.py --workdir /tmp/lc_lr --what gan --sides svcjax --steps 300 \
+        --set train.learning_rate=4e-4
 Needs the ``convert`` (torch) extra, matplotlib, pyworld, and flite / festival / sox for
 the corpus (``make demo-tools``).
 """
