@@ -28,8 +28,24 @@ Both implementations train in lockstep from the same initial weights on the same
   ``StepLR``). The curve is the eps-prediction MSE on the validation clips' first second,
   with the same fixed diffusion steps and noise on both sides, every ``--every`` steps.
 
-Writes ``WORKDIR/learning_curve.json`` (every measurement, per step, per side) and
-``WORKDIR/learning_curve.png`` (one panel per measure, both sides), and prints the table.
+Writes ``WORKDIR/learning_curve.json`` (every measurement, per step, per side; rewritten
+after every evaluation, so a run cut short keeps its curve), ``WORKDIR/learning_curve.png``
+(one panel per measure, both sides) and each evaluation's converted clips with their sources
+(``WORKDIR/curve/gan_outputs/stepNNNNN.npz``), and prints the table. The table also gives
+the median F0 dio finds in the outputs: an untrained generator passes its NSF source through
+an octave up; within 50 steps both implementations' outputs read as 86.13 Hz
+(= 44100 / 512, the frame-rate comb of an early upsampler) voiced on nearly every frame,
+which scores the dotted "constant 86.1 Hz, always voiced" figures of the F0 and V/UV
+panels (computed from the sources' F0 alone).
+
+    # a GAN run and a diffusion run in parallel, then one JSON / PNG / table from both
+    python bench/learning_curve.py --workdir /tmp/lc_gan --what gan
+    python bench/learning_curve.py --workdir /tmp/lc_diff --what diffusion
+    python bench/learning_curve.py --workdir /tmp/lc --report /tmp/lc_gan/learning_curve.json \
+        /tmp/lc_diff/learning_curve.json
+    # svcjax alone, a variation of the demo's configuration, measured the same way
+    python bench/learning_curve.py --workdir /tmp/lc_lr --what gan --sides svcjax --steps 300 \
+        --set train.learning_rate=4e-4
 Needs the ``convert`` (torch) extra, matplotlib, pyworld, and flite / festival / sox for
 the corpus (``make demo-tools``).
 """
@@ -85,9 +101,60 @@ def validation_clips(icfg, frames: int) -> dict:
     return {k: np.asarray(x)[keep] for k, x in batch.items()}
 
 
+def apply_overrides(cfg, assignments) -> None:
+    """``--set train.learning_rate=4e-4``: a config field (dotted path) set to a Python
+    literal, for measured variations of the demo's configuration."""
+    import ast
+
+    for a in assignments:
+        key, sep, value = a.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {a!r}: expected FIELD=VALUE, e.g. train.learning_rate=4e-4")
+        *path, last = key.strip().split(".")
+        node = cfg
+        for part in path:
+            node = node[part]
+        if last not in node:
+            raise SystemExit(f"--set {a!r}: the config has no field {key.strip()!r}")
+        try:
+            node[last] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            node[last] = value.strip()
+
+
 # ---------------------------------------------------------------------------------------------
 # measurements shared by both sides
 # ---------------------------------------------------------------------------------------------
+
+def comb_baseline(val: dict, sr: int, hop: int) -> dict:
+    """The F0 figures of an output that dio reads as voiced everywhere at a constant sr/hop
+    (86.13 Hz, the frame-rate comb), from the sources' F0 alone: a curve sitting on these
+    numbers measures the comb, not a pitch."""
+    from svcjax.eval import metrics as evaluate
+
+    rows = []
+    for i in range(len(val["length"])):
+        n = int(val["length"][i])
+        rows.append(evaluate.f0_metrics(val["f0"][i, :n], np.full(n, sr / hop),
+                                        val["uv"][i, :n] > 0.5, np.ones(n, bool)))
+    return {"f0_rmse_cents": float(np.mean([r["f0_rmse_cents"] for r in rows])),
+            "vuv_error": float(np.mean([r["vuv_error"] for r in rows]))}
+
+
+def output_f0(wav: np.ndarray, n: int, sr: int, hop: int) -> dict:
+    """What dio hears in a converted clip: the share of its ``n`` frames voiced, the median F0
+    of those, and the share of those within 50 cents of the frame rate sr/hop (86.13 Hz), the
+    comb an early upsampler leaves; a share near 1 means the F0 figures measure that comb."""
+    from svcjax.audio.f0 import extract_f0
+
+    f0, uv = extract_f0(np.asarray(wav, np.float32)[:n * hop], sr, "dio")
+    m = min(n, len(f0))
+    ov = (uv[:m] > 0.5) & (f0[:m] > 0)
+    comb = np.abs(1200 * np.log2(np.maximum(f0[:m][ov], 1e-3) * hop / sr)) < 50
+    return {"out_voiced": float(ov.mean()),
+            "out_f0_median": float(np.median(f0[:m][ov])) if ov.any() else 0.0,
+            "comb_share": float(comb.mean()) if ov.any() else float("nan")}
+
 
 def measure_outputs(outs: list[np.ndarray], val: dict, task) -> dict:
     """Mel L1 and F0 figures of each converted clip against its source, averaged."""
@@ -111,7 +178,8 @@ def measure_outputs(outs: list[np.ndarray], val: dict, task) -> dict:
         f = evaluate.f0_metrics(val["f0"][i, :m], f0[:m], val["uv"][i, :m] > 0.5, uv[:m] > 0.5)
         rows.append(dict(mel_l1=mel_l1, f0_rmse_cents=f["f0_rmse_cents"], gpe=f["gpe"],
                          vuv_error=f["vuv_error"], voiced_frames=f["voiced_frames"],
-                         out_rms=float(np.sqrt(np.mean(wav ** 2)))))
+                         out_rms=float(np.sqrt(np.mean(wav ** 2))),
+                         **output_f0(wav, n, task.sr, hop)))
     out = {}
     for k in rows[0]:
         vals = np.array([r[k] for r in rows], np.float64)
@@ -141,6 +209,7 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
 
     cfg = demo.sovits_config(data_dir, speakers, args.steps, args.batch_size)
     cfg.seed = args.seed
+    apply_overrides(cfg, args.set)
     task = SovitsTask(cfg)
     icfg = pipeline_config(cfg, "generator", task.tcfg)
     icfg.segment_frames = task.seg_frames
@@ -153,6 +222,10 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
     init_dir = work / "curve" / "gan_init"
     export_reference_checkpoints(params, cfg, 0, str(init_dir))
 
+    with_ref = "reference" in args.sides
+    if not with_ref:
+        return _run_gan_loop(args, work, task, icfg, params, opt, per_epoch, n_train,
+                             None, None, None, save)
     R = make_sovits.import_reference(args.ref)
     from modules.losses import discriminator_loss, feature_loss, generator_loss, kl_loss
     from modules.mel_processing import (mel_spectrogram_torch, spec_to_mel_torch,
@@ -231,6 +304,21 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
         net_g.train()
         return outs
 
+    def ref_epoch():
+        sched_g.step()
+        sched_d.step()
+
+    return _run_gan_loop(args, work, task, icfg, params, opt, per_epoch, n_train, ref_step,
+                         ref_convert, ref_epoch, save)
+
+
+def _run_gan_loop(args, work, task, icfg, params, opt, per_epoch, n_train, ref_step,
+                  ref_convert, ref_epoch, save=lambda partial: None) -> dict:
+    """The lockstep loop: svcjax's step, then (``ref_step`` not None) the reference's."""
+    import jax
+
+    from svcjax.data import input_pipeline
+
     step_fn = jax.jit(task.step)
 
     @jax.jit
@@ -244,22 +332,39 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
     val = validation_clips(icfg, VAL_FRAMES)
     say(f"GAN: {len(val['length'])} validation clips, {n_train} training clips, "
         f"{per_epoch} steps per epoch, batch {args.batch_size}")
-    curves = {"svcjax": [], "reference": []}
-    losses = {"svcjax": [], "reference": []}
+    sides = ["svcjax"] + (["reference"] if ref_step is not None else [])
+    curves = {s: [] for s in sides}
+    losses = {s: [] for s in sides}
     base = jax.random.key(args.seed + 1)
-    times = {"svcjax": 0.0, "reference": 0.0}
+    times = {s: 0.0 for s in sides}
+    config = {"batch_size": args.batch_size, "steps_per_epoch": per_epoch,
+              "overrides": list(args.set), "learning_rate": float(task.tcfg.learning_rate),
+              "segment_frames": int(task.seg_frames), "crop_frames": int(icfg.crop_frames),
+              "validation_clips": int(len(val["length"])), "val_frames": VAL_FRAMES,
+              "comb_baseline": comb_baseline(val, task.sr, task.hop)}
 
     def evaluate_at(step):
         key = jax.random.fold_in(base, 10 ** 7 + step)
         ours = np.asarray(jax_infer(params["g"], {k: val[k] for k in
                                                   ("units", "f0", "uv", "speaker", "mask")}, key))
-        for side, outs in (("svcjax", list(ours)), ("reference", ref_convert(val))):
-            m = measure_outputs(outs, val, task)
+        outs = {"svcjax": list(ours)}
+        if ref_convert is not None:
+            outs["reference"] = ref_convert(val)
+        out_dir = work / "curve" / "gan_outputs"  # the converted clips, for a second look
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(out_dir / f"step{step:05d}.npz",
+                 **{side: np.stack([np.pad(np.asarray(o, np.float32)[:ours.shape[1]],
+                                           (0, max(0, ours.shape[1] - len(o)))) for o in o_])
+                    for side, o_ in outs.items()},
+                 **{f"val_{k}": val[k] for k in ("audio", "f0", "uv", "length", "speaker")})
+        for side, outs_ in outs.items():
+            m = measure_outputs(outs_, val, task)
             m["step"] = step
             curves[side].append(m)
             say(f"GAN step {step:5d} {side:9s} mel L1 {m['mel_l1']:.3f}  F0 RMSE "
-                f"{m['f0_rmse_cents']:.0f} cents  GPE {m['gpe']:.0%}  V/UV {m['vuv_error']:.0%}")
-        save({"curves": curves, "losses": losses, "seconds": times})
+                f"{m['f0_rmse_cents']:.0f} cents  GPE {m['gpe']:.0%}  V/UV {m['vuv_error']:.0%}"
+                f"  output F0 {m['out_f0_median']:.0f} Hz")
+        save({"curves": curves, "losses": losses, "seconds": times, "config": config})
 
     evaluate_at(0)
     for step in range(args.steps):
@@ -268,21 +373,18 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
         params, opt, m = step_fn(params, opt, b, jax.random.fold_in(base, step))
         m = jax.device_get(m)
         t1 = time.perf_counter()
-        r = ref_step(b)
-        t2 = time.perf_counter()
         times["svcjax"] += t1 - t0
-        times["reference"] += t2 - t1
-        if (step + 1) % per_epoch == 0:
-            sched_g.step()
-            sched_d.step()
-        losses["svcjax"].append({k: float(m[k]) for k in r})
-        losses["reference"].append(r)
+        keys = ("loss/d/total", "loss/g/total", "loss/g/mel", "loss/g/kl")
+        losses["svcjax"].append({k: float(m[k]) for k in keys})
+        if ref_step is not None:
+            r = ref_step(b)
+            times["reference"] += time.perf_counter() - t1
+            if (step + 1) % per_epoch == 0:
+                ref_epoch()
+            losses["reference"].append(r)
         if (step + 1) % args.every == 0 or step + 1 == args.steps:
             evaluate_at(step + 1)
-    return {"curves": curves, "losses": losses, "seconds": times,
-            "config": {"batch_size": args.batch_size, "steps_per_epoch": per_epoch,
-                       "crop_frames": int(icfg.crop_frames), "validation_clips":
-                       int(len(val["length"])), "val_frames": VAL_FRAMES}}
+    return {"curves": curves, "losses": losses, "seconds": times, "config": config}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,6 +410,7 @@ def run_diffusion(args, work: Path, data_dir: Path, speakers: dict,
     cfg = demo.diffusion_config(data_dir, speakers, args.steps, args.diffusion_batch_size,
                                 args.k_step)
     cfg.seed = args.seed
+    apply_overrides(cfg, args.diffusion_set)
     task = DiffusionTask(cfg)
     icfg = pipeline_config(cfg, "diffusion", task.tcfg)
     icfg.crop_frames = task.crop_frames
@@ -465,8 +568,16 @@ def plot(result: dict, path: Path) -> None:
               "reference": dict(color="tab:orange", marker="s", linestyle="--")}
     for ax, (what, key, title) in zip(axes, panels):
         for side, st in styles.items():
+            if side not in result[what]["curves"]:
+                continue
             pts = result[what]["curves"][side]
             ax.plot([p["step"] for p in pts], [p[key] for p in pts], label=side, ms=3, **st)
+        base = result[what].get("config", {}).get("comb_baseline", {})
+        if key in base:
+            ax.axhline(base[key], color="gray", linestyle=":", linewidth=1,
+                       label="constant 86.1 Hz, always voiced")
+        if key == "vuv_error":
+            ax.set_ylim(0, 1)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -474,6 +585,8 @@ def plot(result: dict, path: Path) -> None:
     for ax, what in zip(axes[len(panels):], extra):
         key = "loss/g/mel" if what == "gan" else "loss"
         for side, st in styles.items():
+            if side not in result[what]["losses"]:
+                continue
             y = smooth([r[key] for r in result[what]["losses"][side]])
             ax.plot(np.arange(len(y)) + 1, y, label=side, color=st["color"],
                     linestyle=st.get("linestyle", "-"))
@@ -490,13 +603,17 @@ def table(result: dict) -> str:
     lines = []
     if "gan" in result:
         lines.append("| step | mel L1 svcjax | mel L1 ref | F0 RMSE svcjax (cents) | F0 RMSE ref "
-                     "| V/UV svcjax | V/UV ref |")
-        lines.append("|---:|---:|---:|---:|---:|---:|---:|")
+                     "| V/UV svcjax | V/UV ref | output F0 svcjax (Hz) | output F0 ref |")
+        lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         c = result["gan"]["curves"]
-        for a, b in zip(c["svcjax"], c["reference"]):
+        nan = dict(mel_l1=float("nan"), f0_rmse_cents=float("nan"), vuv_error=float("nan"))
+        for a, b in zip(c["svcjax"], c.get("reference") or [nan] * len(c["svcjax"])):
+            # the output's median dio F0 (averaged over clips); 86 Hz = the frame-rate comb
+            fa, fb = (f"{x['out_f0_median']:.0f}" if "out_f0_median" in x else "-"
+                      for x in (a, b))
             lines.append(f"| {a['step']} | {a['mel_l1']:.3f} | {b['mel_l1']:.3f} | "
                          f"{a['f0_rmse_cents']:.0f} | {b['f0_rmse_cents']:.0f} | "
-                         f"{a['vuv_error']:.0%} | {b['vuv_error']:.0%} |")
+                         f"{a['vuv_error']:.0%} | {b['vuv_error']:.0%} | {fa} | {fb} |")
     if "diffusion" in result:
         lines.append("")
         lines.append("| step | val eps-MSE svcjax | val eps-MSE ref |")
@@ -505,6 +622,53 @@ def table(result: dict) -> str:
         for a, b in zip(c["svcjax"], c["reference"]):
             lines.append(f"| {a['step']} | {a['val_eps_mse']:.4f} | {b['val_eps_mse']:.4f} |")
     return "\n".join(lines)
+
+
+def remeasure(gan: dict, out_dir: Path, sr: int = 44100, hop: int = 512) -> None:
+    """Fill in what dio hears in the outputs (:func:`output_f0`) and the comb baseline from
+    the converted clips a run saved, for curves written before those figures existed."""
+    for side, pts in gan["curves"].items():
+        for p in pts:
+            npz = out_dir / f"step{int(p['step']):05d}.npz"
+            if "out_f0_median" in p or not npz.is_file():
+                continue
+            with np.load(npz) as z:
+                if side not in z:
+                    continue
+                rows = [output_f0(z[side][i], int(n), sr, hop)
+                        for i, n in enumerate(z["val_length"])]
+                p.update({k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]})
+                if "comb_baseline" not in gan.setdefault("config", {}):
+                    val = {"f0": z["val_f0"], "uv": z["val_uv"], "length": z["val_length"]}
+                    gan["config"]["comb_baseline"] = comb_baseline(val, sr, hop)
+
+
+def report(paths, work: Path) -> int:
+    """Merge finished (or cut-short) runs' JSON files into one JSON, PNG and table."""
+    merged: dict = {}
+    for path in paths:
+        try:
+            with open(path) as f:
+                res = json.load(f)
+        except (OSError, ValueError) as e:
+            sys.exit(f"--report: cannot read {path} as a learning_curve.json ({e})")
+        for k, v in res.items():
+            if k in ("gan", "diffusion") and k in merged:
+                sys.exit(f"--report: more than one file holds a {k} curve ({path})")
+            merged.setdefault(k, v)
+        if "gan" in res:
+            remeasure(res["gan"], Path(path).resolve().parent / "curve" / "gan_outputs")
+    if not any(k in merged for k in ("gan", "diffusion")):
+        sys.exit("--report: none of the files holds a gan or diffusion curve")
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "learning_curve.json"
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(merged, indent=1, allow_nan=True))
+    os.replace(tmp, out)
+    plot(merged, work / "learning_curve.png")
+    print(table(merged))
+    print(f"\n{out}\n{work / 'learning_curve.png'}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -522,8 +686,26 @@ def main(argv=None) -> int:
     p.add_argument("--per-speaker", type=int, default=24, help="demo clips per speaker")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    p.add_argument("--sides", default="svcjax,reference",
+                   help="svcjax alone (GAN only) to measure a configuration quickly")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a field of the demo's generator config (repeatable), e.g. "
+                        "train.learning_rate=4e-4 or data.crop_frames=128")
+    p.add_argument("--diffusion-set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="the same for the score network's config")
+    p.add_argument("--report", nargs="+", metavar="JSON",
+                   help="no training: merge these learning_curve.json files (e.g. a GAN run "
+                        "and a diffusion run made in parallel) into WORKDIR's JSON, PNG and "
+                        "table")
     args = p.parse_args(argv)
-    if not os.path.isfile(os.path.join(args.ref, "models.py")):
+    if args.report:
+        return report(args.report, Path(args.workdir))
+    args.sides = [x.strip() for x in args.sides.split(",") if x.strip()]
+    if "svcjax" not in args.sides or not set(args.sides) <= {"svcjax", "reference"}:
+        sys.exit(f"--sides {','.join(args.sides)}: expected svcjax or svcjax,reference")
+    if "reference" not in args.sides and "diffusion" in args.what.split(","):
+        sys.exit("--sides svcjax is for the GAN alone (pass --what gan)")
+    if "reference" in args.sides and not os.path.isfile(os.path.join(args.ref, "models.py")):
         sys.exit(f"{args.ref} is not a so-vits-svc checkout (pass --ref or set SVCJAX_REF)")
     sys.path.insert(0, str(ROOT))
     import jax
