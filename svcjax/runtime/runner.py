@@ -43,7 +43,7 @@ from svcjax.runtime import buckets, sharding
 
 __all__ = ["Runtime", "CompileCounter", "row_count", "frame_bucket", "piece_id",
            "kernel_choices", "KERNELS", "BACKEND_COMPILE_EVENT", "TRACE_EVENT", "shared",
-           "frame_lengths", "row_keys", "per_row"]
+           "frame_lengths", "row_keys", "per_row", "RuntimeView"]
 
 # Per-backend kernel choices. ``unroll_layers`` (inference) / ``train_unroll_layers`` (the
 # SoVITS training step): build layer stacks (:func:`svcjax.models.scan.scan_layers`) fully
@@ -323,3 +323,16 @@ class Runtime:
     @property
     def trace_count(self) -> int:
         return sum(self.traces.values())
+
+
+class RuntimeView:
+    """What a model entry point built on a :class:`Runtime` (its ``runtime`` attribute)
+    exposes of it: the mesh and the number of devices its batches are split over."""
+
+    @property
+    def mesh(self):
+        return self.runtime.mesh
+
+    @property
+    def n_devices(self) -> int:
+        return self.runtime.n_devices

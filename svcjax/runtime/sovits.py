@@ -41,7 +41,7 @@ def _infer_program(module, predict_f0: bool):
     return run
 
 
-class SovitsModel:
+class SovitsModel(runner.RuntimeView):
     """A loaded generator: ``config`` (ConfigDict), ``params``, ``speakers`` (name -> id)."""
 
     def __init__(self, params: Any, config: Any, *, dtype: Any = None, devices=None,
@@ -60,14 +60,6 @@ class SovitsModel:
             config, with_posterior=False, dtype=dtype,
             unroll_layers=bool(self.runtime.kernels["unroll_layers"]))
         self.params = {k: v for k, v in dict(params).items() if k != "enc_q"}
-
-    @property
-    def mesh(self):
-        return self.runtime.mesh
-
-    @property
-    def n_devices(self) -> int:
-        return self.runtime.n_devices
 
     @property
     def traces(self) -> dict:

@@ -61,7 +61,7 @@ def _batched_mel(mel, num_mels: int) -> tuple[np.ndarray, bool]:
     return mel, unbatched
 
 
-class Vocoder:
+class Vocoder(runner.RuntimeView):
     """A loaded NSF-HiFiGAN vocoder: ``config`` (ConfigDict), ``params``, ``trace_count``."""
 
     def __init__(self, params: Any, config: Any, *, dtype: Any = None, devices=None,
@@ -75,14 +75,6 @@ class Vocoder:
         self.module = convert.build_generator(config, dtype=dtype)
         self.runtime = runtime or runner.shared(devices)
         self.params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
-
-    @property
-    def mesh(self):
-        return self.runtime.mesh
-
-    @property
-    def n_devices(self) -> int:
-        return self.runtime.n_devices
 
     @property
     def trace_count(self) -> int:

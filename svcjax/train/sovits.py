@@ -94,12 +94,6 @@ class SovitsTask(Task):
         self.spectrogram = spectrogram or importlib.import_module("svcjax.audio.spectrogram")
         self._data_fn = data
 
-    def sample_rate(self) -> int:
-        return self.sr
-
-    def hop_length(self) -> int:
-        return self.hop
-
     # -- parameters ---------------------------------------------------------------------------
 
     def dummy_batch(self, n: int) -> dict[str, np.ndarray]:
