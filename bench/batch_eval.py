@@ -13,11 +13,12 @@ on the reference side:
   full-size random vec768l12 content encoder, SoVITS, the vocoder mel, shallow diffusion,
   NSF-HiFiGAN. *cold*: the first call in a process without a persistent cache (every
   compilation included, counted with ``jax.monitoring``); *warm*: the same call again.
-* **reference**: for each clip, DIO F0 (pyworld, as the reference's dio predictor), then
-  SoVITS ``infer`` -> ``nvSTFT`` mel -> ``Unit2Mel`` shallow diffusion -> NSF-HiFiGAN with
-  torch (``no_grad``), on random units: the reference's content encoder needs a ContentVec
-  checkpoint, so it is *not* run on its side while svcjax's is (the ratios understate
-  svcjax's advantage by the encoder's share).
+* **reference**: for each clip, DIO F0 (pyworld, as the reference's dio predictor), the
+  content units (``librosa.resample`` to 16 kHz as ``inference/infer_tool.py``, then
+  transformers' PyTorch ``HubertModel``: HuBERT base, the network of the reference's
+  ``vec768l12`` ContentVec, whose fairseq checkpoint is a user file; the same random weights
+  as svcjax's encoder; nearest-neighbour stretch to the frames), then SoVITS ``infer`` ->
+  ``nvSTFT`` mel -> ``Unit2Mel`` shallow diffusion -> NSF-HiFiGAN with torch (``no_grad``).
 * **one 10 s file** (``--file-seconds``): the same on one clip, warm.
 * ``--components``: svcjax component by component (each model's public API in turn, host
   arrays between them), the path the fused program replaces, for comparison.
@@ -91,7 +92,15 @@ def build(ref):
     diff, ref_diff = bench_convert.build_diffusion("full", ref, n_spk=2)
     with tempfile.TemporaryDirectory() as tmp:
         voc, ref_gen = bench_convert.build_vocoder("full", ref, tmp)
-    enc = units.init_content_encoder(mcfg.model.get("speech_encoder", "vec768l12"))
+    import transformers
+
+    if mcfg.model.get("speech_encoder", "vec768l12") != "vec768l12":
+        raise SystemExit("the benchmark's reference side runs vec768l12 (HuBERT base) units")
+    torch.manual_seed(0)
+    hubert = transformers.HubertModel(transformers.HubertConfig()).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        hubert.save_pretrained(tmp)
+        enc = units.load_content_encoder(tmp, kind="vec768l12")
     conv = pipeline.Converter(sov, enc, diff, voc)
     sys.path.insert(0, os.path.abspath(ref))
     from vdecoder.nsf_hifigan.nvSTFT import STFT
@@ -104,11 +113,17 @@ def build(ref):
     zero_random = bench_convert.zero_random
 
     def reference(clip, rs):
+        import librosa
+
         f0, uv = extract_f0(clip, SR, method="dio")
         t = len(f0)
-        u = rs.randn(1, t, ssl).astype(np.float32)
         tt = torch.from_numpy
         with torch.no_grad(), zero_random(torch):
+            wav16 = librosa.resample(clip, orig_sr=SR, target_sr=16000)
+            c = hubert(tt(wav16[None])).last_hidden_state.transpose(1, 2)   # (1, 768, T50)
+            c = torch.nn.functional.interpolate(c, size=t, mode="nearest")
+            u = c.transpose(1, 2).numpy()
+            assert u.shape == (1, t, ssl)
             spk = torch.zeros(1, 1, dtype=torch.long)
             wav, f = net.infer(tt(u).transpose(1, 2), f0=tt(f0[None]), uv=tt(uv[None]),
                                g=spk, noice_scale=0.4, predict_f0=False)

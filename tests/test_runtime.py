@@ -201,6 +201,13 @@ def test_a_file_converts_the_same_alone_or_among_others(conv):
     again = conv.convert([c, a, b], opt, progress=False)
     np.testing.assert_allclose(again[1], together[1], atol=1e-5 * scale, rtol=0)
     np.testing.assert_allclose(again[0], together[2], atol=1e-5 * scale, rtol=0)
+    # the models' parameters were placed once, by their own views (what their public APIs
+    # use), not again by the conversion program's runtime
+    for name, model in (("encoder", conv.encoder), ("sovits", conv.sovits),
+                        ("diffusion", conv.diffusion), ("vocoder", conv.vocoder)):
+        assert model not in conv.runtime._owned, name
+        assert any(k[0] == name for k in model.runtime._owned[model]), name
+    assert not conv.runtime._params
 
 
 @pytest.mark.slow   # compiles several conversion programs: minutes on 2 cores

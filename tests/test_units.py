@@ -55,6 +55,15 @@ def test_interpolate_units_batches_and_errors():
         assert cc.compiles == 0 and out.shape == (2, 29, 3)
         np.testing.assert_array_equal(out[1, :23],
                                       np.asarray(align_frames(units[1, :7], 23, mode)))
+    # linear blends in one program per (source, target) length bucket: new lengths in the
+    # buckets already used compile nothing, and give align_frames' float32 numbers
+    U.interpolate_units(units[:1, :9], [30], "linear")
+    with runtime.CompileCounter() as cc:
+        out = U.interpolate_units(units, [29, 23], "linear", unit_lengths=[10, 7])
+    assert cc.compiles == 0 and out.shape == (2, 29, 3)
+    for j, (m, n) in enumerate(((10, 29), (7, 23))):
+        np.testing.assert_allclose(out[j, :n], np.asarray(align_frames(units[j, :m], n, "linear")),
+                                   rtol=0, atol=2.4e-7 * np.abs(units).max())
 
 
 def test_public_api_is_registered():

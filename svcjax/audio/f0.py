@@ -312,13 +312,16 @@ def crepe_frames(audio16: jax.Array, n16: jax.Array, n_frames: int,
 
 def crepe_in_program(model: Any, params: Any, audio: jax.Array, lens: jax.Array, *,
                      threshold: float = 0.05, decoder: str = "viterbi", fmin: float = F0_MIN,
-                     fmax: float = F0_MAX, chunk: int = 512) -> tuple[jax.Array, jax.Array]:
+                     fmax: float = F0_MAX, chunk: int = 512,
+                     audio16: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """CREPE F0 of a padded 44.1 kHz batch inside a jitted program: ``audio (B, W)`` with
     ``lens[b]`` valid samples (whole 512-sample frames, zeros after) -> ``(f0, uv)``
     ``(B, W // 512)``, what :func:`extract_f0` gives for the same clips (resampy's Kaiser
     resampling to 16 kHz, ``floor(L * 16000 / 44100)`` samples, :func:`crepe_frames`, the
     network, :func:`crepe_postprocess`). The network runs over the frames in steps of about
-    ``chunk`` frames for the whole batch (``lax.map``), which bounds its memory."""
+    ``chunk`` frames for the whole batch (``lax.map``), which bounds its memory. ``audio16``:
+    that resampling, already computed by the caller (``resample(audio, 44100, 16000,
+    quality="kaiser_best")``, e.g. shared with the content encoder's input), else done here."""
     from svcjax.audio.resample import rate_ratio, resample
     from svcjax.models import crepe
 
@@ -330,7 +333,11 @@ def crepe_in_program(model: Any, params: Any, audio: jax.Array, lens: jax.Array,
     n_max = 1 + (width * up // down) // CREPE_HOP
     steps = max(1, -(-n_max * b // max(int(chunk), 1)))
     per = -(-n_max // steps)
-    wav16 = resample(audio, SAMPLING_RATE, 16000, quality="kaiser_best")
+    wav16 = (resample(audio, SAMPLING_RATE, 16000, quality="kaiser_best") if audio16 is None
+             else audio16)
+    if wav16.shape != (b, -(-width * up // down)):
+        raise ValueError(f"audio16 has shape {wav16.shape}; expected {(b, -(-width * up // down))}"
+                         " (the 16 kHz resampling of audio)")
     frames = crepe_frames(wav16, n16, steps * per)               # (B, steps * per, 1024)
     frames = jnp.swapaxes(frames.reshape(b, steps, per, crepe.WINDOW_SIZE), 0, 1)
 

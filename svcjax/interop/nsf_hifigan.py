@@ -74,9 +74,12 @@ def read_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(cfg)
 
 
-def build_generator(config: Mapping[str, Any], *, dtype: Any = None, precision: Any = None):
-    """The Flax generator for a vocoder config (mel input, no speaker, frame-rate source)."""
+def build_generator(config: Mapping[str, Any], *, dtype: Any = None, precision: Any = None,
+                    conv_kernels: Any = None):
+    """The Flax generator for a vocoder config (mel input, no speaker, frame-rate source);
+    ``conv_kernels``: :class:`svcjax.models.layers.ConvKernels` (default: the CPU choice)."""
     from svcjax.models import nsf_hifigan
+    from svcjax.models.layers import CPU_CONV_KERNELS
 
     return nsf_hifigan.Generator(
         sampling_rate=int(config["sampling_rate"]),
@@ -87,7 +90,8 @@ def build_generator(config: Mapping[str, Any], *, dtype: Any = None, precision: 
         upsample_rates=tuple(int(u) for u in config["upsample_rates"]),
         upsample_initial_channel=int(config["upsample_initial_channel"]),
         upsample_kernel_sizes=tuple(int(k) for k in config["upsample_kernel_sizes"]),
-        gin_channels=0, sine_mode="frame_rate", dtype=dtype, precision=precision)
+        gin_channels=0, sine_mode="frame_rate", dtype=dtype, precision=precision,
+        conv_kernels=conv_kernels or CPU_CONV_KERNELS)
 
 
 def param_shapes(config: Mapping[str, Any]) -> Any:

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from svcjax.models.layers import Conv1d, Conv2d, leaky_relu
+from svcjax.models.layers import CPU_CONV_KERNELS, Conv1d, Conv2d, ConvKernels, leaky_relu
 
 __all__ = [
     "PERIODS",
@@ -65,9 +65,11 @@ class DiscriminatorS(nn.Module):
 
     width_div: int = 1
     dtype: Any = None
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     def setup(self):
-        self.convs = [Conv1d(c, k, s, p, groups=g, weight_norm=True, dtype=self.dtype)
+        self.convs = [Conv1d(c, k, s, p, groups=g, weight_norm=True, dtype=self.dtype,
+                             conv_kernels=self.conv_kernels)
                       for c, k, s, g, p in scaled_s_layers(self.width_div)]
         self.conv_post = Conv1d(1, 3, 1, 1, weight_norm=True, dtype=self.dtype)
 
@@ -89,15 +91,17 @@ class DiscriminatorP(nn.Module):
     stride: int = 3
     width_div: int = 1
     dtype: Any = None
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     def setup(self):
         k, s = self.kernel_size, self.stride
         chans = scaled_p_channels(self.width_div)
         self.convs = [
             Conv2d(c, (k, 1), (s if i < len(chans) - 1 else 1, 1), ((k - 1) // 2, 0),
-                   weight_norm=True, dtype=self.dtype)
+                   weight_norm=True, dtype=self.dtype, conv_kernels=self.conv_kernels)
             for i, c in enumerate(chans)]
-        self.conv_post = Conv2d(1, (3, 1), (1, 1), (1, 0), weight_norm=True, dtype=self.dtype)
+        self.conv_post = Conv2d(1, (3, 1), (1, 1), (1, 0), weight_norm=True, dtype=self.dtype,
+                                conv_kernels=self.conv_kernels)
 
     def __call__(self, x):
         b, t, c = x.shape
@@ -128,11 +132,13 @@ class MultiPeriodDiscriminator(nn.Module):
     periods: Sequence[int] = PERIODS
     width_div: int = 1
     dtype: Any = None
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     def setup(self):
         self.discriminators = (
-            [DiscriminatorS(self.width_div, self.dtype)]
-            + [DiscriminatorP(p, width_div=self.width_div, dtype=self.dtype)
+            [DiscriminatorS(self.width_div, self.dtype, self.conv_kernels)]
+            + [DiscriminatorP(p, width_div=self.width_div, dtype=self.dtype,
+                              conv_kernels=self.conv_kernels)
                for p in self.periods])
 
     def __call__(self, y, y_hat):

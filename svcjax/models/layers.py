@@ -24,6 +24,7 @@ a model trained from scratch starts where the reference's does.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any, Callable, Sequence
@@ -38,6 +39,45 @@ Dtype = Any
 Initializer = Callable[..., Array]
 
 LRELU_SLOPE = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvKernels:
+    """How three convolutions are built: a per-backend choice
+    (:data:`svcjax.runtime.runner.KERNELS`), held as a field of every module that uses them,
+    so it is part of each compiled program's key (nothing reads it while tracing). Every
+    choice computes the same function; they differ in the XLA program, so in speed.
+
+    * ``transposed``: :class:`ConvTranspose1d` with ``stride > 1`` as ``"polyphase"``, one
+      stride-1 convolution producing the ``stride`` output phases (``stride`` times fewer
+      multiply-adds than the zero-inserted form), or ``"dilated"``: XLA's native
+      ``lhs_dilation`` convolution (the form GPU/TPU convolution libraries implement);
+    * ``grad``: the kernel gradient of grouped convolutions (and of the polyphase one) as
+      ``"matmul"``, one batched matmul over the shifted input windows (a custom VJP,
+      :func:`grouped_conv1d`), or ``"xla"``: XLA's own (a ``batch_group_count`` / backward-filter
+      convolution, which XLA-CPU runs 10-300x slower than the forward pass);
+    * ``kx1``: a ``(K, 1)`` :class:`Conv2d` (the period discriminators) as ``"fold"``, a 1-D
+      convolution with the columns folded into the batch (forward + backward ~25 % faster on
+      XLA-CPU), or ``"xla"``: the 2-D convolution.
+
+    The default is the CPU choice; :data:`svcjax.runtime.runner.KERNELS` gives GPU and TPU
+    XLA's native paths (not measured faster otherwise there).
+    """
+
+    transposed: str = "polyphase"
+    grad: str = "matmul"
+    kx1: str = "fold"
+
+    def __post_init__(self):
+        for name, allowed in (("transposed", ("polyphase", "dilated")),
+                              ("grad", ("matmul", "xla")), ("kx1", ("fold", "xla"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ConvKernels.{name} must be one of {allowed}, got "
+                                 f"{getattr(self, name)!r}")
+
+
+CPU_CONV_KERNELS = ConvKernels()
+NATIVE_CONV_KERNELS = ConvKernels(transposed="dilated", grad="xla", kx1="xla")
 
 
 def torch_uniform(fan_in: int) -> Initializer:
@@ -102,6 +142,7 @@ class Conv1d(nn.Module):
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
     precision: Any = None
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -117,9 +158,9 @@ class Conv1d(nn.Module):
             kernel = self.param("kernel", kinit, shape, self.param_dtype)
         dtype = self.dtype or x.dtype
         pad = _padding(self.padding, self.kernel_size, self.dilation)
-        if self.groups == 1:
+        if self.groups == 1 or self.conv_kernels.grad == "xla":
             y = _conv1d(x.astype(dtype), kernel.astype(dtype), self.stride, pad, self.dilation,
-                        1, self.precision)
+                        self.groups, self.precision)
         else:
             y = grouped_conv1d(x.astype(dtype), kernel.astype(dtype), self.stride, pad,
                                self.dilation, self.groups, self.precision)
@@ -192,6 +233,7 @@ class ConvTranspose1d(nn.Module):
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
     precision: Any = None
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -206,9 +248,10 @@ class ConvTranspose1d(nn.Module):
             kernel = self.param("kernel_t", kinit, shape, self.param_dtype)
         dtype = self.dtype or x.dtype
         x, kernel = x.astype(dtype), kernel.astype(dtype)
-        if self.dilation == 1 and self.stride > 1:
+        if self.dilation == 1 and self.stride > 1 and self.conv_kernels.transposed == "polyphase":
             y = _transposed_conv_polyphase(x, kernel, self.stride, self.padding,
-                                           self.output_padding, self.precision)
+                                           self.output_padding, self.precision,
+                                           self.conv_kernels.grad == "matmul")
         else:
             edge = self.dilation * (self.kernel_size - 1) - self.padding
             y = lax.conv_general_dilated(
@@ -228,7 +271,8 @@ class ConvTranspose1d(nn.Module):
 
 
 def _transposed_conv_polyphase(x: Array, kernel: Array, stride: int, padding: int,
-                               output_padding: int, precision: Any) -> Array:
+                               output_padding: int, precision: Any,
+                               matmul_grad: bool = True) -> Array:
     """Transposed conv as one stride-1 conv producing ``stride`` phases, then interleaved.
 
     The full (uncropped) output is ``z[n*s + r] = sum_q x[n - q] w[r + q*s]``: phase ``r`` is an
@@ -241,9 +285,11 @@ def _transposed_conv_polyphase(x: Array, kernel: Array, stride: int, padding: in
     w = jnp.pad(kernel, ((0, taps * stride - k), (0, 0), (0, 0)))
     w = w.reshape(taps, stride, cin, cout)[::-1]  # [q reversed, r]
     w = w.transpose(0, 2, 1, 3).reshape(taps, cin, stride * cout)
-    # The kernel gradient by matmuls (grouped_conv1d's backward): XLA's CPU backward-filter
-    # convolution is ~30x slower than the forward pass for these short, wide layers.
-    z = grouped_conv1d(x, w, 1, (taps - 1, taps - 1), 1, 1, precision)
+    # matmul_grad (ConvKernels.grad "matmul"): the kernel gradient by matmuls (grouped_conv1d's
+    # backward): XLA's CPU backward-filter convolution is ~30x slower than the forward pass
+    # for these short, wide layers.
+    conv = grouped_conv1d if matmul_grad else _conv1d
+    z = conv(x, w, 1, (taps - 1, taps - 1), 1, 1, precision)
     b, n, _ = z.shape
     z = z.reshape(b, n * stride, cout)
     length = (x.shape[1] - 1) * stride - 2 * padding + k + output_padding
@@ -267,6 +313,7 @@ class Conv2d(nn.Module):
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
     precision: Any = None
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -282,7 +329,7 @@ class Conv2d(nn.Module):
         dtype = self.dtype or x.dtype
         ph, pw = self.padding
         sh, sw = self.stride
-        if kw == 1 and sw == 1 and pw == 0 and self.groups == 1:
+        if kw == 1 and sw == 1 and pw == 0 and self.groups == 1 and self.conv_kernels.kx1 == "fold":
             # A (K, 1) kernel (the period discriminators) is a 1-D conv over H for every
             # column: as one with the columns folded into the batch, XLA's CPU backend runs
             # forward + backward ~25% faster than the 2-D form.
@@ -328,13 +375,15 @@ class SeparableConv1d(nn.Module):
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
     precision: Any = None
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         cin = x.shape[-1]
         common = dict(use_bias=self.use_bias, weight_norm=self.weight_norm,
                       kernel_init=self.kernel_init, dtype=self.dtype,
-                      param_dtype=self.param_dtype, precision=self.precision)
+                      param_dtype=self.param_dtype, precision=self.precision,
+                      conv_kernels=self.conv_kernels)
         x = Conv1d(cin, self.kernel_size, self.stride, self.padding, self.dilation, groups=cin,
                    name="depth_conv", **common)(x)
         return Conv1d(self.features, 1, name="point_conv", **common)(x)

@@ -44,7 +44,8 @@ from jax import lax
 
 from svcjax.models import noise as noise_lib
 from svcjax.models import phase as phase_lib
-from svcjax.models.layers import Conv1d, ConvTranspose1d, Linear, leaky_relu
+from svcjax.models.layers import (CPU_CONV_KERNELS, Conv1d, ConvKernels, ConvTranspose1d, Linear,
+                                  leaky_relu)
 from svcjax.models.snake import SnakeAlias
 
 Array = jax.Array
@@ -278,6 +279,7 @@ class Generator(nn.Module):
     activation: str = "leaky_relu"
     dtype: Any = None
     precision: Any = None
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     @property
     def upp(self) -> int:
@@ -318,7 +320,7 @@ class Generator(nn.Module):
             ch = c0 // (2 ** (i + 1))
             x = _activate(self, x, upsample_mask(mask, res), f"snakes_{i}")
             x = ConvTranspose1d(ch, k, u, padding=(k - u + 1) // 2, weight_norm=True,
-                                name=f"ups_{i}", **common)(x)
+                                name=f"ups_{i}", conv_kernels=self.conv_kernels, **common)(x)
             res *= u
             if i + 1 < len(rates):
                 s = int(math.prod(rates[i + 1:]))

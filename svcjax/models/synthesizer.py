@@ -46,7 +46,7 @@ from svcjax.audio import pitch
 from svcjax.audio.constants import SAMPLING_RATE
 from svcjax.models import noise as noise_lib
 from svcjax.models.attention import FFT, Encoder as AttnEncoder
-from svcjax.models.layers import Conv1d, Linear
+from svcjax.models.layers import CPU_CONV_KERNELS, Conv1d, ConvKernels, Linear
 from svcjax.models.nsf_hifigan import Generator
 from svcjax.models.scan import scan_layers
 from svcjax.models.wavenet import WN
@@ -122,6 +122,7 @@ class PosteriorEncoder(nn.Module):
     dtype: Any = None
     precision: Any = None
     unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     @nn.compact
     def __call__(self, spec: Array, mask: Array, g: Array | None = None) -> tuple[Array, Array]:
@@ -130,7 +131,8 @@ class PosteriorEncoder(nn.Module):
         x = Conv1d(self.hidden_channels, 1, name="pre", **common)(spec) * m
         x = WN(self.hidden_channels, self.kernel_size, self.dilation_rate, self.n_layers,
                self.gin_channels, depthwise=self.depthwise, name="enc",
-               unroll_layers=self.unroll_layers, **common)(x, mask, g)
+               unroll_layers=self.unroll_layers, conv_kernels=self.conv_kernels,
+               **common)(x, mask, g)
         stats = Conv1d(2 * self.out_channels, 1, name="proj", **common)(x) * m
         return stats[..., :self.out_channels], stats[..., self.out_channels:]
 
@@ -175,11 +177,13 @@ class ResidualCouplingLayer(_MeanOnlyCoupling):
     gin_channels: int = 0
     depthwise: bool = False
     unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     def make_net(self) -> nn.Module:
         return WN(self.hidden_channels, self.kernel_size, self.dilation_rate, self.n_layers,
                   self.gin_channels, depthwise=self.depthwise, dtype=self.dtype,
-                  precision=self.precision, unroll_layers=self.unroll_layers, name="enc")
+                  precision=self.precision, unroll_layers=self.unroll_layers,
+                  conv_kernels=self.conv_kernels, name="enc")
 
 
 class TransformerCouplingLayer(_MeanOnlyCoupling):
@@ -247,11 +251,13 @@ class ResidualCouplingBlock(_CouplingBlock):
     dtype: Any = None
     precision: Any = None
     unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     def shared(self) -> nn.Module:
         return WN(self.hidden_channels, self.kernel_size, self.dilation_rate, self.n_layers,
                   self.gin_channels, depthwise=self.depthwise, dtype=self.dtype,
-                  precision=self.precision, unroll_layers=self.unroll_layers, name="wn")
+                  precision=self.precision, unroll_layers=self.unroll_layers,
+                  conv_kernels=self.conv_kernels, name="wn")
 
     def layer(self, i: int | None, net: nn.Module | None) -> nn.Module:
         where = dict(name=f"flows_{2 * i}") if i is not None else dict(parent=None)
@@ -259,7 +265,8 @@ class ResidualCouplingBlock(_CouplingBlock):
                                      self.precision, kernel_size=self.kernel_size,
                                      dilation_rate=self.dilation_rate, n_layers=self.n_layers,
                                      gin_channels=self.gin_channels, depthwise=self.depthwise,
-                                     unroll_layers=self.unroll_layers, **where)
+                                     unroll_layers=self.unroll_layers,
+                                     conv_kernels=self.conv_kernels, **where)
 
 
 class TransformerCouplingBlock(_CouplingBlock):
@@ -362,6 +369,7 @@ class SynthesizerTrn(nn.Module):
     dtype: Any = None
     precision: Any = None
     unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     def setup(self):
         if self.vocoder_name not in DECODER_ACTIVATIONS:
@@ -375,6 +383,7 @@ class SynthesizerTrn(nn.Module):
         self.pre = Conv1d(self.hidden_channels, 5, padding=2, **common)
         self.emb_uv = nn.Embed(2, self.hidden_channels, embedding_init=nn.initializers.normal(1.0))
         unroll = dict(unroll_layers=self.unroll_layers)
+        kern = dict(conv_kernels=self.conv_kernels)
         self.enc_p = TextEncoder(self.inter_channels, self.hidden_channels, self.filter_channels,
                                  self.n_heads, self.n_layers, self.kernel_size, self.p_dropout,
                                  **common, **unroll)
@@ -382,11 +391,12 @@ class SynthesizerTrn(nn.Module):
                              self.resblock_dilation_sizes, self.upsample_rates,
                              self.upsample_initial_channel, self.upsample_kernel_sizes,
                              self.gin_channels,
-                             activation=DECODER_ACTIVATIONS[self.vocoder_name], **common)
+                             activation=DECODER_ACTIVATIONS[self.vocoder_name], **common, **kern)
         if self.with_posterior:
             self.enc_q = PosteriorEncoder(self.inter_channels, self.hidden_channels, 5, 1,
                                           POSTERIOR_LAYERS, self.gin_channels,
-                                          depthwise=self.use_depthwise_conv, **common, **unroll)
+                                          depthwise=self.use_depthwise_conv, **common, **unroll,
+                                          **kern)
         if self.use_transformer_flow:
             self.flow = TransformerCouplingBlock(
                 self.inter_channels, self.hidden_channels, self.filter_channels, self.n_heads,
@@ -396,7 +406,7 @@ class SynthesizerTrn(nn.Module):
             self.flow = ResidualCouplingBlock(
                 self.inter_channels, self.hidden_channels, 5, 1, self.n_flow_layer, N_FLOWS,
                 self.gin_channels, self.flow_share_parameter, self.use_depthwise_conv, **common,
-                **unroll)
+                **unroll, **kern)
         if self.use_automatic_f0_prediction:
             self.f0_decoder = F0Decoder(1, self.hidden_channels, self.filter_channels,
                                         self.n_heads, self.n_layers, self.kernel_size,
@@ -534,17 +544,20 @@ class SynthesizerTrn(nn.Module):
 
 
 def from_config(config: Any, *, with_posterior: bool = True, dtype: Any = None,
-                precision: Any = None, unroll_layers: bool = False) -> SynthesizerTrn:
+                precision: Any = None, unroll_layers: bool = False,
+                conv_kernels: ConvKernels = CPU_CONV_KERNELS) -> SynthesizerTrn:
     """Build the generator from a config with ``data``, ``train`` and ``model`` sections (an
     ``ml_collections.ConfigDict`` or a dict; the reference's config.json layout).
     ``unroll_layers``: trace the scanned layer stacks unrolled (a kernel choice, see
-    :data:`svcjax.runtime.runner.KERNELS`; training on CPU uses it)."""
+    :data:`svcjax.runtime.runner.KERNELS`; training on CPU uses it); ``conv_kernels``: how the
+    decoder's transposed convs and any depthwise convs are built (:class:`ConvKernels`, also
+    per backend)."""
     get = (lambda d, k, default=None: d.get(k, default) if hasattr(d, "get") else default)
     data, train, model = config["data"], config["train"], config["model"]
     kw = {}
     for name in SynthesizerTrn.__dataclass_fields__:
         if name in ("spec_channels", "segment_size", "sampling_rate", "with_posterior", "dtype",
-                    "precision", "unroll_layers", "parent", "name"):
+                    "precision", "unroll_layers", "conv_kernels", "parent", "name"):
             continue
         value = get(model, name, MODEL_DEFAULTS.get(name))
         if value is None:
@@ -567,7 +580,7 @@ def from_config(config: Any, *, with_posterior: bool = True, dtype: Any = None,
         segment_size=int(train["segment_size"]) // int(data["hop_length"]),
         sampling_rate=int(data["sampling_rate"]),
         with_posterior=with_posterior, dtype=dtype, precision=precision,
-        unroll_layers=bool(unroll_layers), **kw)
+        unroll_layers=bool(unroll_layers), conv_kernels=conv_kernels, **kw)
 
 
 def init_params(model: SynthesizerTrn, rng: jax.Array | None = None, *,

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from svcjax.models.attention import fused_add_tanh_sigmoid_multiply
-from svcjax.models.layers import Conv1d, SeparableConv1d
+from svcjax.models.layers import CPU_CONV_KERNELS, Conv1d, ConvKernels, SeparableConv1d
 from svcjax.models.scan import scan_layers, stack_layers
 
 Array = jax.Array
@@ -47,6 +47,7 @@ class _WNLayer(nn.Module):
     depthwise: bool = False
     dtype: Any = None
     precision: Any = None
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     @nn.compact
     def __call__(self, carry, mask: Array, train: bool, g_l: Array | None = None):
@@ -56,7 +57,7 @@ class _WNLayer(nn.Module):
         conv = SeparableConv1d if self.depthwise else Conv1d
         pad = (self.kernel_size * self.dilation - self.dilation) // 2
         in_layer = conv(2 * c, self.kernel_size, dilation=self.dilation, padding=pad,
-                        name="in_layer", **common)
+                        name="in_layer", conv_kernels=self.conv_kernels, **common)
         res_skip = Conv1d(2 * c, 1, name="res_skip", **common)
         return _wn_step(x, out, mask[..., None].astype(x.dtype), in_layer, res_skip,
                         0.0 if g_l is None else g_l, nn.Dropout(self.p_dropout), train, c, False)
@@ -73,6 +74,7 @@ class WN(nn.Module):
     dtype: Any = None
     precision: Any = None
     unroll_layers: bool = False  # trace the layer scan unrolled (svcjax.runtime.runner.KERNELS)
+    conv_kernels: ConvKernels = CPU_CONV_KERNELS  # per backend: svcjax.runtime.runner.KERNELS
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, g: Array | None = None,
@@ -95,7 +97,7 @@ class WN(nn.Module):
             last = i == n - 1
             in_layer = conv(2 * c, self.kernel_size, dilation=d,
                             padding=(self.kernel_size * d - d) // 2, name=f"in_layers_{i}",
-                            **common)
+                            conv_kernels=self.conv_kernels, **common)
             res_skip = Conv1d(c if last else 2 * c, 1, name=f"res_skip_layers_{i}", **common)
             g_l = g_layers[i] if g_layers is not None else 0.0
             return _wn_step(x, out, m, in_layer, res_skip, g_l, drop, train, c, last)
@@ -110,7 +112,7 @@ class WN(nn.Module):
                                {"in_layer": "in_layers_{}", "res_skip": "res_skip_layers_{}"},
                                range(n - 1))
         layer = _WNLayer(c, self.kernel_size, 1, self.p_dropout, self.depthwise, self.dtype,
-                         self.precision, parent=None)
+                         self.precision, self.conv_kernels, parent=None)
         rng = self.make_rng("dropout") if train and self.p_dropout > 0 else None
         xs = None if g_layers is None else g_layers[:n - 1]
         x, out = scan_layers(layer, stacked, (x, out), mask, train, xs=xs, rng=rng,

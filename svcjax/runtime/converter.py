@@ -88,7 +88,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from svcjax.runtime import buckets
+from svcjax.runtime import buckets, runner
 from svcjax.audio import features, slicer, spectrogram
 from svcjax.audio import resample as resample_lib
 from svcjax.audio.constants import HOP, SAMPLING_RATE
@@ -787,12 +787,25 @@ class Converter:
 
     @property
     def runtime(self):
-        """The :class:`svcjax.runtime.runner.Runtime` (mesh, placement, compiled programs)."""
+        """The :class:`svcjax.runtime.runner.Runtime` of the conversion programs: over the
+        content encoder's devices (those of every model view), with its own compiled
+        programs (they close over this converter's models); the models' parameters are
+        placed by their own views (:meth:`_placed`), once for both uses."""
         rt = self.__dict__.get("_runtime")
         if rt is None:
             from svcjax.runtime.runner import Runtime
-            rt = self._runtime = Runtime()
+            view = getattr(self.encoder, "runtime", None)
+            rt = self._runtime = Runtime(None if view is None else view.devices)
         return rt
+
+    def _placed(self, name: str, model, rows: int):
+        """``model.params`` placed for ``rows`` rows by the model's own runtime view (the copy
+        its public API uses, dropped with the model), or by this converter's runtime when the
+        view runs on other devices."""
+        view = getattr(model, "runtime", None)
+        if view is not None and view.devices == self.runtime.devices:
+            return view.params(name, model.params, rows, owner=model)
+        return self.runtime.params(name, model.params, rows, owner=model)
 
     def _setting(self, opt: ConvertOptions) -> tuple:
         """What one output of a conversion program depends on beyond its inputs:
@@ -825,7 +838,10 @@ class Converter:
                 opt.compute_dtype, settings)
 
     def _build_program(self, static: tuple, f0spec: tuple | None = None) -> Callable:
-        """The conversion of one row (audio in, audio out), mapped over the rows of a batch:
+        """The conversion of one row (audio in, audio out), mapped over the rows of a batch
+        (batched on GPU/TPU, one row after another on CPU: :func:`svcjax.runtime.runner.map_rows`
+        with the backend's ``KERNELS["rows"]``; the rows that only pad the batch compute
+        nothing on one CPU device):
         16 kHz resampling, content units, volume, SoVITS, the vocoder's mel, shallow diffusion
         and the vocoder, and the loudness mix, in one jitted program. The front (up to the
         SoVITS output and its mel) runs once; each diffusion setting of ``static`` gives one
@@ -858,8 +874,7 @@ class Converter:
         sample_mel = matmuls_in(compute_dtype, sample_mel)
         vocode = matmuls_in(compute_dtype, vocode)
 
-        def encode(p_enc, audio, lens16, i0, i1, w1, mask):
-            wav16 = resample_lib.resample(audio, SAMPLING_RATE, ENCODER_SR)
+        def encode(p_enc, wav16, lens16, i0, i1, w1, mask):
             wav16 = jnp.pad(wav16, ((0, 0), (0, -wav16.shape[1] % enc_pad)))
             if enc_max is not None:          # a network with a longest input (checked)
                 wav16 = wav16[:, :enc_max]
@@ -869,9 +884,10 @@ class Converter:
             w = w1[0][:, None]
             return (((1.0 - w) * a + w * b) * mask[0][:, None])[None]
 
-        def row(params, audio, lens, frames, lens16, f0, uv, i0, i1, w1, g, dspk, pid, base,
-                noise_scale, rate):
-            audio, lens, frames, lens16 = audio[None], lens[None], frames[None], lens16[None]
+        def row(params, audio, wav16, lens, frames, lens16, f0, uv, i0, i1, w1, g, dspk, pid,
+                base, noise_scale, rate):
+            audio, wav16, lens = audio[None], wav16[None], lens[None]
+            frames, lens16 = frames[None], lens16[None]
             f0, uv, i0, i1, w1, g = f0[None], uv[None], i0[None], i1[None], w1[None], g[None]
             dspk = None if dspk is None else dspk[None]
             tb = f0.shape[1]
@@ -881,7 +897,7 @@ class Converter:
             if stochastic:
                 k_sov, k_dif = jax.random.split(jax.random.fold_in(base, pid))
             f0, uv = f0 * mask, uv * mask
-            units = encode(params["encoder"], audio, lens16, i0, i1, w1, mask)
+            units = encode(params["encoder"], wav16, lens16, i0, i1, w1, mask)
             vol = features.volume(audio)[:, :tb] * mask if need_vol else None
             if spk_weights:
                 g = g * mask[..., None]
@@ -905,7 +921,9 @@ class Converter:
                 if dvol is None:
                     dvol = features.volume(wav)[:, :tb] * mask
                 if second_encoding:
-                    units = encode(params["encoder"], wav, lens16, i0, i1, w1, mask)
+                    units = encode(params["encoder"],
+                                   resample_lib.resample(wav, SAMPLING_RATE, ENCODER_SR),
+                                   lens16, i0, i1, w1, mask)
             spk = None if dspk is None else dspk * mask[..., None]
             outs = []
             for use_diffusion, k, method, speedup in settings:
@@ -924,17 +942,24 @@ class Converter:
                 outs.append(out[0])
             return jnp.stack(outs)
 
-        axes = (None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 if diff_spk else None, 0, None, None,
+        axes = (None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 if diff_spk else None, 0, None, None,
                 None)
-        mapped = jax.vmap(row, in_axes=axes)
-        if f0spec is None:
-            return mapped
-        track = self._f0_stage(f0spec)
+        # the rows batched (vmap) or one after another (CPU), runner.KERNELS["rows"]
+        rt = self.runtime
+        mapped = runner.map_rows(row, axes, rt.kernels["rows"], rt.n_devices)
+        track = None if f0spec is None else self._f0_stage(f0spec)
 
-        def program(params, audio, lens, frames, lens16, f0, uv, *rest):
-            *rest, f0_scale = rest
-            f0, uv = track(params["f0"], audio, lens)
-            return mapped(params, audio, lens, frames, lens16, f0 * f0_scale, uv, *rest)
+        def program(params, audio, lens, frames, lens16, f0, uv, i0, i1, w1, g, dspk, pid,
+                     valid, base, noise_scale, rate, f0_scale=None):
+            # the 16 kHz input of the content encoder, computed once for the batch and
+            # shared with a CREPE stage (the same Kaiser filter; RMVPE and FCPE resample with
+            # their own, torchaudio's, as the reference's trackers do)
+            wav16 = resample_lib.resample(audio, SAMPLING_RATE, ENCODER_SR)
+            if track is not None:
+                f0, uv = track(params["f0"], audio, lens, wav16)
+                f0 = f0 * f0_scale
+            return mapped(params, audio, wav16, lens, frames, lens16, f0, uv, i0, i1, w1, g,
+                          dspk, pid, base, noise_scale, rate, valid)
 
         return program
 
@@ -973,21 +998,23 @@ class Converter:
         return f0_lib.tracker_network(*f0spec[:2])
 
     def _f0_stage(self, f0spec: tuple) -> Callable:
-        """``(params, audio (R, W), lens (R,)) -> (f0, uv) (R, W // 512)``: the program's F0
-        stage (:func:`svcjax.audio.f0.crepe_in_program` / ``rmvpe_in_program`` /
-        ``fcpe_in_program``, what ``extract_f0`` computes)."""
+        """``(params, audio (R, W), lens (R,), wav16 (R, W16)) -> (f0, uv) (R, W // 512)``:
+        the program's F0 stage (:func:`svcjax.audio.f0.crepe_in_program`, given the batch's
+        16 kHz resampling ``wav16``, / ``rmvpe_in_program`` / ``fcpe_in_program``, what
+        ``extract_f0`` computes)."""
         from svcjax.audio import f0 as f0_lib
 
         model, _ = self._f0_network(f0spec)
         method, _, _, decoder, threshold, fmin, fmax = f0spec
         if method == "rmvpe":
-            return lambda p, audio, lens: f0_lib.rmvpe_in_program(model, p, audio, lens,
-                                                                  threshold=threshold)
+            return lambda p, audio, lens, wav16: f0_lib.rmvpe_in_program(
+                model, p, audio, lens, threshold=threshold)
         if method == "fcpe":
-            return lambda p, audio, lens: f0_lib.fcpe_in_program(
+            return lambda p, audio, lens, wav16: f0_lib.fcpe_in_program(
                 model, p["net"], p["table"], audio, lens, threshold=threshold)
-        return lambda p, audio, lens: f0_lib.crepe_in_program(
-            model, p, audio, lens, threshold=threshold, decoder=decoder, fmin=fmin, fmax=fmax)
+        return lambda p, audio, lens, wav16: f0_lib.crepe_in_program(
+            model, p, audio, lens, threshold=threshold, decoder=decoder, fmin=fmin, fmax=fmax,
+            audio16=wav16)
 
     def _fused_inputs(self, batch: Sequence[_Piece], opt: ConvertOptions) -> dict:
         """A batch's padded host arrays for :meth:`_run_fused`, and its F0 when the tracker
@@ -1089,17 +1116,18 @@ class Converter:
                        np.uint32)
 
         scalars = [np.float32(opt.noise_scale), np.float32(opt.loudness_mix)]
-        params = {"encoder": rt.params("encoder", self.encoder.params, rows)}
+        params = {"encoder": self._placed("encoder", self.encoder, rows)}
         if not opt.only_diffusion:
-            params["sovits"] = rt.params("sovits", self.sovits.params, rows)
+            params["sovits"] = self._placed("sovits", self.sovits, rows)
         if any(s[0] for s in static[-1]):
-            params["diffusion"] = rt.params("diffusion", self.diffusion.params, rows)
-            params["vocoder"] = rt.params("vocoder", self.vocoder.params, rows)
+            params["diffusion"] = self._placed("diffusion", self.diffusion, rows)
+            params["vocoder"] = self._placed("vocoder", self.vocoder, rows)
         if f0spec is not None:
             params["f0"] = rt.params(("f0",) + f0spec[:3], self._f0_network(f0spec)[1], rows)
             scalars.append(np.float32(2.0 ** (opt.transpose / 12.0)))
-        data = rt.put_rows([audio, lens, frames, lens16, f0, uv, i0, i1, w1, g, dspk, pid],
-                           rows)
+        valid = np.arange(rows) < n                 # rows past n only pad the batch
+        data = rt.put_rows([audio, lens, frames, lens16, f0, uv, i0, i1, w1, g, dspk, pid,
+                            valid], rows)
         key = rt.put_replicated(jax.random.PRNGKey(0 if base is None else int(opt.seed)), rows)
         prog = static if f0spec is None else (static, f0spec)
         fn = rt.program("convert", prog, lambda: self._build_program(static, f0spec))

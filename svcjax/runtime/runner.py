@@ -39,24 +39,40 @@ from typing import Any, Callable, Hashable, Sequence
 import jax
 import numpy as np
 
+from svcjax.models.layers import CPU_CONV_KERNELS, NATIVE_CONV_KERNELS
 from svcjax.runtime import buckets, sharding
 
 __all__ = ["Runtime", "CompileCounter", "row_count", "frame_bucket", "piece_id",
            "kernel_choices", "KERNELS", "BACKEND_COMPILE_EVENT", "TRACE_EVENT", "shared",
-           "frame_lengths", "row_keys", "per_row", "RuntimeView"]
+           "frame_lengths", "row_keys", "per_row", "map_rows", "RuntimeView"]
 
-# Per-backend kernel choices. ``unroll_layers`` (inference) / ``train_unroll_layers`` (the
-# SoVITS training step): build layer stacks (:func:`svcjax.models.scan.scan_layers`) fully
-# unrolled. The choice is a field of the model built with it
-# (``synthesizer.from_config(..., unroll_layers=)``), so it is part of every compiled
-# program's key: nothing reads it from ambient state while tracing. XLA-CPU runs the reverse
-# pass of a layer scan ~10x slower than the unrolled layers (the text encoder's gradient:
-# 1.0 s -> 0.1 s), so CPU training unrolls; inference keeps the scanned loops everywhere (not
-# measured to help), and GPU/TPU keep XLA's native scan (not measured faster unrolled).
+# Per-backend kernel choices. Each is a field of the model built with it
+# (``synthesizer.from_config(..., unroll_layers=, conv_kernels=)``), so it is part of every
+# compiled program's key: nothing reads it from ambient state while tracing.
+# * ``unroll_layers`` (inference) / ``train_unroll_layers`` (the SoVITS training step): build
+#   layer stacks (:func:`svcjax.models.scan.scan_layers`) fully unrolled. XLA-CPU runs the
+#   reverse pass of a layer scan ~10x slower than the unrolled layers (the text encoder's
+#   gradient: 1.0 s -> 0.1 s), so CPU training unrolls; inference keeps the scanned loops
+#   everywhere (not measured to help), and GPU/TPU keep XLA's native scan (not measured
+#   faster unrolled).
+# * ``conv``: :class:`svcjax.models.layers.ConvKernels`, how transposed convolutions, the
+#   kernel gradient of grouped convolutions and the period discriminators' (K, 1) convolutions
+#   are built (by training and inference alike). CPU: the polyphase transposed conv, matmul
+#   kernel gradients (XLA-CPU's backward-filter / batch-group convolutions run 10-300x slower
+#   than the forward pass: the GAN step 10.2 s -> 3.4 s with the layer unrolling) and the
+#   folded (K, 1) conv; GPU/TPU: XLA's native convolutions (not measured there).
+# * ``rows``: how a conversion program runs its per-row body over a batch (:func:`map_rows`):
+#   ``"vmap"``, one batched computation, or ``"map"``, the rows one after another inside the
+#   program (``lax.map`` on each device, the rows padded only to fill the batch skipped).
+#   On XLA-CPU the batched full-size models are memory-bound: 8 rows of 4 s ran at 1.64 s per
+#   second of audio vmapped against 1.11 s one row at a time (2-core Xeon); GPU/TPU batch.
 KERNELS: dict[str, dict[str, Any]] = {
-    "cpu": dict(unroll_layers=False, train_unroll_layers=True),
-    "gpu": dict(unroll_layers=False, train_unroll_layers=False),
-    "tpu": dict(unroll_layers=False, train_unroll_layers=False),
+    "cpu": dict(unroll_layers=False, train_unroll_layers=True, conv=CPU_CONV_KERNELS,
+                rows="map"),
+    "gpu": dict(unroll_layers=False, train_unroll_layers=False, conv=NATIVE_CONV_KERNELS,
+                rows="vmap"),
+    "tpu": dict(unroll_layers=False, train_unroll_layers=False, conv=NATIVE_CONV_KERNELS,
+                rows="vmap"),
 }
 
 
@@ -125,6 +141,54 @@ def per_row(fn: Callable, n_rows: int) -> Callable:
             return jax.tree.map(lambda y: y[0], out)
 
         return jax.vmap(one)(*rows, keys)
+
+    return run
+
+
+def map_rows(fn: Callable, in_axes: Sequence[int | None], how: str, shards: int = 1
+             ) -> Callable:
+    """``fn`` (one row's computation) over a batch's rows, the rows being the arguments
+    whose ``in_axes`` entry is 0 (the others are shared; ``None`` values allowed), plus one
+    last argument ``valid`` ``(R,)`` bool: whether each row is a real one (not padding).
+
+    ``how="vmap"``: ``jax.vmap(fn)`` (``valid`` unused). ``how="map"``: the rows are split
+    into ``shards`` groups (the devices they are placed on, a leading-axis split) that are
+    vmapped, and within a group run one after another (``lax.map``); with one group a row
+    that is only padding computes nothing (zeros, ``lax.cond``). Both give the same values.
+    """
+    in_axes = tuple(in_axes)
+    if how == "vmap":
+        vmapped = jax.vmap(fn, in_axes=in_axes)
+        return lambda *args: vmapped(*args[:-1])
+    if how != "map":
+        raise ValueError(f"rows must be 'vmap' or 'map', got {how!r}")
+
+    def run(*args):
+        *args, valid = args
+        idx = [i for i, a in enumerate(in_axes) if a == 0 and args[i] is not None]
+        rows = valid.shape[0]
+        groups = shards if rows % shards == 0 else 1
+
+        def one(row_args, ok):
+            full = list(args)
+            for i, x in zip(idx, row_args):
+                full[i] = x
+            if groups > 1:          # vmapped over the groups: a cond would run both branches
+                return fn(*full)
+            shape = jax.eval_shape(lambda: fn(*full))
+            return jax.lax.cond(ok, lambda: fn(*full),
+                                lambda: jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype),
+                                                     shape))
+
+        def group(row_args, ok):
+            return jax.lax.map(lambda a: one(a[:-1], a[-1]), (*row_args, ok))
+
+        if groups == 1:             # not vmapped, so the cond skips the padding rows
+            return group(tuple(args[i] for i in idx), valid)
+        split = [jax.tree.map(lambda x: x.reshape((groups, rows // groups) + x.shape[1:]),
+                              args[i]) for i in idx]
+        out = jax.vmap(group)(tuple(split), valid.reshape(groups, rows // groups))
+        return jax.tree.map(lambda y: y.reshape((rows,) + y.shape[2:]), out)
 
     return run
 

@@ -58,7 +58,8 @@ class SovitsModel(runner.RuntimeView):
         self.runtime = runtime or runner.shared(devices)
         self.module = synthesizer.from_config(
             config, with_posterior=False, dtype=dtype,
-            unroll_layers=bool(self.runtime.kernels["unroll_layers"]))
+            unroll_layers=bool(self.runtime.kernels["unroll_layers"]),
+            conv_kernels=self.runtime.kernels["conv"])
         self.params = {k: v for k, v in dict(params).items() if k != "enc_q"}
 
     @property

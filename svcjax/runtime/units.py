@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from svcjax.audio.features import ALIGN_MODES, align_table, align_frames
+from svcjax.audio.features import ALIGN_MODES, align_table
 from svcjax.models import content_encoder as ce
 from svcjax.models import encoders
 from svcjax.runtime import buckets, runner
@@ -52,8 +52,8 @@ def interpolate_units(units, n_frames, mode: str = "nearest", unit_lengths=None)
     (the reference's fallback when a config has none) or ``linear``; the index maps are
     :func:`svcjax.audio.features.align_frames`'s, which reproduce the reference's exactly.
     ``nearest`` and ``left`` gather on the host (NumPy): clips of new lengths compile
-    nothing (``linear`` keeps the jitted interpolation, whose float32 rounding is the
-    fixture-tested one).
+    nothing; ``linear`` runs the same float32 arithmetic as ``align_frames`` in one jitted
+    program per (source, target) length bucket (:func:`svcjax.runtime.runner.frame_bucket`).
     """
     units = np.asarray(units, np.float32)
     if units.ndim == 2:
@@ -72,9 +72,9 @@ def interpolate_units(units, n_frames, mode: str = "nearest", unit_lengths=None)
 
 def _align_host(x: np.ndarray, n: int, mode: str) -> np.ndarray:
     """:func:`svcjax.audio.features.align_frames` of ``(T, C)`` float32: a host gather with the
-    same index table for ``nearest`` / ``left`` (no program per length); ``linear`` runs
-    ``align_frames`` itself (NumPy's float32 ``(1 - w) a + w b`` can differ from XLA's by
-    an ulp)."""
+    same index table for ``nearest`` / ``left`` (no program per length); ``linear`` blends
+    the gathered rows in a jitted program on bucketed shapes (NumPy's float32
+    ``(1 - w) a + w b`` can differ from XLA's by an ulp), one per (source, target) bucket."""
     if mode not in ALIGN_MODES:
         raise ValueError(f"unknown alignment mode {mode!r}; expected one of {ALIGN_MODES}")
     if x.ndim != 2 or x.shape[0] == 0:
@@ -82,10 +82,26 @@ def _align_host(x: np.ndarray, n: int, mode: str) -> np.ndarray:
                          f"shape {x.shape}")
     if n < 0:
         raise ValueError(f"target_len must be >= 0, got {n}")
-    if mode == "linear":
-        return np.asarray(align_frames(x, n, mode))
-    i0, _, _ = align_table(x.shape[0], n, mode)
-    return x[i0]
+    i0, i1, w1 = align_table(x.shape[0], n, mode)
+    if mode != "linear":
+        return x[i0]
+    if n == 0:
+        return np.zeros((0, x.shape[1]), np.float32)
+    sb, nb = runner.frame_bucket(x.shape[0]), runner.frame_bucket(n)
+    xp = np.zeros((sb, x.shape[1]), np.float32)
+    xp[:x.shape[0]] = x
+    tables = [np.zeros(nb, np.int32), np.zeros(nb, np.int32), np.zeros(nb, np.float32)]
+    for t, v in zip(tables, (i0, i1, w1)):
+        t[:n] = v
+    return np.asarray(_blend(xp, *tables))[:n]
+
+
+@jax.jit
+def _blend(x, i0, i1, w1):
+    """``(1 - w1) x[i0] + w1 x[i1]``, as :func:`svcjax.audio.features.align_frames`'s."""
+    a, b = jnp.take(x, i0, axis=0), jnp.take(x, i1, axis=0)
+    w = w1[:, None]
+    return (1.0 - w) * a + w * b
 
 
 def _as_batch(wav, lengths) -> tuple[np.ndarray, np.ndarray]:

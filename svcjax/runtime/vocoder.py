@@ -72,8 +72,9 @@ class Vocoder(runner.RuntimeView):
         self.sampling_rate = int(config.sampling_rate)
         self.hop_size = int(config.hop_size)
         self.num_mels = int(config.num_mels)
-        self.module = convert.build_generator(config, dtype=dtype)
         self.runtime = runtime or runner.shared(devices)
+        self.module = convert.build_generator(config, dtype=dtype,
+                                              conv_kernels=self.runtime.kernels["conv"])
         self.params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
 
     @property

@@ -38,6 +38,7 @@ from svcjax.train import losses
 from svcjax.models.discriminator import (PERIODS, MultiPeriodDiscriminator,
                                          discriminator_state_dict, load_discriminator)
 from svcjax.train import inputs
+from svcjax.runtime import runner
 from svcjax.train.task import Task, TrainData, note, require
 
 
@@ -83,14 +84,17 @@ class SovitsTask(Task):
         self.auto_f0 = bool(m.get("use_automatic_f0_prediction", True))
         self.vol_embedding = bool(m.get("vol_embedding", False))
         cdt = None if self.compute_dtype == jnp.float32 else self.compute_dtype
+        # this backend's convolution kernels (runner.KERNELS["conv"]), a field of both models
+        conv_kernels = runner.kernel_choices()["conv"]
         if generator is None:
             from svcjax.models import synthesizer
 
-            generator = synthesizer.from_config(config, dtype=cdt)
+            generator = synthesizer.from_config(config, dtype=cdt, conv_kernels=conv_kernels)
         self.G = generator
         dcfg = config.get("discriminator") or {}
         self.D = MultiPeriodDiscriminator(tuple(dcfg.get("periods", PERIODS)),
-                                          int(dcfg.get("width_div", 1)), dtype=cdt)
+                                          int(dcfg.get("width_div", 1)), dtype=cdt,
+                                          conv_kernels=conv_kernels)
         self.spectrogram = spectrogram or importlib.import_module("svcjax.audio.spectrogram")
         self._data_fn = data
 
@@ -193,8 +197,6 @@ class SovitsTask(Task):
         ``unroll_layers`` (default: the backend's ``KERNELS["train_unroll_layers"]``) as a
         module field, so the choice is part of what the jitted step closes over, not state
         read while tracing."""
-        from svcjax.runtime import runner
-
         unroll = self.unroll_layers
         if unroll is None:
             unroll = runner.kernel_choices()["train_unroll_layers"]
