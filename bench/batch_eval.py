@@ -73,6 +73,7 @@ def clips_of(lengths, seed=0):
 def build(ref):
     """svcjax Converter and the reference's callables, same random weights."""
     import torch
+    import transformers  # before the reference's imports, which stand in a torchaudio module
 
     import convert as bench_convert
     import make_sovits
@@ -92,8 +93,6 @@ def build(ref):
     diff, ref_diff = bench_convert.build_diffusion("full", ref, n_spk=2)
     with tempfile.TemporaryDirectory() as tmp:
         voc, ref_gen = bench_convert.build_vocoder("full", ref, tmp)
-    import transformers
-
     if mcfg.model.get("speech_encoder", "vec768l12") != "vec768l12":
         raise SystemExit("the benchmark's reference side runs vec768l12 (HuBERT base) units")
     torch.manual_seed(0)

@@ -54,6 +54,40 @@ def test_row_count_and_piece_id():
     assert 0 <= runtime.piece_id(x) < 2 ** 31
 
 
+def test_map_rows_maps_like_vmap_and_skips_padding_rows():
+    import jax
+    import jax.numpy as jnp
+
+    calls = []
+
+    def row(w, x, n, scale):
+        jax.debug.callback(lambda: calls.append(1))     # runs once per computed row
+        return {"y": jnp.tanh(x @ w) * n * scale, "n": n}
+
+    rs = np.random.RandomState(0)
+    w = rs.randn(3, 4).astype(np.float32)
+    x = rs.randn(8, 5, 3).astype(np.float32)
+    n = np.arange(8, dtype=np.float32)
+    valid = np.arange(8) < 5
+    axes = (None, 0, 0, None)
+    want = jax.jit(runtime.map_rows(row, axes, "vmap"))(w, x, n, 2.0, valid)
+    for shards in (1, 4, 3):          # 3 does not divide 8 rows: one group
+        calls.clear()
+        got = jax.jit(runtime.map_rows(row, axes, "map", shards))(w, x, n, 2.0, valid)
+        jax.effects_barrier()
+        groups = shards if 8 % shards == 0 else 1
+        np.testing.assert_allclose(got["y"][:5], want["y"][:5], rtol=1e-6, atol=1e-6)
+        if groups == 1:               # the padding rows computed nothing: zeros
+            assert len(calls) == 5 and not np.asarray(got["y"][5:]).any()
+            assert not np.asarray(got["n"][5:]).any()
+        else:                         # vmapped over the groups: every row computed
+            np.testing.assert_allclose(got["y"], want["y"], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="rows must be"):
+        runtime.map_rows(row, axes, "scan")
+    assert runtime.kernel_choices("cpu")["rows"] == "map"
+    assert runtime.kernel_choices("gpu")["rows"] == "vmap"
+
+
 def test_public_views_compile_nothing_for_new_lengths_in_the_same_buckets(model_dirs):
     # The four public entry points are views on one runtime (svcjax.runtime.runner): after a
     # warm-up in one frame bucket (64 frames; the encoder's 20160-sample bucket) with three
