@@ -43,6 +43,9 @@ panels (computed from the sources' F0 alone).
     python bench/learning_curve.py --workdir /tmp/lc_diff --what diffusion
     python bench/learning_curve.py --workdir /tmp/lc --report /tmp/lc_gan/learning_curve.json \
         /tmp/lc_diff/learning_curve.json
+    # the curve of a train.py run (e.g. one left training in the background), from its
+    # checkpoints, measured the same way
+    python bench/learning_curve.py --workdir /tmp/lc_long --checkpoints /tmp/long_gan/run
     # svcjax alone, a variation of the demo's configuration, measured the same way
     python bench/learning_curve.py --workdir /tmp/lc_lr --what gan --sides svcjax --steps 300 \
         --set train.learning_rate=4e-4
@@ -312,6 +315,75 @@ def run_gan(args, work: Path, data_dir: Path, speakers: dict, save=lambda partia
                          ref_convert, ref_epoch, save)
 
 
+def gan_infer(task):
+    """``(generator params, validation clips, key) -> (B, samples)``: the generator's
+    ``infer`` on the validation clips (noise scale 0.35), jitted."""
+    import jax
+
+    @jax.jit
+    def infer(pg, val, key):
+        wav, _ = task.G.apply({"params": pg}, val["units"], val["f0"], val["uv"], val["speaker"],
+                              val["mask"], None, noise_scale=NOISE_SCALE, method="infer",
+                              rngs={"noise": key})
+        return wav.reshape(val["f0"].shape[0], -1)
+
+    return infer
+
+
+def measure_run(run_dir: Path, work: Path, seed: int) -> int:
+    """``--checkpoints RUN_DIR``: the GAN curve of a ``train.py`` run (e.g. one left training
+    in the background, resumed as often as needed), measured as the lockstep curve is: every
+    checkpoint's generator converts the run's validation clips (first 4 s, own speaker) and
+    the same code measures mel L1 and dio F0 against the sources. Writes WORKDIR's JSON
+    (``gan.curves.svcjax``), PNG and table."""
+    import jax
+
+    from svcjax.train.checkpoint import TrainCheckpointer
+    from svcjax.train.export import restore_params
+    from svcjax.train.inputs import pipeline_config
+
+    jax.config.update("jax_default_matmul_precision", "highest")  # as the lockstep curves
+    ckpt = TrainCheckpointer(str(run_dir / "checkpoints"), async_save=False)
+    try:
+        steps = sorted(ckpt.all_steps())
+    finally:
+        ckpt.close()
+    if not steps:
+        sys.exit(f"--checkpoints {run_dir}: no checkpoint in {run_dir}/checkpoints")
+    task = None
+    curve = []
+    base = jax.random.key(seed + 1)
+    for step in steps:
+        params, _, task = restore_params(str(run_dir), step, task)
+        if not curve:
+            icfg = pipeline_config(task.config, "generator", task.tcfg)
+            icfg.segment_frames = task.seg_frames
+            val = validation_clips(icfg, VAL_FRAMES)
+            infer = gan_infer(task)
+            config = {"run": str(run_dir), "validation_clips": int(len(val["length"])),
+                      "val_frames": VAL_FRAMES,
+                      "comb_baseline": comb_baseline(val, task.sr, task.hop)}
+        key = jax.random.fold_in(base, 10 ** 7 + step)
+        outs = np.asarray(infer(params["g"], {k: val[k] for k in
+                                              ("units", "f0", "uv", "speaker", "mask")}, key))
+        m = measure_outputs(list(outs), val, task)
+        m["step"] = step
+        curve.append(m)
+        say(f"GAN step {step:6d} checkpoint mel L1 {m['mel_l1']:.3f}  F0 RMSE "
+            f"{m['f0_rmse_cents']:.0f} cents  GPE {m['gpe']:.0%}  V/UV {m['vuv_error']:.0%}"
+            f"  output F0 {m['out_f0_median']:.0f} Hz")
+    result = {"gan": {"curves": {"svcjax": curve}, "losses": {}, "config": config}}
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "learning_curve.json"
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1, allow_nan=True))
+    os.replace(tmp, out)
+    plot(result, work / "learning_curve.png")
+    print(table(result))
+    print(f"\n{out}\n{work / 'learning_curve.png'}")
+    return 0
+
+
 def _run_gan_loop(args, work, task, icfg, params, opt, per_epoch, n_train, ref_step,
                   ref_convert, ref_epoch, save=lambda partial: None) -> dict:
     """The lockstep loop: svcjax's step, then (``ref_step`` not None) the reference's."""
@@ -320,14 +392,7 @@ def _run_gan_loop(args, work, task, icfg, params, opt, per_epoch, n_train, ref_s
     from svcjax.data import input_pipeline
 
     step_fn = jax.jit(task.step)
-
-    @jax.jit
-    def jax_infer(pg, val, key):
-        wav, _ = task.G.apply({"params": pg}, val["units"], val["f0"], val["uv"], val["speaker"],
-                              val["mask"], None, noise_scale=NOISE_SCALE, method="infer",
-                              rngs={"noise": key})
-        return wav.reshape(val["f0"].shape[0], -1)
-
+    jax_infer = gan_infer(task)
     loader = iter(input_pipeline.make_loader(icfg, process_index=0, process_count=1))
     val = validation_clips(icfg, VAL_FRAMES)
     say(f"GAN: {len(val['length'])} validation clips, {n_train} training clips, "
@@ -556,7 +621,7 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [p for p in PANELS if p[0] in result]
-    extra = [w for w in ("gan", "diffusion") if w in result]
+    extra = [w for w in ("gan", "diffusion") if w in result and result[w].get("losses")]
     n = len(panels) + len(extra)
     cols = min(n, 3)
     rows = -(-n // cols)
@@ -697,9 +762,16 @@ def main(argv=None) -> int:
                    help="no training: merge these learning_curve.json files (e.g. a GAN run "
                         "and a diffusion run made in parallel) into WORKDIR's JSON, PNG and "
                         "table")
+    p.add_argument("--checkpoints", metavar="RUN_DIR",
+                   help="no training: measure every checkpoint of a train.py SoVITS run (its "
+                        "workdir) on its validation clips, into WORKDIR's JSON, PNG and table")
     args = p.parse_args(argv)
     if args.report:
         return report(args.report, Path(args.workdir))
+    if args.checkpoints:
+        sys.path.insert(0, str(ROOT))
+        return measure_run(Path(args.checkpoints).resolve(), Path(args.workdir).resolve(),
+                           args.seed)
     args.sides = [x.strip() for x in args.sides.split(",") if x.strip()]
     if "svcjax" not in args.sides or not set(args.sides) <= {"svcjax", "reference"}:
         sys.exit(f"--sides {','.join(args.sides)}: expected svcjax or svcjax,reference")
