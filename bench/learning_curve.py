@@ -372,12 +372,22 @@ def measure_run(run_dir: Path, work: Path, seed: int) -> int:
         say(f"GAN step {step:6d} checkpoint mel L1 {m['mel_l1']:.3f}  F0 RMSE "
             f"{m['f0_rmse_cents']:.0f} cents  GPE {m['gpe']:.0%}  V/UV {m['vuv_error']:.0%}"
             f"  output F0 {m['out_f0_median']:.0f} Hz")
-    result = {"gan": {"curves": {"svcjax": curve}, "losses": {}, "config": config}}
-    work.mkdir(parents=True, exist_ok=True)
+    return publish({"gan": {"curves": {"svcjax": curve}, "losses": {}, "config": config}},
+                   work)
+
+
+def write_json(result: dict, out: Path) -> None:
+    """``result`` as ``out`` (JSON, NaN kept), written whole or not at all."""
+    from svcjax.files import atomic_write
+
+    with atomic_write(out, "w", make_dirs=True) as f:
+        f.write(json.dumps(result, indent=1, allow_nan=True))
+
+
+def publish(result: dict, work: Path) -> int:
+    """WORKDIR's learning_curve.json and .png from ``result``, and the table printed."""
     out = work / "learning_curve.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1, allow_nan=True))
-    os.replace(tmp, out)
+    write_json(result, out)
     plot(result, work / "learning_curve.png")
     print(table(result))
     print(f"\n{out}\n{work / 'learning_curve.png'}")
@@ -725,15 +735,7 @@ def report(paths, work: Path) -> int:
             remeasure(res["gan"], Path(path).resolve().parent / "curve" / "gan_outputs")
     if not any(k in merged for k in ("gan", "diffusion")):
         sys.exit("--report: none of the files holds a gan or diffusion curve")
-    work.mkdir(parents=True, exist_ok=True)
-    out = work / "learning_curve.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(merged, indent=1, allow_nan=True))
-    os.replace(tmp, out)
-    plot(merged, work / "learning_curve.png")
-    print(table(merged))
-    print(f"\n{out}\n{work / 'learning_curve.png'}")
-    return 0
+    return publish(merged, work)
 
 
 def main(argv=None) -> int:
@@ -796,9 +798,7 @@ def main(argv=None) -> int:
     out = work / "learning_curve.json"
 
     def write(res):
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(res, indent=1, allow_nan=True))
-        os.replace(tmp, out)
+        write_json(res, out)
 
     for what in args.what.split(","):
         fn = {"gan": run_gan, "diffusion": run_diffusion}[what]

@@ -99,9 +99,7 @@ def test_compute_dtype_names():
 @pytest.fixture(scope="module")
 def conv(tmp_path_factory):
     d = tiny_models.make_model_dirs(tmp_path_factory.mktemp("models"))
-    return pipeline.Converter.from_paths(d / "sovits", encoder=d / "encoder",
-                                         diffusion=d / "diffusion",
-                                         vocoder=tiny_models.VOCODER)
+    return tiny_models.converter(d)
 
 
 def _clip(n, seed):

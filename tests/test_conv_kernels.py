@@ -21,7 +21,7 @@ def _value_and_grads(module, params, x):
     def loss(p, x):
         y = module.apply({"params": p}, x)
         y = y[0] if isinstance(y, tuple) else y
-        return jnp.sum(jnp.sin(y) * 0.5 + y ** 2 * 0.1) if not isinstance(y, list) else 0.0
+        return jnp.sum(jnp.sin(y) * 0.5 + y ** 2 * 0.1)
 
     out = module.apply({"params": params}, x)
     grads = jax.grad(loss, argnums=(0, 1))(params, x)

@@ -19,7 +19,6 @@ from svcjax import cli, configlib
 from svcjax.eval import config as eval_config
 from svcjax.eval import runner as evaluate
 
-from svcjax.runtime import converter as pipeline
 from svcjax.audio import io
 from tests import tiny_models
 
@@ -31,8 +30,7 @@ SR = 44100
 @pytest.fixture(scope="module")
 def converter(tmp_path_factory):
     d = tiny_models.make_model_dirs(tmp_path_factory.mktemp("models"))
-    return pipeline.Converter.from_paths(d / "sovits", encoder=d / "encoder",
-                                         diffusion=d / "diffusion", vocoder=tiny_models.VOCODER)
+    return tiny_models.converter(d)
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,7 @@ def model_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def conv(model_dirs):
-    d = model_dirs
-    return pipeline.Converter.from_paths(d / "sovits", encoder=d / "encoder",
-                                         diffusion=d / "diffusion",
-                                         vocoder=tiny_models.VOCODER)
+    return tiny_models.converter(model_dirs)
 
 
 def _clip(n, seed):

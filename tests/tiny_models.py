@@ -19,6 +19,15 @@ ROOT = Path(__file__).parent.parent
 VOCODER = ROOT / "tests" / "fixtures" / "vocoder" / "model"
 
 
+def converter(d: Path):
+    """A Converter of the tiny models in ``d`` (:func:`make_model_dirs`) with the vocoder
+    fixture: SoVITS, content encoder, shallow diffusion."""
+    from svcjax.runtime import converter as pipeline
+
+    return pipeline.Converter.from_paths(d / "sovits", encoder=d / "encoder",
+                                         diffusion=d / "diffusion", vocoder=VOCODER)
+
+
 def make_model_dirs(d: Path) -> Path:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
