@@ -7,11 +7,13 @@ STAMP := $(VENV)/.svcjax-installed
 PYTEST_ARGS ?=
 
 DEMO_DIR ?= /tmp/svcjax_demo
+DEMO_ARGS ?=
+BASE_STEPS ?= 20000
 # Root installs directly; others through sudo (when there is one).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 VOICE_PACKAGES := flite festival festvox-kallpc16k festvox-us-slt-hts sox
 
-.PHONY: venv test test-all demo demo-tools demo-corpus clean
+.PHONY: venv test test-all demo base-model demo-tools demo-corpus clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +34,12 @@ test-all: demo-tools $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo: demo-tools $(STAMP)
-	$(PY) -m svcjax.demo --workdir $(DEMO_DIR)
+	$(PY) -m svcjax.demo --workdir $(DEMO_DIR) $(DEMO_ARGS)
+
+# The demo's generator trained for BASE_STEPS steps (resumable; hours on CPU), exported as
+# $(DEMO_DIR)/models/base/G_N.pth for `make demo DEMO_ARGS=--init-from=...`.
+base-model: demo-tools $(STAMP)
+	$(PY) -m svcjax.demo --workdir $(DEMO_DIR) --base-steps $(BASE_STEPS)
 
 # The real voices the demo corpus is made from (Debian packages), installed when missing.
 demo-tools:

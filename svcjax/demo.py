@@ -2,6 +2,8 @@
 
     python -m svcjax.demo [--workdir /tmp/svcjax_demo] [--encoder checkpoint_best_legacy_500.pt]
                           [--vocoder pretrain/nsf_hifigan/model] [--sovits-steps N] ...
+                          [--init-from G_N.pth]
+    python -m svcjax.demo --base-steps N     # only build the base model --init-from takes
 
 1. **Voices**: a small multi-speaker corpus from the real voices Debian ships (flite and
    festival, made sung-like with sox: ``data/demo_corpus.py``); one clip per speaker is held
@@ -26,8 +28,13 @@ accelerators; it is not quality. What a few CPU minutes of training give is meas
 held-out clips and printed at the end, each figure next to what it means (F0 RMSE in cents
 against the source pitch, gross pitch error, V/UV error, mel L1, MCD): at the demo's default
 budget the converted voice does not keep the source's pitch, and the shallow-diffusion output
-is not usable yet (no frame of it is voiced where the source is). Re-running resumes: finished stages are skipped, training
-continues from its checkpoints.
+is not usable yet (no frame of it is voiced where the source is). Re-running resumes: finished
+stages are skipped, training continues from its checkpoints.
+
+A longer-trained starting point: ``--base-steps N`` (``make base-model``) builds the same
+corpus and trains the demo's generator configuration for N steps, resumably (hours on CPU:
+about 1.7 s per step on 2 cores), and exports it; ``--init-from WORKDIR/models/base/G_N.pth``
+then makes the demo fine-tune from it instead of starting from random weights.
 """
 
 from __future__ import annotations
@@ -106,7 +113,7 @@ def build_corpus(train_root: Path, data_dir: Path, encoder: str) -> dict:
     return corpus.load_metadata(data_dir)
 
 
-def sovits_config(data_dir: Path, speakers: dict, steps: int, batch: int):
+def sovits_config(data_dir: Path, speakers: dict, steps: int, batch: int, init_from: str = ""):
     from configs import sovits_44k
 
     c = sovits_44k.get_config("variant=tiny")
@@ -119,7 +126,29 @@ def sovits_config(data_dir: Path, speakers: dict, steps: int, batch: int):
     c.discriminator.width_div = 4
     c.train.update(num_steps=steps, batch_size=batch, eval_interval=max(steps // 2, 1),
                    keep_ckpts=2, log_every=10)
+    c.init_from = str(init_from or "")
     return c
+
+
+def base_config(data_dir: Path, speakers: dict, steps: int, batch: int):
+    """The base model's run: the demo's generator config trained for ``steps`` (resumable),
+    a checkpoint every 1000 steps, the newest 25 kept (about 340 MB each) for its curve."""
+    c = sovits_config(data_dir, speakers, steps, batch)
+    c.train.update(eval_interval=1000, keep_ckpts=25, log_every=50)
+    return c
+
+
+def check_init_from(path: str | None) -> str:
+    """``--init-from``: an existing ``G_*.pth`` (its ``D_*.pth`` beside it is used too)."""
+    if not path:
+        return ""
+    if not os.path.isfile(path):
+        raise SystemExit(f"svcjax.demo: --init-from {path!r}: no such file (expected a G_*.pth, "
+                         "e.g. WORKDIR/models/base/G_20000.pth from --base-steps)")
+    if not (os.path.basename(path).startswith("G_") and path.endswith(".pth")):
+        raise SystemExit(f"svcjax.demo: --init-from {path!r}: expected a generator checkpoint "
+                         "named G_*.pth (its D_*.pth beside it initialises the discriminator)")
+    return os.path.abspath(path)
 
 
 def diffusion_config(data_dir: Path, speakers: dict, steps: int, batch: int, k_step_max: int):
@@ -168,7 +197,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=4, help="generator batch")
     p.add_argument("--diffusion-batch-size", type=int, default=8)
     p.add_argument("--k-step", type=int, default=100, help="shallow diffusion depth")
+    p.add_argument("--init-from", metavar="G_N.pth",
+                   help="fine-tune the demo's generator from this checkpoint (the D_N.pth "
+                        "beside it initialises the discriminator), e.g. a base model built "
+                        "with --base-steps; trained in WORKDIR/runs/sovits_from_G_N")
+    p.add_argument("--base-steps", type=int, metavar="N",
+                   help="instead of the demo: build the corpus, train the demo's generator "
+                        "config for N steps in WORKDIR/runs/base (re-running resumes; a "
+                        "larger N continues) and export WORKDIR/models/base/G_N.pth, D_N.pth")
     args = p.parse_args(argv)
+    init_from = check_init_from(args.init_from)
+    if args.base_steps is not None and args.base_steps < 1:
+        raise SystemExit(f"svcjax.demo: --base-steps {args.base_steps}: expected a positive "
+                         "number of steps")
     _check_tools()
     sys.path.insert(0, str(REPO))            # configs/ and data/ live in the checkout
     work = Path(args.workdir).resolve()
@@ -185,10 +226,26 @@ def main(argv: list[str] | None = None) -> int:
     speakers = dict(meta["speakers"])
     _say(f"speakers: {', '.join(speakers)}")
 
+    if args.base_steps is not None:
+        _say("3/3 base model")
+        files = train_and_export(
+            base_config(data_dir, speakers, args.base_steps, args.batch_size),
+            work / "runs" / "base", work / "models" / "base", "base generator")
+        g = next(f for f in files if os.path.basename(f).startswith("G_"))
+        print(f"\n  base model         {g} (+ D_*.pth beside it)")
+        print(f"  its curve          python bench/learning_curve.py --workdir "
+              f"{work / 'base_curve'} --checkpoints {work / 'runs' / 'base'}")
+        print(f"  the demo from it   python -m svcjax.demo --workdir {work} --init-from {g}")
+        return 0
+
     _say("3/5 training")
+    run_name = "sovits"
+    if init_from:
+        run_name = "sovits_from_" + Path(init_from).stem
+        _say(f"the generator fine-tunes from {init_from}")
     sov_files = train_and_export(
-        sovits_config(data_dir, speakers, args.sovits_steps, args.batch_size),
-        work / "runs" / "sovits", work / "models" / "sovits", "tiny So-VITS-SVC generator")
+        sovits_config(data_dir, speakers, args.sovits_steps, args.batch_size, init_from),
+        work / "runs" / run_name, work / "models" / run_name, "tiny So-VITS-SVC generator")
     dif_files = train_and_export(
         diffusion_config(data_dir, speakers, args.diffusion_steps, args.diffusion_batch_size,
                          args.k_step),
