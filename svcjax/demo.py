@@ -216,10 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
-    _say(f"1/5 voices -> {work / 'voices'}")
+    of = 3 if args.base_steps is not None else 5      # stages
+    _say(f"1/{of} voices -> {work / 'voices'}")
     train_root, held_root = make_voices(work, args.per_speaker)
 
-    _say("2/5 corpus (TFDS ArrayRecord): units, F0 (dio), volume, mels")
+    _say(f"2/{of} corpus (TFDS ArrayRecord): units, F0 (dio), volume, mels")
     encoder, pretrained = content_encoder(work, args.encoder)
     data_dir = work / "data"
     meta = build_corpus(train_root, data_dir, encoder)
